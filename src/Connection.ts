@@ -1,0 +1,96 @@
+/**
+ * An open TCP connection: pulled reads, writes with `sendall` semantics, half-close and state.
+ *
+ * @since 0.1.0
+ */
+import type * as Effect from "effect/Effect"
+import type * as Option from "effect/Option"
+import type * as Sink from "effect/Sink"
+import type * as Stream from "effect/Stream"
+import type * as Endpoint from "./Endpoint.js"
+import type { FrameTooLarge, ReadError, UnexpectedEof, WriteError } from "./TcpError.js"
+
+/**
+ * Where a connection stands, known without a system call.
+ *
+ * - `Open`: both directions usable.
+ * - `HalfClosed`: one direction is done: `readable` is false once the peer sent FIN (reads
+ *   return `None`), `writable` is false after `endWrite`.
+ * - `Closed`: closed by `close`, by the scope, by an error, or after both directions ended.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type ConnectionState =
+  | { readonly _tag: "Open" }
+  | { readonly _tag: "HalfClosed"; readonly readable: boolean; readonly writable: boolean }
+  | { readonly _tag: "Closed" }
+
+/**
+ * Options of `readUntil`.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface ReadUntilOptions {
+  /** Most bytes accepted before the delimiter; beyond it the read fails with `FrameTooLarge`. Default 64 KiB. */
+  readonly maxBytes?: number
+}
+
+/**
+ * A TCP connection. Every method is an `Effect` with a precise error; none throws.
+ *
+ * Reads are pulled: the socket stays paused until a read asks for bytes, so a consumer that
+ * reads slowly slows the peer down through TCP flow control instead of buffering in memory.
+ *
+ * Interruption: an interrupted `read`, `readExactly` or `readUntil` loses no bytes; whatever it
+ * had taken is kept for the next read. An interrupted `write` cannot take back bytes Node has
+ * accepted: they are still sent, so after interrupting a write the stream position is unknown
+ * and the connection should be closed.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Connection {
+  /** The peer's address. */
+  readonly remoteAddress: Endpoint.Endpoint
+  /** This side's address. */
+  readonly localAddress: Endpoint.Endpoint
+  /**
+   * The next bytes that arrived, as soon as there are any (like `recv`): `None` once the peer
+   * has closed its side (FIN) and every byte before it was read. Fails with `ReadTimeout` when
+   * the connection has a `readTimeout` and no byte arrives in time.
+   */
+  readonly read: Effect.Effect<Option.Option<Uint8Array>, ReadError>
+  /** Exactly `size` bytes, across as many chunks as needed; `UnexpectedEof` if the peer closes first. */
+  readonly readExactly: (size: number) => Effect.Effect<Uint8Array, ReadError | UnexpectedEof>
+  /**
+   * The bytes before the next `delimiter` (the delimiter is consumed, not returned); bytes after
+   * it stay for the next read. `FrameTooLarge` when more than `maxBytes` arrive without it,
+   * `UnexpectedEof` if the peer closes first.
+   */
+  readonly readUntil: (
+    delimiter: Uint8Array | string,
+    options?: ReadUntilOptions
+  ) => Effect.Effect<Uint8Array, ReadError | UnexpectedEof | FrameTooLarge>
+  /**
+   * Sends all of `data` (strings as UTF-8), like `sendall`: succeeds once every byte was handed
+   * to the operating system, waiting while the peer does not read. Fails with `WriteTimeout`
+   * when the connection has a `writeTimeout` and the bytes are not taken in time.
+   */
+  readonly write: (data: Uint8Array | string) => Effect.Effect<void, WriteError>
+  /** The incoming bytes, ending at the peer's FIN; pulled, so backpressure is kept. */
+  readonly stream: Stream.Stream<Uint8Array, ReadError>
+  /** Writes every element; does not end the write side (call `endWrite` for that). */
+  readonly sink: Sink.Sink<void, Uint8Array | string, never, WriteError>
+  /** Half-close: sends FIN once every written byte was sent; reading stays possible. Idempotent. */
+  readonly endWrite: Effect.Effect<void, WriteError>
+  /** The current state, without a system call. */
+  readonly state: Effect.Effect<ConnectionState>
+  /**
+   * Closes both directions at once. Bytes from completed writes are already with the operating
+   * system, which still delivers them. Pending reads and writes fail with `SocketClosed`. Idempotent;
+   * the scope that opened the connection closes it too.
+   */
+  readonly close: Effect.Effect<void>
+}

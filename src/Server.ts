@@ -1,0 +1,110 @@
+/**
+ * A running TCP server: each connection's handler in its own fiber, connection limits, an idle
+ * limit and a graceful drain when its scope closes.
+ *
+ * @since 0.1.0
+ */
+import type * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import type * as Scope from "effect/Scope"
+import type { Connection } from "./Connection.js"
+import type * as Endpoint from "./Endpoint.js"
+import { Tcp } from "./Tcp.js"
+import type { ListenError } from "./TcpError.js"
+
+/**
+ * Options of `serve`. Durations are `Duration.DurationInput`: milliseconds or `"5 seconds"`.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface ServeOptions {
+  /** Address to bind; default `127.0.0.1`. Use `0.0.0.0` or `::` to accept connections from other hosts. */
+  readonly host?: string
+  /** Port to bind; 0 picks a free one (read it from `Server.address`). */
+  readonly port: number
+  /** Length of the queue of connections the system completed but the server has not accepted yet; default 511. */
+  readonly backlog?: number
+  /** Connections served at once; more are closed at once and counted in `stats.rejected`. Default: no limit. */
+  readonly maxConnections?: number
+  /** Close a connection on which no byte moved (in either direction) for this long, failing its operations with `IdleTimeout`. */
+  readonly idleTimeout?: Duration.DurationInput
+  /** On shutdown, how long running handlers may take to finish before they are interrupted; default 5 seconds. */
+  readonly drainTimeout?: Duration.DurationInput
+  /** Read deadline of every connection (see `ConnectOptions.readTimeout`). */
+  readonly readTimeout?: Duration.DurationInput
+  /** Write deadline of every connection (see `ConnectOptions.writeTimeout`). */
+  readonly writeTimeout?: Duration.DurationInput
+  /** Disable Nagle's algorithm on accepted sockets; default true. */
+  readonly noDelay?: boolean
+}
+
+/**
+ * Counters of a running server.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface ServerStats {
+  /** Connections being served now. */
+  readonly active: number
+  /** Connections accepted and handed to the handler, since the start. */
+  readonly accepted: number
+  /** Connections closed at once because `maxConnections` were being served. */
+  readonly rejected: number
+  /** Connections closed by `idleTimeout`. */
+  readonly idleClosed: number
+  /** Handlers that ended with a failure or a defect (each was logged). */
+  readonly failed: number
+}
+
+/**
+ * A listening server. It runs until the scope it was started in closes: then it stops
+ * accepting, lets handlers finish until `drainTimeout`, interrupts the rest and closes every socket.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Server {
+  /** The address actually bound (with the real port when 0 was asked for). */
+  readonly address: Endpoint.Endpoint
+  readonly stats: Effect.Effect<ServerStats>
+}
+
+/**
+ * A connection handler. It runs in its own fiber with a `Scope` that closes with the connection;
+ * when it ends, the connection is closed. Its failures and defects are logged with the peer's
+ * address and a connection id, and never affect the server or other connections.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type Handler<E, R> = (connection: Connection) => Effect.Effect<unknown, E, R>
+
+/**
+ * Starts a server with the `Tcp` service in context.
+ *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import { NodeTcp, Server } from "effect-tcp"
+ *
+ * // Echo every chunk back until the client closes.
+ * const program = Effect.gen(function*() {
+ *   const server = yield* Server.serve({ port: 0 }, (connection) =>
+ *     connection.stream.pipe(
+ *       Stream.run(connection.sink)
+ *     ))
+ *   yield* Effect.log(`listening on ${server.address}`)
+ *   yield* Effect.never
+ * }).pipe(Effect.scoped, Effect.provide(NodeTcp.layer))
+ * ```
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const serve = <E, R>(
+  options: ServeOptions,
+  handler: Handler<E, R>
+): Effect.Effect<Server, ListenError, Tcp | Scope.Scope | Exclude<R, Scope.Scope>> =>
+  Effect.flatMap(Tcp, (tcp) => tcp.serve(options, handler))

@@ -1,0 +1,92 @@
+/**
+ * The `Tcp` service: connecting and serving. `NodeTcp.layer` provides it over `node:net`.
+ *
+ * @since 0.1.0
+ */
+import * as Context from "effect/Context"
+import type * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import type * as Scope from "effect/Scope"
+import type { Connection } from "./Connection.js"
+import type { Handler, Server, ServeOptions } from "./Server.js"
+import type { ConnectError, ListenError } from "./TcpError.js"
+
+/**
+ * Options of `connect`. Durations are `Duration.DurationInput`: milliseconds or `"5 seconds"`.
+ * Every option is validated; a bad one fails with `InvalidOptions` before any socket is opened.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface ConnectOptions {
+  /** Host name or IP address. */
+  readonly host: string
+  /** Port, 1 to 65535. */
+  readonly port: number
+  /** Fail with `ConnectTimeout` when the connection is not established in time. Default: the system's (minutes). */
+  readonly connectTimeout?: Duration.DurationInput
+  /** Fail a read with `ReadTimeout` when no byte arrives for this long. Default: wait forever. */
+  readonly readTimeout?: Duration.DurationInput
+  /** Fail a write with `WriteTimeout` when the system does not take its bytes for this long. Default: wait forever. */
+  readonly writeTimeout?: Duration.DurationInput
+  /** Enable TCP keep-alive probes, so a dead peer is noticed even on an idle connection. Default false. */
+  readonly keepAlive?: boolean
+  /** Idle time before the first keep-alive probe. */
+  readonly keepAliveInitialDelay?: Duration.DurationInput
+  /** Disable Nagle's algorithm, so small writes leave at once. Default true. */
+  readonly noDelay?: boolean
+  /** Local address to connect from. */
+  readonly localAddress?: string
+}
+
+/**
+ * Connecting and serving TCP.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface TcpService {
+  /**
+   * Opens a connection, closed when the scope closes. Interrupting it while connecting
+   * destroys the half-open socket.
+   */
+  readonly connect: (options: ConnectOptions) => Effect.Effect<Connection, ConnectError, Scope.Scope>
+  /** Starts a server (see `Server.serve`). */
+  readonly serve: <E, R>(
+    options: ServeOptions,
+    handler: Handler<E, R>
+  ) => Effect.Effect<Server, ListenError, Scope.Scope | Exclude<R, Scope.Scope>>
+}
+
+/**
+ * The `Tcp` service.
+ *
+ * @since 0.1.0
+ * @category tags
+ */
+export class Tcp extends Context.Tag("effect-tcp/Tcp")<Tcp, TcpService>() {}
+
+/**
+ * Opens a connection with the `Tcp` service in context; it is closed when the scope closes.
+ *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import { NodeTcp, Tcp } from "effect-tcp"
+ *
+ * const program = Effect.gen(function*() {
+ *   const connection = yield* Tcp.connect({ host: "localhost", port: 8080, connectTimeout: "5 seconds" })
+ *   yield* connection.write("Hello, Server!")
+ *   return yield* connection.read
+ * }).pipe(
+ *   Effect.scoped,
+ *   Effect.catchTag("ConnectionRefused", (e) => Effect.logWarning(e.message)),
+ *   Effect.provide(NodeTcp.layer)
+ * )
+ * ```
+ *
+ * @since 0.1.0
+ * @category accessors
+ */
+export const connect = (options: ConnectOptions): Effect.Effect<Connection, ConnectError, Tcp | Scope.Scope> =>
+  Effect.flatMap(Tcp, (tcp) => tcp.connect(options))

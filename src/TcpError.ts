@@ -1,0 +1,580 @@
+/**
+ * Every way a TCP operation can fail, as a tagged error a caller can match on,
+ * and the classifier from Node's errors to those tags.
+ *
+ * @since 0.1.0
+ */
+import * as Predicate from "effect/Predicate"
+import * as Schema from "effect/Schema"
+import * as Endpoint from "./Endpoint.js"
+
+/**
+ * The operation that failed.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export const Operation = Schema.Literal("connect", "read", "write", "listen", "close")
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export type Operation = typeof Operation.Type
+
+const nodeFields = {
+  operation: Operation,
+  endpoint: Endpoint.Endpoint,
+  code: Schema.optional(Schema.String),
+  syscall: Schema.optional(Schema.String)
+}
+
+const where = (e: { readonly operation: Operation; readonly endpoint: Endpoint.Endpoint }) =>
+  `${e.operation} ${e.operation === "listen" ? "on" : e.operation === "connect" ? "to" : "on the connection with"} ${
+    Endpoint.format(e.endpoint)
+  }`
+
+/**
+ * The peer's host answered, but nothing listens on the port (ECONNREFUSED).
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class ConnectionRefused extends Schema.TaggedError<ConnectionRefused>()("ConnectionRefused", nodeFields) {
+  override get message(): string {
+    return `connection refused by ${Endpoint.format(this.endpoint)}: is the server running and listening on port ${this.endpoint.port}?`
+  }
+}
+
+/**
+ * The peer forcibly closed the connection (ECONNRESET): it crashed, was killed or aborted the connection.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class ConnectionReset extends Schema.TaggedError<ConnectionReset>()("ConnectionReset", nodeFields) {
+  override get message(): string {
+    return `${where(this)} failed: connection reset by the peer; close this connection and reconnect if needed`
+  }
+}
+
+/**
+ * The connection was aborted by this host's network stack (ECONNABORTED).
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class ConnectionAborted extends Schema.TaggedError<ConnectionAborted>()("ConnectionAborted", nodeFields) {
+  override get message(): string {
+    return `${where(this)} failed: the connection was aborted locally; check the local network and reconnect`
+  }
+}
+
+/**
+ * The connection was not established before the connect deadline (or the system's, ETIMEDOUT).
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class ConnectTimeout extends Schema.TaggedError<ConnectTimeout>()("ConnectTimeout", {
+  ...nodeFields,
+  timeoutMillis: Schema.optional(Schema.Number)
+}) {
+  override get message(): string {
+    const after = this.timeoutMillis === undefined ? "" : ` after ${this.timeoutMillis} ms`
+    return `connect to ${Endpoint.format(this.endpoint)} timed out${after}: the host may be down, overloaded or behind a firewall that drops packets; retry with backoff or raise connectTimeout`
+  }
+}
+
+/**
+ * No bytes arrived within the connection's read deadline.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class ReadTimeout extends Schema.TaggedError<ReadTimeout>()("ReadTimeout", {
+  ...nodeFields,
+  timeoutMillis: Schema.Number
+}) {
+  override get message(): string {
+    return `read from ${Endpoint.format(this.endpoint)} timed out after ${this.timeoutMillis} ms with no data: the peer is slow or gone; retry, or close the connection`
+  }
+}
+
+/**
+ * A write could not hand its bytes to the system within the write deadline (the peer does not read).
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class WriteTimeout extends Schema.TaggedError<WriteTimeout>()("WriteTimeout", {
+  ...nodeFields,
+  timeoutMillis: Schema.Number
+}) {
+  override get message(): string {
+    return `write to ${Endpoint.format(this.endpoint)} timed out after ${this.timeoutMillis} ms: the peer is not reading; close the connection`
+  }
+}
+
+/**
+ * The server closed a connection on which no bytes moved for its idle limit.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class IdleTimeout extends Schema.TaggedError<IdleTimeout>()("IdleTimeout", {
+  ...nodeFields,
+  timeoutMillis: Schema.Number
+}) {
+  override get message(): string {
+    return `connection with ${Endpoint.format(this.endpoint)} closed after ${this.timeoutMillis} ms without traffic (idleTimeout)`
+  }
+}
+
+/**
+ * The host name could not be resolved. `transient` is true for a temporary failure (EAI_AGAIN)
+ * that may succeed on retry, false for a name that does not exist.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class DnsLookupFailed extends Schema.TaggedError<DnsLookupFailed>()("DnsLookupFailed", {
+  ...nodeFields,
+  transient: Schema.Boolean
+}) {
+  override get message(): string {
+    return this.transient
+      ? `DNS lookup of "${this.endpoint.host}" failed temporarily (${this.code}): the resolver is unreachable or busy; retry later`
+      : `DNS lookup of "${this.endpoint.host}" failed (${this.code}): check the host name's spelling and the DNS configuration, or use an IP address`
+  }
+}
+
+/**
+ * No route to the host (EHOSTUNREACH, EHOSTDOWN).
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class HostUnreachable extends Schema.TaggedError<HostUnreachable>()("HostUnreachable", nodeFields) {
+  override get message(): string {
+    return `${where(this)} failed: host unreachable (${this.code}); check that the host is up and routable from here`
+  }
+}
+
+/**
+ * No route to the host's network (ENETUNREACH, ENETDOWN).
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class NetworkUnreachable extends Schema.TaggedError<NetworkUnreachable>()("NetworkUnreachable", nodeFields) {
+  override get message(): string {
+    return `${where(this)} failed: network unreachable (${this.code}); check this host's network connection and routes`
+  }
+}
+
+/**
+ * Another socket is already bound to the address (EADDRINUSE).
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class AddressInUse extends Schema.TaggedError<AddressInUse>()("AddressInUse", nodeFields) {
+  override get message(): string {
+    return `${where(this)} failed: address already in use; stop the process holding port ${this.endpoint.port} or choose another port (0 picks a free one)`
+  }
+}
+
+/**
+ * The system refused the operation (EACCES, EPERM): typically a port below 1024 without privileges.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class PermissionDenied extends Schema.TaggedError<PermissionDenied>()("PermissionDenied", nodeFields) {
+  override get message(): string {
+    return this.operation === "listen" && this.endpoint.port > 0 && this.endpoint.port < 1024
+      ? `${where(this)} failed: permission denied; ports below 1024 need privileges: use a port >= 1024, or a reverse proxy in front`
+      : `${where(this)} failed: permission denied (${this.code}); check firewall rules and process privileges`
+  }
+}
+
+/**
+ * The local address is not available on this host (EADDRNOTAVAIL): a bind to an address this host
+ * does not have, or no free local port left for a connect.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class AddressNotAvailable extends Schema.TaggedError<AddressNotAvailable>()("AddressNotAvailable", nodeFields) {
+  override get message(): string {
+    return `${where(this)} failed: address not available (${this.code}); bind to an address this host has (127.0.0.1, 0.0.0.0), or free local ports`
+  }
+}
+
+/**
+ * A write to a connection the peer has already closed (EPIPE).
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class BrokenPipe extends Schema.TaggedError<BrokenPipe>()("BrokenPipe", nodeFields) {
+  override get message(): string {
+    return `${where(this)} failed: broken pipe, the peer closed the connection; close it and reconnect if needed`
+  }
+}
+
+/**
+ * An operation on a connection that is already closed, or whose side for that direction was
+ * already shut down (a write after `endWrite`, any operation after `close`).
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class SocketClosed extends Schema.TaggedError<SocketClosed>()("SocketClosed", {
+  ...nodeFields,
+  reason: Schema.Literal("closed", "write side ended")
+}) {
+  override get message(): string {
+    return this.reason === "closed"
+      ? `${where(this)} failed: the connection is already closed`
+      : `${where(this)} failed: the write side was already ended (endWrite)`
+  }
+}
+
+/**
+ * The peer closed its side before the requested bytes arrived.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class UnexpectedEof extends Schema.TaggedError<UnexpectedEof>()("UnexpectedEof", {
+  ...nodeFields,
+  expected: Schema.optional(Schema.Number),
+  received: Schema.Number
+}) {
+  override get message(): string {
+    const wanted = this.expected === undefined ? "before the delimiter" : `after ${this.received} of ${this.expected} bytes`
+    return `${where(this)} failed: the peer closed the connection ${wanted} (${this.received} bytes received)`
+  }
+}
+
+/**
+ * A frame (or the bytes before a delimiter) larger than the allowed maximum.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class FrameTooLarge extends Schema.TaggedError<FrameTooLarge>()("FrameTooLarge", {
+  ...nodeFields,
+  size: Schema.Number,
+  maxBytes: Schema.Number
+}) {
+  override get message(): string {
+    return `${where(this)} failed: a frame of at least ${this.size} bytes exceeds the limit of ${this.maxBytes} bytes`
+  }
+}
+
+/**
+ * Bytes that do not decode into a frame or message.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class MalformedFrame extends Schema.TaggedError<MalformedFrame>()("MalformedFrame", {
+  ...nodeFields,
+  reason: Schema.String,
+  cause: Schema.optional(Schema.Defect)
+}) {
+  override get message(): string {
+    return `${where(this)} failed: malformed frame: ${this.reason}`
+  }
+}
+
+/**
+ * Options rejected before any socket was opened (a port of 70000, an empty host, a negative timeout).
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class InvalidOptions extends Schema.TaggedError<InvalidOptions>()("InvalidOptions", {
+  operation: Operation,
+  issues: Schema.String
+}) {
+  override get message(): string {
+    return `invalid ${this.operation} options: ${this.issues}`
+  }
+}
+
+/**
+ * Any other system error, with Node's code and syscall kept verbatim.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class SocketFailure extends Schema.TaggedError<SocketFailure>()("SocketFailure", {
+  ...nodeFields,
+  detail: Schema.String
+}) {
+  override get message(): string {
+    return `${where(this)} failed: ${this.detail}`
+  }
+}
+
+/**
+ * What `connect` can fail with.
+ *
+ * @since 0.1.0
+ * @category unions
+ */
+export type ConnectError =
+  | ConnectionRefused
+  | ConnectionReset
+  | ConnectionAborted
+  | ConnectTimeout
+  | DnsLookupFailed
+  | HostUnreachable
+  | NetworkUnreachable
+  | PermissionDenied
+  | AddressNotAvailable
+  | InvalidOptions
+  | SocketFailure
+
+/**
+ * What a read can fail with.
+ *
+ * @since 0.1.0
+ * @category unions
+ */
+export type ReadError =
+  | ConnectionReset
+  | ConnectionAborted
+  | ReadTimeout
+  | IdleTimeout
+  | SocketClosed
+  | SocketFailure
+
+/**
+ * What a write can fail with.
+ *
+ * @since 0.1.0
+ * @category unions
+ */
+export type WriteError =
+  | ConnectionReset
+  | ConnectionAborted
+  | BrokenPipe
+  | WriteTimeout
+  | IdleTimeout
+  | SocketClosed
+  | SocketFailure
+
+/**
+ * What starting a server can fail with.
+ *
+ * @since 0.1.0
+ * @category unions
+ */
+export type ListenError =
+  | AddressInUse
+  | PermissionDenied
+  | AddressNotAvailable
+  | DnsLookupFailed
+  | InvalidOptions
+  | SocketFailure
+
+/**
+ * Every error of this package.
+ *
+ * @since 0.1.0
+ * @category unions
+ */
+export type TcpError =
+  | ConnectError
+  | ReadError
+  | WriteError
+  | ListenError
+  | UnexpectedEof
+  | FrameTooLarge
+  | MalformedFrame
+
+const tags = new Set<string>([
+  "ConnectionRefused",
+  "ConnectionReset",
+  "ConnectionAborted",
+  "ConnectTimeout",
+  "ReadTimeout",
+  "WriteTimeout",
+  "IdleTimeout",
+  "DnsLookupFailed",
+  "HostUnreachable",
+  "NetworkUnreachable",
+  "AddressInUse",
+  "PermissionDenied",
+  "AddressNotAvailable",
+  "BrokenPipe",
+  "SocketClosed",
+  "UnexpectedEof",
+  "FrameTooLarge",
+  "MalformedFrame",
+  "InvalidOptions",
+  "SocketFailure"
+])
+
+/**
+ * Whether a value is one of this package's errors.
+ *
+ * @since 0.1.0
+ * @category guards
+ */
+export const isTcpError = (u: unknown): u is TcpError =>
+  Predicate.hasProperty(u, "_tag") && typeof u._tag === "string" && tags.has(u._tag) && u instanceof Error
+
+/**
+ * Whether trying again (on a new connection, after a pause) may succeed: true for refused,
+ * reset, aborted, broken pipe, timeouts, unreachable hosts and networks, a temporary DNS failure
+ * and a peer that vanished mid-message; false for a name that does not exist, a port in use,
+ * permission denied, bad options, oversized or malformed frames and use of a closed connection.
+ *
+ * @since 0.1.0
+ * @category predicates
+ */
+export const isTransient = (error: TcpError): boolean => {
+  switch (error._tag) {
+    case "ConnectionRefused":
+    case "ConnectionReset":
+    case "ConnectionAborted":
+    case "ConnectTimeout":
+    case "ReadTimeout":
+    case "WriteTimeout":
+    case "IdleTimeout":
+    case "HostUnreachable":
+    case "NetworkUnreachable":
+    case "BrokenPipe":
+    case "UnexpectedEof":
+      return true
+    case "DnsLookupFailed":
+      return error.transient
+    case "AddressNotAvailable":
+      // On connect it means no free local port: that frees up; on listen it never will.
+      return error.operation === "connect"
+    case "SocketFailure":
+      return error.code === "ETIMEDOUT" || error.code === "EAGAIN"
+    case "AddressInUse":
+    case "PermissionDenied":
+    case "SocketClosed":
+    case "FrameTooLarge":
+    case "MalformedFrame":
+    case "InvalidOptions":
+      return false
+  }
+}
+
+interface NodeErrorLike {
+  readonly code?: unknown
+  readonly syscall?: unknown
+  readonly message?: unknown
+  readonly errors?: unknown
+}
+
+const nodeError = (cause: unknown): NodeErrorLike => {
+  if (!Predicate.isObject(cause)) return { message: String(cause) }
+  const e = cause as NodeErrorLike
+  // Node's happy-eyeballs connect reports an AggregateError: the first attempt's error says most.
+  if (e.code === undefined && Array.isArray(e.errors) && e.errors.length > 0) return nodeError(e.errors[0])
+  return e
+}
+
+const dnsTransient = new Set(["EAI_AGAIN", "ETIMEOUT", "ECONNREFUSED", "ESERVFAIL"])
+const isDnsCode = (code: string, syscall: string | undefined) =>
+  syscall === "getaddrinfo" || syscall === "queryA" || syscall === "queryAaaa" || code === "ENOTFOUND" ||
+  code.startsWith("EAI_")
+
+/**
+ * Turns an error Node reported into the tag a caller can act on, given what was being done and
+ * with whom. Codes that do not belong to the operation's phase become `SocketFailure`, code kept.
+ *
+ * @since 0.1.0
+ * @category classification
+ */
+export const classify: {
+  (cause: unknown, operation: "connect", endpoint: Endpoint.Endpoint): ConnectError
+  (cause: unknown, operation: "read", endpoint: Endpoint.Endpoint): ReadError
+  (cause: unknown, operation: "write", endpoint: Endpoint.Endpoint): WriteError
+  (cause: unknown, operation: "listen", endpoint: Endpoint.Endpoint): ListenError
+  (cause: unknown, operation: Operation, endpoint: Endpoint.Endpoint): TcpError
+} = (cause: unknown, operation: Operation, endpoint: Endpoint.Endpoint): any => {
+  const e = nodeError(cause)
+  const code = typeof e.code === "string" ? e.code : undefined
+  const syscall = typeof e.syscall === "string" ? e.syscall : undefined
+  const fields = { operation, endpoint, code, syscall }
+  const failure = () =>
+    new SocketFailure({ ...fields, detail: typeof e.message === "string" ? e.message : String(code ?? cause) })
+  if (code === undefined) return failure()
+  switch (operation) {
+    case "connect":
+      if (isDnsCode(code, syscall)) return new DnsLookupFailed({ ...fields, transient: dnsTransient.has(code) })
+      switch (code) {
+        case "ECONNREFUSED":
+          return new ConnectionRefused(fields)
+        case "ECONNRESET":
+          return new ConnectionReset(fields)
+        case "ECONNABORTED":
+          return new ConnectionAborted(fields)
+        case "ETIMEDOUT":
+          return new ConnectTimeout(fields)
+        case "EHOSTUNREACH":
+        case "EHOSTDOWN":
+          return new HostUnreachable(fields)
+        case "ENETUNREACH":
+        case "ENETDOWN":
+          return new NetworkUnreachable(fields)
+        case "EACCES":
+        case "EPERM":
+          return new PermissionDenied(fields)
+        case "EADDRNOTAVAIL":
+          return new AddressNotAvailable(fields)
+      }
+      return failure()
+    case "read":
+    case "close":
+      switch (code) {
+        case "ECONNRESET":
+        case "EPIPE":
+          return new ConnectionReset(fields)
+        case "ECONNABORTED":
+          return new ConnectionAborted(fields)
+        case "ERR_STREAM_DESTROYED":
+        case "ERR_SOCKET_CLOSED":
+          return new SocketClosed({ ...fields, reason: "closed" })
+      }
+      return failure()
+    case "write":
+      switch (code) {
+        case "EPIPE":
+          return new BrokenPipe(fields)
+        case "ECONNRESET":
+          return new ConnectionReset(fields)
+        case "ECONNABORTED":
+          return new ConnectionAborted(fields)
+        case "ERR_STREAM_WRITE_AFTER_END":
+          return new SocketClosed({ ...fields, reason: "write side ended" })
+        case "ERR_STREAM_DESTROYED":
+        case "ERR_SOCKET_CLOSED":
+          return new SocketClosed({ ...fields, reason: "closed" })
+      }
+      return failure()
+    case "listen":
+      if (isDnsCode(code, syscall)) return new DnsLookupFailed({ ...fields, transient: dnsTransient.has(code) })
+      switch (code) {
+        case "EADDRINUSE":
+          return new AddressInUse(fields)
+        case "EACCES":
+        case "EPERM":
+          return new PermissionDenied(fields)
+        case "EADDRNOTAVAIL":
+          return new AddressNotAvailable(fields)
+      }
+      return failure()
+  }
+}

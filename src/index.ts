@@ -1,0 +1,16 @@
+/**
+ * @since 0.1.0
+ */
+
+/** @since 0.1.0 */
+export * as Connection from "./Connection.js"
+/** @since 0.1.0 */
+export * as Endpoint from "./Endpoint.js"
+/** @since 0.1.0 */
+export * as NodeTcp from "./NodeTcp.js"
+/** @since 0.1.0 */
+export * as Server from "./Server.js"
+/** @since 0.1.0 */
+export * as Tcp from "./Tcp.js"
+/** @since 0.1.0 */
+export * as TcpError from "./TcpError.js"

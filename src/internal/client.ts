@@ -1,0 +1,65 @@
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import type * as Scope from "effect/Scope"
+import * as net from "node:net"
+import type { Connection } from "../Connection.js"
+import * as Endpoint from "../Endpoint.js"
+import type { ConnectOptions } from "../Tcp.js"
+import * as TcpError from "../TcpError.js"
+import { NodeConnection } from "./connection.js"
+import * as Options from "./options.js"
+
+type Validated = typeof Options.ConnectOptions.Type
+
+const open = (options: Validated): Effect.Effect<NodeConnection, TcpError.ConnectError> => {
+  const endpoint = Endpoint.make(options.host, options.port)
+  const attempt = Effect.async<NodeConnection, TcpError.ConnectError>((resume) => {
+    const socket = net.connect({
+      host: options.host,
+      port: options.port,
+      allowHalfOpen: true,
+      noDelay: options.noDelay ?? true,
+      keepAlive: options.keepAlive ?? false,
+      keepAliveInitialDelay: options.keepAliveInitialDelay && Duration.toMillis(options.keepAliveInitialDelay),
+      localAddress: options.localAddress
+    })
+    const onConnect = () => {
+      // The connection's own listeners are attached before ours go, so an error always has a listener.
+      const connection = new NodeConnection(socket, {
+        readTimeout: options.readTimeout,
+        writeTimeout: options.writeTimeout,
+        onActivity: undefined
+      })
+      socket.off("connect", onConnect)
+      socket.off("error", onError)
+      resume(Effect.succeed(connection))
+    }
+    const onError = (error: unknown) => {
+      socket.off("connect", onConnect)
+      socket.destroy()
+      resume(Effect.fail(TcpError.classify(error, "connect", endpoint)))
+    }
+    socket.on("connect", onConnect)
+    socket.on("error", onError)
+    return Effect.sync(() => {
+      socket.off("connect", onConnect)
+      // Keep a listener: destroy() on a connecting socket may still report an error.
+      socket.destroy()
+    })
+  })
+  const timeout = options.connectTimeout
+  if (timeout === undefined) return attempt
+  return Effect.timeoutFail(attempt, {
+    duration: timeout,
+    onTimeout: () =>
+      new TcpError.ConnectTimeout({ operation: "connect", endpoint, timeoutMillis: Duration.toMillis(timeout) })
+  })
+}
+
+/** @internal */
+export const connect = (options: ConnectOptions): Effect.Effect<Connection, TcpError.ConnectError, Scope.Scope> =>
+  Effect.flatMap(
+    Options.validate(Options.ConnectOptions, "connect", options),
+    (validated) =>
+      Effect.acquireRelease(Effect.interruptible(open(validated)), (connection) => Effect.sync(connection.destroy))
+  )

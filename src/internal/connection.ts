@@ -1,0 +1,361 @@
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Option from "effect/Option"
+import * as Sink from "effect/Sink"
+import * as Stream from "effect/Stream"
+import type * as net from "node:net"
+import type { Connection, ConnectionState, ReadUntilOptions } from "../Connection.js"
+import * as Endpoint from "../Endpoint.js"
+import * as TcpError from "../TcpError.js"
+
+/** @internal */
+export interface ConnectionOptions {
+  readonly readTimeout: Duration.Duration | undefined
+  readonly writeTimeout: Duration.Duration | undefined
+  /** Called with nothing whenever bytes move; used by the server's idle limit. */
+  readonly onActivity: (() => void) | undefined
+}
+
+const defaultReadUntilMax = 64 * 1024
+const none = Option.none()
+const openState: ConnectionState = { _tag: "Open" }
+const closedState: ConnectionState = { _tag: "Closed" }
+
+/**
+ * A Node socket behind the `Connection` interface. The socket is kept in paused mode
+ * ('readable' + read()), so bytes are taken from Node only when a read asks for them.
+ *
+ * @internal
+ */
+export class NodeConnection implements Connection {
+  readonly remoteAddress: Endpoint.Endpoint
+  readonly localAddress: Endpoint.Endpoint
+  /** Bytes taken from the socket but not yet returned to a reader. */
+  private leftover: Buffer | undefined = undefined
+  private eof = false
+  private writeEnded = false
+  private closedByUs = false
+  /** The first error Node reported; every later operation fails with it. */
+  private failure: unknown = undefined
+  /** A typed error imposed from outside (the server's idle limit), reported by every later operation. */
+  private imposed: TcpError.IdleTimeout | undefined = undefined
+  private readWaiters: Array<() => void> = []
+  private readonly readTimeoutMillis: number | undefined
+  private readonly writeTimeoutMillis: number | undefined
+  private readonly waitReadable: Effect.Effect<void, TcpError.ReadError>
+  readonly socket: net.Socket
+  private readonly options: ConnectionOptions
+
+  constructor(socket: net.Socket, options: ConnectionOptions) {
+    this.socket = socket
+    this.options = options
+    this.remoteAddress = Endpoint.make(socket.remoteAddress ?? "unknown", socket.remotePort ?? 0)
+    this.localAddress = Endpoint.make(socket.localAddress ?? "unknown", socket.localPort ?? 0)
+    this.readTimeoutMillis = options.readTimeout && Duration.toMillis(options.readTimeout)
+    this.writeTimeoutMillis = options.writeTimeout && Duration.toMillis(options.writeTimeout)
+    this.waitReadable = this.makeWaitReadable()
+    socket.on("readable", this.onReadable)
+    socket.on("end", this.onEnd)
+    socket.on("error", this.onError)
+    socket.on("close", this.wakeReaders)
+  }
+
+  private readonly wakeReaders = (): void => {
+    const waiters = this.readWaiters
+    if (waiters.length === 0) return
+    this.readWaiters = []
+    for (const wake of waiters) wake()
+  }
+  private readonly onReadable = (): void => {
+    this.options.onActivity?.()
+    this.wakeReaders()
+  }
+  private readonly onEnd = (): void => {
+    this.eof = true
+    this.wakeReaders()
+  }
+  private readonly onError = (error: unknown): void => {
+    if (this.failure === undefined) this.failure = error
+    this.wakeReaders()
+  }
+
+  /** Destroys the socket; what was pending fails with `SocketClosed`. */
+  readonly destroy = (): void => {
+    this.closedByUs = true
+    this.leftover = undefined
+    if (!this.socket.destroyed) this.socket.destroy()
+    this.wakeReaders()
+  }
+
+  /** Closes the connection so that every later operation fails with `error`. */
+  impose(error: TcpError.IdleTimeout): void {
+    if (this.imposed === undefined) this.imposed = error
+    if (!this.socket.destroyed) this.socket.destroy()
+    this.wakeReaders()
+  }
+
+  private closedError(operation: TcpError.Operation, reason: "closed" | "write side ended") {
+    return new TcpError.SocketClosed({ operation, endpoint: this.remoteAddress, reason })
+  }
+
+  // ---------------------------------------------------------------------------
+  // reading
+
+  /**
+   * Takes what is available without waiting: a chunk, `null` at EOF, `undefined` when the
+   * caller must wait, or an error.
+   */
+  private take(): Buffer | null | undefined | TcpError.ReadError {
+    if (this.imposed !== undefined) return this.imposed
+    if (this.closedByUs) return this.closedError("read", "closed")
+    const leftover = this.leftover
+    if (leftover !== undefined) {
+      this.leftover = undefined
+      return leftover
+    }
+    if (this.failure !== undefined) return TcpError.classify(this.failure, "read", this.remoteAddress)
+    const chunk: Buffer | null = this.socket.read()
+    if (chunk !== null) {
+      if (this.options.onActivity) this.options.onActivity()
+      return chunk
+    }
+    if (this.eof) return null
+    if (this.socket.destroyed) return this.closedError("read", "closed")
+    return undefined
+  }
+
+  private makeWaitReadable(): Effect.Effect<void, TcpError.ReadError> {
+    const wait = Effect.async<void>((resume) => {
+      const wake = () => resume(Effect.void)
+      this.readWaiters.push(wake)
+      return Effect.sync(() => {
+        const i = this.readWaiters.indexOf(wake)
+        if (i >= 0) this.readWaiters.splice(i, 1)
+      })
+    })
+    const millis = this.readTimeoutMillis
+    if (millis === undefined) return wait
+    return Effect.timeoutFail(wait, {
+      duration: Duration.millis(millis),
+      onTimeout: () =>
+        new TcpError.ReadTimeout({
+          operation: "read",
+          endpoint: this.remoteAddress,
+          timeoutMillis: millis
+        })
+    })
+  }
+
+  /** The next chunk, or `null` at EOF. */
+  private readonly pull: Effect.Effect<Buffer | null, TcpError.ReadError> = Effect.suspend(() => {
+    const taken = this.take()
+    if (taken === undefined) return Effect.zipRight(this.waitReadable, this.pull)
+    if (taken === null || Buffer.isBuffer(taken)) return Effect.succeed(taken)
+    return Effect.fail(taken)
+  })
+
+  /** Gives bytes back, to be read first next time. */
+  private unread(chunks: ReadonlyArray<Buffer>): void {
+    if (chunks.length === 0 || this.closedByUs) return
+    const all = this.leftover === undefined ? chunks : [...chunks, this.leftover]
+    this.leftover = all.length === 1 ? all[0] : Buffer.concat(all)
+  }
+
+  readonly read: Effect.Effect<Option.Option<Uint8Array>, TcpError.ReadError> = Effect.map(
+    this.pull,
+    (chunk) => (chunk === null ? none : Option.some(chunk))
+  )
+
+  readonly readExactly = (size: number): Effect.Effect<Uint8Array, TcpError.ReadError | TcpError.UnexpectedEof> => {
+    if (!Number.isSafeInteger(size) || size < 0) {
+      return Effect.die(new RangeError(`readExactly: size must be a non-negative integer, got ${size}`))
+    }
+    if (size === 0) return Effect.succeed(new Uint8Array(0))
+    return Effect.suspend(() => {
+      const chunks: Array<Buffer> = []
+      let received = 0
+      const accept = (chunk: Buffer): Uint8Array | undefined => {
+        if (received + chunk.length < size) {
+          chunks.push(chunk)
+          received += chunk.length
+          return undefined
+        }
+        const needed = size - received
+        if (needed < chunk.length) this.leftover = chunk.subarray(needed)
+        if (chunks.length === 0) return chunk.subarray(0, needed)
+        chunks.push(chunk.subarray(0, needed))
+        received = 0
+        const result = Buffer.concat(chunks, size)
+        chunks.length = 0
+        return result
+      }
+      const loop: Effect.Effect<Uint8Array, TcpError.ReadError | TcpError.UnexpectedEof> = Effect.flatMap(
+        this.pull,
+        (chunk) => {
+          if (chunk === null) {
+            return Effect.fail(
+              new TcpError.UnexpectedEof({
+                operation: "read",
+                endpoint: this.remoteAddress,
+                expected: size,
+                received
+              })
+            )
+          }
+          const done = accept(chunk)
+          return done === undefined ? loop : Effect.succeed(done)
+        }
+      )
+      // Fast path: everything is already here.
+      for (;;) {
+        const taken = this.take()
+        if (taken === undefined || taken === null || !Buffer.isBuffer(taken)) {
+          this.unread(chunks)
+          chunks.length = 0
+          received = 0
+          break
+        }
+        const done = accept(taken)
+        if (done !== undefined) return Effect.succeed(done)
+      }
+      return Effect.onExit(loop, (exit) => {
+        if (Exit.isFailure(exit)) this.unread(chunks)
+        return Effect.void
+      })
+    })
+  }
+
+  readonly readUntil = (
+    delimiter: Uint8Array | string,
+    options?: ReadUntilOptions
+  ): Effect.Effect<Uint8Array, TcpError.ReadError | TcpError.UnexpectedEof | TcpError.FrameTooLarge> => {
+    const needle = typeof delimiter === "string" ? Buffer.from(delimiter) : Buffer.from(delimiter)
+    const maxBytes = options?.maxBytes ?? defaultReadUntilMax
+    if (needle.length === 0) return Effect.die(new RangeError("readUntil: the delimiter must not be empty"))
+    if (!Number.isSafeInteger(maxBytes) || maxBytes < 0) {
+      return Effect.die(new RangeError(`readUntil: maxBytes must be a non-negative integer, got ${maxBytes}`))
+    }
+    return Effect.suspend(() => {
+      let buffered: Buffer | undefined = undefined
+      const tooLarge = (size: number) =>
+        new TcpError.FrameTooLarge({ operation: "read", endpoint: this.remoteAddress, size, maxBytes })
+      const loop: Effect.Effect<
+        Uint8Array,
+        TcpError.ReadError | TcpError.UnexpectedEof | TcpError.FrameTooLarge
+      > = Effect.flatMap(this.pull, (chunk) => {
+        if (chunk === null) {
+          return Effect.fail(
+            new TcpError.UnexpectedEof({
+              operation: "read",
+              endpoint: this.remoteAddress,
+              received: buffered?.length ?? 0
+            })
+          )
+        }
+        const searchFrom = buffered === undefined ? 0 : Math.max(0, buffered.length - needle.length + 1)
+        const all: Buffer = buffered === undefined ? chunk : Buffer.concat([buffered, chunk])
+        buffered = all
+        const at = all.indexOf(needle, searchFrom)
+        if (at >= 0) {
+          if (at > maxBytes) return Effect.fail(tooLarge(at))
+          const rest = at + needle.length
+          if (rest < all.length) this.leftover = all.subarray(rest)
+          buffered = undefined
+          return Effect.succeed(all.subarray(0, at))
+        }
+        // Without the delimiter, at most its length - 1 trailing bytes can still start it.
+        if (all.length - (needle.length - 1) > maxBytes) return Effect.fail(tooLarge(all.length))
+        return loop
+      })
+      return Effect.onExit(loop, (exit) => {
+        if (Exit.isFailure(exit) && buffered !== undefined) this.unread([buffered])
+        return Effect.void
+      })
+    })
+  }
+
+  readonly stream: Stream.Stream<Uint8Array, TcpError.ReadError> = Stream.repeatEffectOption(
+    Effect.flatMap(
+      Effect.mapError(this.pull, Option.some),
+      (chunk) => (chunk === null ? Effect.fail(Option.none()) : Effect.succeed(chunk))
+    )
+  )
+
+  // ---------------------------------------------------------------------------
+  // writing
+
+  private writeFailure(): TcpError.WriteError | undefined {
+    if (this.imposed !== undefined) return this.imposed
+    if (this.closedByUs) return this.closedError("write", "closed")
+    if (this.failure !== undefined) return TcpError.classify(this.failure, "write", this.remoteAddress)
+    if (this.writeEnded) return this.closedError("write", "write side ended")
+    if (this.socket.destroyed) return this.closedError("write", "closed")
+    return undefined
+  }
+
+  /** Waits for a write (or end) callback; a `null` result means success. */
+  private awaitCallback(
+    register: (callback: (error?: Error | null) => void) => void
+  ): Effect.Effect<void, TcpError.WriteError> {
+    let settled: Error | null | undefined = undefined
+    let resume: ((error: Error | null) => void) | undefined
+    register((error) => {
+      settled = error ?? null
+      resume?.(settled)
+    })
+    if (settled === null || (settled === undefined && !this.socket.destroyed && this.socket.writableLength === 0)) {
+      // Everything went to the kernel synchronously.
+      if (this.options.onActivity) this.options.onActivity()
+      return Effect.void
+    }
+    const wait = Effect.async<void, TcpError.WriteError>((done) => {
+      resume = (error) => {
+        resume = undefined
+        if (error === null) {
+          if (this.options.onActivity) this.options.onActivity()
+          done(Effect.void)
+        } else {
+          done(Effect.fail(this.writeFailure() ?? TcpError.classify(error, "write", this.remoteAddress)))
+        }
+      }
+      if (settled !== undefined) resume(settled)
+      return Effect.sync(() => {
+        resume = undefined
+      })
+    })
+    const millis = this.writeTimeoutMillis
+    if (millis === undefined) return wait
+    return Effect.timeoutFail(wait, {
+      duration: Duration.millis(millis),
+      onTimeout: () =>
+        new TcpError.WriteTimeout({ operation: "write", endpoint: this.remoteAddress, timeoutMillis: millis })
+    })
+  }
+
+  readonly write = (data: Uint8Array | string): Effect.Effect<void, TcpError.WriteError> =>
+    Effect.suspend(() => {
+      const failure = this.writeFailure()
+      if (failure !== undefined) return Effect.fail(failure)
+      if (data.length === 0) return Effect.void
+      return this.awaitCallback((callback) => this.socket.write(data, callback))
+    })
+
+  readonly sink: Sink.Sink<void, Uint8Array | string, never, TcpError.WriteError> = Sink.forEach(this.write)
+
+  readonly endWrite: Effect.Effect<void, TcpError.WriteError> = Effect.suspend(() => {
+    if (this.writeEnded && !this.closedByUs && this.imposed === undefined) return Effect.void
+    const failure = this.writeFailure()
+    if (failure !== undefined) return Effect.fail(failure)
+    this.writeEnded = true
+    return this.awaitCallback((callback) => this.socket.end(callback))
+  })
+
+  readonly state: Effect.Effect<ConnectionState> = Effect.sync(() => {
+    if (this.closedByUs || this.socket.destroyed) return closedState
+    if (this.eof || this.writeEnded) return { _tag: "HalfClosed", readable: !this.eof, writable: !this.writeEnded }
+    return openState
+  })
+
+  readonly close: Effect.Effect<void> = Effect.sync(this.destroy)
+}

@@ -1,0 +1,78 @@
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
+import * as Option from "effect/Option"
+import * as ParseResult from "effect/ParseResult"
+import * as Schema from "effect/Schema"
+import { Host, Port } from "../Endpoint.js"
+import * as TcpError from "../TcpError.js"
+
+/** A non-negative, finite `Duration.DurationInput` (a number of milliseconds, "5 seconds", a Duration). */
+const DurationOption = Schema.transformOrFail(Schema.Unknown, Schema.DurationFromSelf, {
+  strict: true,
+  decode: (input, _, ast) => {
+    // Duration.decode clamps negative numbers to zero: reject them before it does.
+    const negative = (typeof input === "number" || typeof input === "bigint") && input < 0
+    const decoded = negative ? undefined : Option.getOrUndefined(Duration.decodeUnknown(input))
+    if (decoded === undefined || !Duration.isFinite(decoded) || Duration.toMillis(decoded) < 0) {
+      return ParseResult.fail(
+        new ParseResult.Type(
+          ast,
+          input,
+          `expected a finite, non-negative duration (milliseconds, or a string like "5 seconds"), got ${
+            typeof input === "string" ? JSON.stringify(input) : String(input)
+          }`
+        )
+      )
+    }
+    return ParseResult.succeed(decoded)
+  },
+  encode: ParseResult.succeed
+})
+
+const ConnectPort = Schema.Int.pipe(
+  Schema.between(1, 65535, { message: () => "a port to connect to is an integer from 1 to 65535" })
+)
+
+const PositiveInt = (what: string) =>
+  Schema.Int.pipe(Schema.greaterThanOrEqualTo(1, { message: () => `${what} is an integer of at least 1` }))
+
+/** @internal */
+export const ConnectOptions = Schema.Struct({
+  host: Host,
+  port: ConnectPort,
+  connectTimeout: Schema.optional(DurationOption),
+  readTimeout: Schema.optional(DurationOption),
+  writeTimeout: Schema.optional(DurationOption),
+  keepAlive: Schema.optional(Schema.Boolean),
+  keepAliveInitialDelay: Schema.optional(DurationOption),
+  noDelay: Schema.optional(Schema.Boolean),
+  localAddress: Schema.optional(Host)
+})
+
+/** @internal */
+export const ServeOptions = Schema.Struct({
+  host: Schema.optional(Host),
+  port: Port,
+  backlog: Schema.optional(PositiveInt("backlog")),
+  maxConnections: Schema.optional(PositiveInt("maxConnections")),
+  idleTimeout: Schema.optional(DurationOption),
+  drainTimeout: Schema.optional(DurationOption),
+  readTimeout: Schema.optional(DurationOption),
+  writeTimeout: Schema.optional(DurationOption),
+  noDelay: Schema.optional(Schema.Boolean)
+})
+
+/** Validates options at the boundary, turning a parse error into `InvalidOptions`. */
+export const validate = <A, I>(
+  schema: Schema.Schema<A, I>,
+  operation: TcpError.Operation,
+  input: unknown
+): Effect.Effect<A, TcpError.InvalidOptions> =>
+  Either.match(Schema.decodeUnknownEither(schema, { errors: "all" })(input), {
+    onLeft: (error) =>
+      Effect.fail(
+        new TcpError.InvalidOptions({ operation, issues: ParseResult.TreeFormatter.formatErrorSync(error) })
+      ),
+    onRight: Effect.succeed
+  })

@@ -1,0 +1,164 @@
+import type * as Scope from "effect/Scope"
+import * as Cause from "effect/Cause"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Fiber from "effect/Fiber"
+import * as Runtime from "effect/Runtime"
+import * as net from "node:net"
+import * as Endpoint from "../Endpoint.js"
+import type { Handler, Server, ServeOptions, ServerStats } from "../Server.js"
+import * as TcpError from "../TcpError.js"
+import { NodeConnection } from "./connection.js"
+import * as Options from "./options.js"
+
+const defaultDrainTimeout = Duration.seconds(5)
+
+const listen = (
+  server: net.Server,
+  endpoint: Endpoint.Endpoint,
+  backlog: number
+): Effect.Effect<void, TcpError.ListenError> =>
+  Effect.async<void, TcpError.ListenError>((resume) => {
+    const onListening = () => {
+      server.off("error", onError)
+      resume(Effect.void)
+    }
+    const onError = (error: unknown) => {
+      server.off("listening", onListening)
+      resume(Effect.fail(TcpError.classify(error, "listen", endpoint)))
+    }
+    server.once("listening", onListening)
+    server.once("error", onError)
+    server.listen({ host: endpoint.host, port: endpoint.port, backlog, exclusive: true })
+    return Effect.sync(() => {
+      server.off("listening", onListening)
+      server.off("error", onError)
+      server.close()
+    })
+  })
+
+/** @internal */
+export const serve = <E, R>(
+  options: ServeOptions,
+  handler: Handler<E, R>
+): Effect.Effect<Server, TcpError.ListenError, Scope.Scope | Exclude<R, Scope.Scope>> =>
+  Effect.gen(function*() {
+    const validated = yield* Options.validate(Options.ServeOptions, "listen", options)
+    const runtime = yield* Effect.runtime<Exclude<R, Scope.Scope>>()
+    const clock = yield* Effect.clock
+    const requested = Endpoint.make(validated.host ?? "127.0.0.1", validated.port)
+    const maxConnections = validated.maxConnections ?? Infinity
+    const idleMillis = validated.idleTimeout && Duration.toMillis(validated.idleTimeout)
+    const drainTimeout = validated.drainTimeout ?? defaultDrainTimeout
+    const noDelay = validated.noDelay ?? true
+
+    const server = net.createServer({ allowHalfOpen: true, noDelay })
+    // After listening, errors (like EMFILE on accept) must not crash the process.
+    server.on("error", (error) => runFork(Effect.logWarning("server error", error)))
+    const runFork = Runtime.runFork(runtime)
+
+    let accepted = 0
+    let rejected = 0
+    let idleClosed = 0
+    let failed = 0
+    let nextId = 0
+    let stopping = false
+    const fibers = new Set<Fiber.RuntimeFiber<unknown, never>>()
+    const connections = new Set<NodeConnection>()
+    let onDrained: (() => void) | undefined
+
+    const watchIdle = (connection: NodeConnection, lastActivity: { at: number }, idle: number) => {
+      const loop: Effect.Effect<void> = Effect.suspend(() => {
+        const quiet = clock.unsafeCurrentTimeMillis() - lastActivity.at
+        if (quiet < idle) return Effect.flatMap(Effect.sleep(Duration.millis(idle - quiet)), () => loop)
+        const error = new TcpError.IdleTimeout({
+          operation: "read",
+          endpoint: connection.remoteAddress,
+          timeoutMillis: idle
+        })
+        idleClosed++
+        connection.impose(error)
+        return Effect.logInfo(`${error._tag}: ${error.message}`)
+      })
+      return loop
+    }
+
+    const handle = (connection: NodeConnection, lastActivity: { at: number } | undefined, id: number) => {
+      const run = Effect.scoped(
+        Effect.gen(function*() {
+          if (lastActivity !== undefined && idleMillis !== undefined) {
+            yield* Effect.forkScoped(watchIdle(connection, lastActivity, idleMillis))
+          }
+          yield* handler(connection)
+        }) as Effect.Effect<unknown, E, Exclude<R, Scope.Scope>>
+      )
+      return run.pipe(
+        Effect.catchAllCause((cause) => {
+          if (Cause.isInterruptedOnly(cause)) return Effect.void
+          failed++
+          const error = Cause.failureOption(cause)
+          if (error._tag === "Some" && TcpError.isTcpError(error.value)) {
+            return Effect.logWarning(`handler failed with ${error.value._tag}: ${error.value.message}`)
+          }
+          return Effect.logError("handler failed", cause)
+        }),
+        Effect.ensuring(Effect.sync(connection.destroy)),
+        Effect.annotateLogs({ connectionId: id, peer: Endpoint.format(connection.remoteAddress) })
+      )
+    }
+
+    server.on("connection", (socket: net.Socket) => {
+      if (stopping || connections.size >= maxConnections) {
+        if (!stopping) rejected++
+        socket.destroy()
+        return
+      }
+      accepted++
+      const id = ++nextId
+      const lastActivity = idleMillis === undefined ? undefined : { at: clock.unsafeCurrentTimeMillis() }
+      const connection = new NodeConnection(socket, {
+        readTimeout: validated.readTimeout,
+        writeTimeout: validated.writeTimeout,
+        onActivity: lastActivity && (() => {
+          lastActivity.at = clock.unsafeCurrentTimeMillis()
+        })
+      })
+      connections.add(connection)
+      const fiber = runFork(handle(connection, lastActivity, id))
+      fibers.add(fiber)
+      fiber.addObserver(() => {
+        fibers.delete(fiber)
+        connections.delete(connection)
+        if (fibers.size === 0 && onDrained !== undefined) onDrained()
+      })
+    })
+
+    yield* Effect.acquireRelease(listen(server, requested, validated.backlog ?? 511), () => shutdown)
+
+    const shutdown = Effect.gen(function*() {
+      stopping = true
+      const closed = Effect.async<void>((resume) => {
+        server.close(() => resume(Effect.void))
+      })
+      if (fibers.size > 0) {
+        const drained = Effect.async<void>((resume) => {
+          onDrained = () => resume(Effect.void)
+          if (fibers.size === 0) onDrained()
+        })
+        yield* Effect.timeout(drained, drainTimeout).pipe(Effect.ignore, Effect.interruptible)
+      }
+      yield* Fiber.interruptAll(Array.from(fibers))
+      for (const connection of connections) connection.destroy()
+      yield* closed
+    })
+
+    const address = server.address() as net.AddressInfo
+    const stats = Effect.sync((): ServerStats => ({
+      active: connections.size,
+      accepted,
+      rejected,
+      idleClosed,
+      failed
+    }))
+    return { address: Endpoint.make(address.address, address.port), stats } satisfies Server
+  })

@@ -1,0 +1,113 @@
+import { describe, expect } from "@effect/vitest"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Fiber from "effect/Fiber"
+import * as TestClock from "effect/TestClock"
+import * as TestServices from "effect/TestServices"
+import { Tcp } from "../src/index.js"
+import { closedPort, effect, live, rawServer } from "./support/harness.js"
+import { fullBacklogListener } from "./support/processes.js"
+
+describe("connect", () => {
+  live("connects to a listening server and reports both addresses", () =>
+    Effect.gen(function*() {
+      const { port } = yield* rawServer(() => {})
+      const connection = yield* Tcp.connect({ host: "127.0.0.1", port })
+      expect(connection.remoteAddress.host).toBe("127.0.0.1")
+      expect(connection.remoteAddress.port).toBe(port)
+      expect(connection.localAddress.host).toBe("127.0.0.1")
+      expect(connection.localAddress.port).toBeGreaterThan(0)
+      expect(yield* connection.state).toEqual({ _tag: "Open" })
+    }))
+
+  live("a refused connect fails with ConnectionRefused naming the port", () =>
+    Effect.gen(function*() {
+      const port = yield* closedPort
+      const error = yield* Effect.flip(Tcp.connect({ host: "127.0.0.1", port }))
+      expect(error._tag).toBe("ConnectionRefused")
+      if (error._tag !== "ConnectionRefused") return
+      expect(error.operation).toBe("connect")
+      expect(error.endpoint.port).toBe(port)
+      expect(error.code).toBe("ECONNREFUSED")
+      expect(error.syscall).toBe("connect")
+      expect(error.message).toBe(
+        `connection refused by 127.0.0.1:${port}: is the server running and listening on port ${port}?`
+      )
+    }))
+
+  live("a refused connect over IPv6 (::1) fails with ConnectionRefused", () =>
+    Effect.gen(function*() {
+      const port = yield* closedPort
+      const error = yield* Effect.flip(Tcp.connect({ host: "::1", port }))
+      // Without IPv6 on loopback the system answers EADDRNOTAVAIL instead.
+      expect(["ConnectionRefused", "AddressNotAvailable"]).toContain(error._tag)
+      expect(error.message).toContain(`[::1]:${port}`)
+    }))
+
+  live("a name under .invalid fails with DnsLookupFailed, not transient", () =>
+    Effect.gen(function*() {
+      const error = yield* Effect.flip(Tcp.connect({ host: "no-such-host.invalid", port: 80 }))
+      expect(error._tag).toBe("DnsLookupFailed")
+      if (error._tag !== "DnsLookupFailed") return
+      expect(error.code).toBe("ENOTFOUND")
+      expect(error.transient).toBe(false)
+      expect(error.endpoint.host).toBe("no-such-host.invalid")
+      expect(error.message).toContain(`DNS lookup of "no-such-host.invalid" failed (ENOTFOUND)`)
+    }))
+
+  effect("a connect to a listener whose backlog is full fails with ConnectTimeout at the deadline", () =>
+    Effect.gen(function*() {
+      const port = yield* fullBacklogListener
+      const fiber = yield* Effect.fork(Tcp.connect({ host: "127.0.0.1", port, connectTimeout: "3 seconds" }))
+      // Let a connect that could complete do so in real time; it must still be pending.
+      yield* TestServices.provideLive(Effect.sleep("200 millis"))
+      expect(fiber.unsafePoll()).toBeNull()
+      yield* TestClock.adjust("2999 millis")
+      expect(fiber.unsafePoll()).toBeNull()
+      yield* TestClock.adjust("1 millis")
+      const exit = yield* Fiber.await(fiber)
+      expect(Exit.isFailure(exit)).toBe(true)
+      const error = yield* Effect.flip(exit)
+      expect(error._tag).toBe("ConnectTimeout")
+      if (error._tag !== "ConnectTimeout") return
+      expect(error.timeoutMillis).toBe(3000)
+      expect(error.endpoint.port).toBe(port)
+      expect(error.message).toContain(`connect to 127.0.0.1:${port} timed out after 3000 ms`)
+    }))
+
+  effect("interrupting a pending connect destroys the half-open socket", () =>
+    Effect.gen(function*() {
+      const port = yield* fullBacklogListener
+      const fiber = yield* Effect.fork(Tcp.connect({ host: "127.0.0.1", port }))
+      yield* TestServices.provideLive(Effect.sleep("100 millis"))
+      expect(fiber.unsafePoll()).toBeNull()
+      const exit = yield* Fiber.interrupt(fiber)
+      expect(Exit.isInterrupted(exit)).toBe(true)
+      // The leak check after the test proves the socket and its connect request are gone.
+    }))
+
+  describe("rejects bad options with InvalidOptions before opening a socket", () => {
+    const cases: Array<[string, Record<string, unknown>, string]> = [
+      ["port 70000", { host: "127.0.0.1", port: 70000 }, "a port to connect to is an integer from 1 to 65535"],
+      ["port 0", { host: "127.0.0.1", port: 0 }, "a port to connect to is an integer from 1 to 65535"],
+      ["port 1.5", { host: "127.0.0.1", port: 1.5 }, "Expected an integer, actual 1.5"],
+      ["an empty host", { host: "", port: 80 }, "a host must not be empty"],
+      ["a missing host", { port: 80 }, `["host"]\n   └─ is missing`],
+      ["a negative timeout", { host: "127.0.0.1", port: 80, connectTimeout: -1 }, "expected a finite, non-negative duration"],
+      ["a timeout that is no duration", { host: "127.0.0.1", port: 80, readTimeout: "soon" }, `got "soon"`],
+      ["an infinite timeout", { host: "127.0.0.1", port: 80, writeTimeout: Infinity }, "expected a finite, non-negative duration"],
+      ["noDelay not a boolean", { host: "127.0.0.1", port: 80, noDelay: "yes" }, `Expected boolean, actual "yes"`]
+    ]
+    for (const [what, options, expected] of cases) {
+      effect(what, () =>
+        Effect.gen(function*() {
+          const error = yield* Effect.flip(Tcp.connect(options as any))
+          expect(error._tag).toBe("InvalidOptions")
+          if (error._tag !== "InvalidOptions") return
+          expect(error.operation).toBe("connect")
+          expect(error.issues).toContain(expected)
+          expect(error.message.startsWith("invalid connect options: ")).toBe(true)
+        }))
+    }
+  })
+})

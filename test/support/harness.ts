@@ -1,0 +1,95 @@
+/**
+ * Test helpers: run an Effect test with the `Tcp` service and a check that no fiber it forked is
+ * still running at the end, and peers built on raw `node:net` for behaviour the library must handle.
+ */
+import { it } from "@effect/vitest"
+import * as Effect from "effect/Effect"
+import * as Scope from "effect/Scope"
+import * as Supervisor from "effect/Supervisor"
+import * as net from "node:net"
+import { NodeTcp } from "../../src/index.js"
+import type { Tcp } from "../../src/Tcp.js"
+
+type Body<A, E> = () => Effect.Effect<A, E, Tcp | Scope.Scope>
+
+const leakFree = <A, E>(body: Body<A, E>) =>
+  Effect.gen(function*() {
+    const supervisor = yield* Supervisor.track
+    const result = yield* Effect.scoped(body()).pipe(Effect.supervised(supervisor), Effect.provide(NodeTcp.layer))
+    const alive = yield* supervisor.value
+    if (alive.length > 0) {
+      return yield* Effect.dieMessage(`the test left ${alive.length} fiber(s) running`)
+    }
+    return result
+  })
+
+/** An Effect test with `TestClock` (time stands still until adjusted). */
+export const effect = <A, E>(name: string, body: Body<A, E>, timeout?: number) =>
+  it.effect(name, () => leakFree(body), timeout)
+
+/** An Effect test with the real clock. */
+export const live = <A, E>(name: string, body: Body<A, E>, timeout?: number) =>
+  it.live(name, () => leakFree(body), timeout)
+
+/**
+ * A raw `node:net` server on 127.0.0.1 that calls `onConnection` for each client; closed, with
+ * every socket it accepted, when the scope closes.
+ */
+export const rawServer = (onConnection: (socket: net.Socket) => void) =>
+  Effect.acquireRelease(
+    Effect.async<{ readonly server: net.Server; readonly port: number; readonly sockets: Set<net.Socket> }>(
+      (resume) => {
+        const sockets = new Set<net.Socket>()
+        const server = net.createServer({ allowHalfOpen: true }, (socket) => {
+          sockets.add(socket)
+          socket.on("error", () => {})
+          socket.on("close", () => sockets.delete(socket))
+          onConnection(socket)
+        })
+        server.listen(0, "127.0.0.1", () => {
+          resume(Effect.succeed({ server, port: (server.address() as net.AddressInfo).port, sockets }))
+        })
+      }
+    ),
+    ({ server, sockets }) =>
+      Effect.async<void>((resume) => {
+        for (const socket of sockets) socket.destroy()
+        server.close(() => resume(Effect.void))
+      })
+  )
+
+/** A port on 127.0.0.1 with nothing listening: bound once to find it free, then released. */
+export const closedPort = Effect.async<number>((resume) => {
+  const server = net.createServer()
+  server.listen(0, "127.0.0.1", () => {
+    const port = (server.address() as net.AddressInfo).port
+    server.close(() => resume(Effect.succeed(port)))
+  })
+})
+
+/** A raw client socket to 127.0.0.1:port, destroyed when the scope closes. */
+export const rawClient = (port: number) =>
+  Effect.acquireRelease(
+    Effect.async<net.Socket, Error>((resume) => {
+      const socket = net.connect({ port, host: "127.0.0.1", allowHalfOpen: true })
+      socket.once("connect", () => resume(Effect.succeed(socket)))
+      socket.once("error", (error) => resume(Effect.fail(error)))
+    }).pipe(Effect.tap((socket) => Effect.sync(() => socket.on("error", () => {})))),
+    (socket) => Effect.sync(() => socket.destroy())
+  )
+
+/** Resolves with everything a raw socket receives until it ends or closes. */
+export const collect = (socket: net.Socket) =>
+  Effect.async<Buffer>((resume) => {
+    const chunks: Array<Buffer> = []
+    socket.on("data", (chunk: Buffer) => chunks.push(chunk))
+    socket.once("close", () => resume(Effect.succeed(Buffer.concat(chunks))))
+    socket.once("end", () => resume(Effect.succeed(Buffer.concat(chunks))))
+  })
+
+/** Waits until a raw socket has closed. */
+export const closed = (socket: net.Socket) =>
+  Effect.async<void>((resume) => {
+    if (socket.destroyed) return resume(Effect.void)
+    socket.once("close", () => resume(Effect.void))
+  })
