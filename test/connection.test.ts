@@ -1,0 +1,350 @@
+import { describe, expect } from "@effect/vitest"
+import * as Chunk from "effect/Chunk"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Fiber from "effect/Fiber"
+import * as Option from "effect/Option"
+import * as Stream from "effect/Stream"
+import * as TestClock from "effect/TestClock"
+import * as TestServices from "effect/TestServices"
+import { randomBytes } from "node:crypto"
+import type * as net from "node:net"
+import { Tcp } from "../src/index.js"
+import { closed, collect, effect, live, rawServer } from "./support/harness.js"
+
+const text = (bytes: Uint8Array) => Buffer.from(bytes).toString()
+const realSleep = (millis: number) => TestServices.provideLive(Effect.sleep(`${millis} millis`))
+
+/** A raw peer that hands each accepted socket to `onSocket`, and a connection to it. */
+const connectTo = (onSocket: (socket: net.Socket) => void, options: Partial<Tcp.ConnectOptions> = {}) =>
+  Effect.gen(function*() {
+    let peer: net.Socket | undefined
+    const accepted = yield* Effect.makeLatch()
+    const { port } = yield* rawServer((socket) => {
+      peer = socket
+      onSocket(socket)
+      accepted.unsafeOpen()
+    })
+    const connection = yield* Tcp.connect({ host: "127.0.0.1", port, ...options })
+    yield* accepted.await
+    return { connection, peer: peer!, port }
+  })
+
+/** Writes `data` one byte per event-loop turn: the reader sees many tiny chunks. */
+const dribble = (socket: net.Socket, data: Buffer, then?: () => void) => {
+  let i = 0
+  const next = () => {
+    if (socket.destroyed) return
+    if (i === data.length) return then?.()
+    socket.write(data.subarray(i, i + 1), () => setImmediate(next))
+    i++
+  }
+  next()
+}
+
+describe("Connection reads", () => {
+  live("read yields the bytes as they come, then None at the peer's FIN, and None again after", () =>
+    Effect.gen(function*() {
+      const { connection } = yield* connectTo((socket) => socket.end("hello"))
+      let received = ""
+      for (;;) {
+        const chunk = yield* connection.read
+        if (Option.isNone(chunk)) break
+        received += text(chunk.value)
+      }
+      expect(received).toBe("hello")
+      expect(yield* connection.read).toEqual(Option.none())
+      expect(yield* connection.state).toEqual({ _tag: "HalfClosed", readable: false, writable: true })
+    }))
+
+  live("readExactly collects bytes that arrive one at a time and keeps what follows for the next read", () =>
+    Effect.gen(function*() {
+      const { connection } = yield* connectTo((socket) => dribble(socket, Buffer.from("0123456789abc")))
+      expect(text(yield* connection.readExactly(4))).toBe("0123")
+      expect(text(yield* connection.readExactly(6))).toBe("456789")
+      expect(text(yield* connection.readExactly(3))).toBe("abc")
+      expect(text(yield* connection.readExactly(0))).toBe("")
+    }))
+
+  live("readExactly of a large block split across many chunks is byte-exact", () =>
+    Effect.gen(function*() {
+      const data = randomBytes(3 * 1024 * 1024 + 7)
+      const { connection } = yield* connectTo((socket) => socket.end(data))
+      const first = yield* connection.readExactly(1000)
+      const rest = yield* connection.readExactly(data.length - 1000)
+      expect(Buffer.concat([first, rest]).equals(data)).toBe(true)
+      expect(yield* connection.read).toEqual(Option.none())
+    }))
+
+  live("readExactly fails with UnexpectedEof saying how many bytes came, and keeps them", () =>
+    Effect.gen(function*() {
+      const { connection, port } = yield* connectTo((socket) => socket.end("abcde"))
+      const error = yield* Effect.flip(connection.readExactly(8))
+      expect(error._tag).toBe("UnexpectedEof")
+      if (error._tag !== "UnexpectedEof") return
+      expect(error.expected).toBe(8)
+      expect(error.received).toBe(5)
+      expect(error.message).toBe(
+        `read on the connection with 127.0.0.1:${port} failed: the peer closed the connection after 5 of 8 bytes (5 bytes received)`
+      )
+      expect(text(yield* connection.readExactly(5))).toBe("abcde")
+    }))
+
+  live("readUntil finds a delimiter split across chunks and leaves the rest for the next read", () =>
+    Effect.gen(function*() {
+      const { connection } = yield* connectTo((socket) =>
+        dribble(socket, Buffer.from("first\r\nsecond\r\nrest"), () => socket.end())
+      )
+      expect(text(yield* connection.readUntil("\r\n"))).toBe("first")
+      expect(text(yield* connection.readUntil(new Uint8Array([13, 10])))).toBe("second")
+      const error = yield* Effect.flip(connection.readUntil("\r\n"))
+      expect(error._tag).toBe("UnexpectedEof")
+      if (error._tag === "UnexpectedEof") {
+        expect(error.received).toBe(4)
+        expect(error.expected).toBeUndefined()
+      }
+      expect(text(yield* connection.readExactly(4))).toBe("rest")
+    }))
+
+  live("readUntil fails with FrameTooLarge once more than maxBytes arrive without the delimiter", () =>
+    Effect.gen(function*() {
+      const { connection } = yield* connectTo((socket) => socket.write(Buffer.alloc(100_000, "x")))
+      const error = yield* Effect.flip(connection.readUntil("\n", { maxBytes: 1000 }))
+      expect(error._tag).toBe("FrameTooLarge")
+      if (error._tag !== "FrameTooLarge") return
+      expect(error.maxBytes).toBe(1000)
+      expect(error.size).toBeGreaterThan(1000)
+      // It stopped reading near the limit instead of buffering all 100,000 bytes.
+      expect(error.size).toBeLessThanOrEqual(1000 + 65536)
+    }))
+
+  live("readUntil accepts a line of exactly maxBytes", () =>
+    Effect.gen(function*() {
+      const line = Buffer.alloc(1000, "y")
+      const { connection } = yield* connectTo((socket) => socket.write(Buffer.concat([line, Buffer.from("\n")])))
+      expect((yield* connection.readUntil("\n", { maxBytes: 1000 })).length).toBe(1000)
+    }))
+
+  live("a peer that resets fails the read with ConnectionReset", () =>
+    Effect.gen(function*() {
+      const { connection, port } = yield* connectTo((socket) => socket.once("data", () => socket.resetAndDestroy()))
+      yield* connection.write("go")
+      const error = yield* Effect.flip(connection.read)
+      expect(error._tag).toBe("ConnectionReset")
+      if (error._tag !== "ConnectionReset") return
+      expect(error.code).toBe("ECONNRESET")
+      expect(error.operation).toBe("read")
+      expect(error.endpoint.port).toBe(port)
+      // The error is sticky: every later operation reports it too.
+      expect((yield* Effect.flip(connection.read))._tag).toBe("ConnectionReset")
+      expect((yield* Effect.flip(connection.write("x")))._tag).toBe("ConnectionReset")
+      expect(yield* connection.state).toEqual({ _tag: "Closed" })
+    }))
+
+  effect("a read with no data before readTimeout fails with ReadTimeout, and loses nothing", () =>
+    Effect.gen(function*() {
+      const { connection, peer } = yield* connectTo(() => {}, { readTimeout: "1 second" })
+      const fiber = yield* Effect.fork(connection.read)
+      yield* realSleep(50)
+      yield* TestClock.adjust("999 millis")
+      expect(fiber.unsafePoll()).toBeNull()
+      yield* TestClock.adjust("1 millis")
+      const error = yield* Effect.flip(Fiber.join(fiber))
+      expect(error._tag).toBe("ReadTimeout")
+      if (error._tag === "ReadTimeout") expect(error.timeoutMillis).toBe(1000)
+      // The connection stays usable: bytes that come later are read as usual.
+      peer.write("late")
+      expect(text(yield* connection.readExactly(4))).toBe("late")
+    }))
+
+  live("an interrupted readExactly keeps the bytes it had taken for the next read", () =>
+    Effect.gen(function*() {
+      const { connection, peer } = yield* connectTo(() => {})
+      const fiber = yield* Effect.fork(connection.readExactly(10))
+      yield* Effect.async<void>((resume) => {
+        peer.write("01234", () => resume(Effect.void))
+      })
+      yield* Effect.sleep("30 millis")
+      expect(fiber.unsafePoll()).toBeNull()
+      expect(Exit.isInterrupted(yield* Fiber.interrupt(fiber))).toBe(true)
+      peer.write("56789")
+      expect(text(yield* connection.readExactly(10))).toBe("0123456789")
+    }))
+
+  live("stream yields every byte until the peer's FIN", () =>
+    Effect.gen(function*() {
+      const data = randomBytes(1024 * 1024)
+      const { connection } = yield* connectTo((socket) => socket.end(data))
+      const chunks = yield* Stream.runCollect(connection.stream)
+      expect(Buffer.concat(Chunk.toArray(chunks)).equals(data)).toBe(true)
+    }))
+
+  live("a slow reader applies backpressure: a peer sending 64 MiB cannot run far ahead of it", () =>
+    Effect.gen(function*() {
+      const total = 64 * 1024 * 1024
+      let sent = 0
+      const block = Buffer.alloc(64 * 1024, 7)
+      const { connection } = yield* connectTo((socket) => {
+        const pump = (): void => {
+          while (sent < total) {
+            sent += block.length
+            if (!socket.write(block)) {
+              socket.once("drain", pump)
+              return
+            }
+          }
+          socket.end()
+        }
+        pump()
+      })
+      // Nobody reads for a while: only the kernel buffers and one Node buffer fill up.
+      yield* Effect.sleep("300 millis")
+      const aheadWhilePaused = sent
+      expect(aheadWhilePaused).toBeLessThan(16 * 1024 * 1024)
+      let received = 0
+      let peakAhead = 0
+      for (;;) {
+        const chunk = yield* connection.read
+        if (Option.isNone(chunk)) break
+        received += chunk.value.length
+        peakAhead = Math.max(peakAhead, sent - received)
+        if (received % (8 * 1024 * 1024) < chunk.value.length) yield* Effect.sleep("20 millis")
+      }
+      expect(received).toBe(total)
+      expect(peakAhead).toBeLessThan(16 * 1024 * 1024)
+    }))
+})
+
+describe("Connection writes", () => {
+  live("write sends everything; 16 MiB through an echoing peer come back byte-exact", () =>
+    Effect.gen(function*() {
+      const data = randomBytes(16 * 1024 * 1024)
+      const { connection } = yield* connectTo((socket) => socket.pipe(socket))
+      const writer = yield* Effect.fork(
+        Effect.gen(function*() {
+          for (let offset = 0; offset < data.length; offset += 100_003) {
+            yield* connection.write(data.subarray(offset, offset + 100_003))
+          }
+          yield* connection.endWrite
+        })
+      )
+      const echoed = yield* connection.readExactly(data.length)
+      yield* Fiber.join(writer)
+      expect(Buffer.from(echoed).equals(data)).toBe(true)
+      expect(yield* connection.read).toEqual(Option.none())
+    }))
+
+  live("sink writes every element of a stream", () =>
+    Effect.gen(function*() {
+      let received: Buffer | undefined
+      const done = yield* Effect.makeLatch()
+      const { connection } = yield* connectTo((socket) => {
+        const chunks: Array<Buffer> = []
+        socket.on("data", (chunk: Buffer) => chunks.push(chunk))
+        socket.on("end", () => {
+          received = Buffer.concat(chunks)
+          done.unsafeOpen()
+        })
+      })
+      yield* Stream.make("alpha ", new Uint8Array([98, 101, 116, 97]), " gamma").pipe(Stream.run(connection.sink))
+      yield* connection.endWrite
+      yield* done.await
+      expect(received!.toString()).toBe("alpha beta gamma")
+    }))
+
+  live("endWrite half-closes: the peer sees EOF and can still answer", () =>
+    Effect.gen(function*() {
+      const { connection } = yield* connectTo((socket) => {
+        const chunks: Array<Buffer> = []
+        socket.on("data", (chunk: Buffer) => chunks.push(chunk))
+        socket.on("end", () => socket.end(`got ${Buffer.concat(chunks).toString().toUpperCase()}`))
+      })
+      yield* connection.write("question")
+      yield* connection.endWrite
+      expect(yield* connection.state).toEqual({ _tag: "HalfClosed", readable: true, writable: false })
+      yield* connection.endWrite
+      const error = yield* Effect.flip(connection.write("more"))
+      expect(error._tag).toBe("SocketClosed")
+      if (error._tag === "SocketClosed") expect(error.reason).toBe("write side ended")
+      expect(text(yield* connection.readExactly(12))).toBe("got QUESTION")
+      expect(yield* connection.read).toEqual(Option.none())
+    }))
+
+  live("writing to a peer that closed fails with BrokenPipe", () =>
+    Effect.gen(function*() {
+      const { connection, peer, port } = yield* connectTo((socket) => socket.destroy())
+      yield* closed(peer)
+      let error: unknown
+      for (let attempt = 0; attempt < 1000 && error === undefined; attempt++) {
+        error = yield* connection.write("ping").pipe(Effect.flip, Effect.option, Effect.map(Option.getOrUndefined))
+        yield* Effect.sleep("1 millis")
+      }
+      expect(error).toMatchObject({ _tag: "BrokenPipe", code: "EPIPE", operation: "write" })
+      expect((error as Error).message).toBe(
+        `write on the connection with 127.0.0.1:${port} failed: broken pipe, the peer closed the connection; close it and reconnect if needed`
+      )
+    }))
+
+  effect("a write the peer does not take before writeTimeout fails with WriteTimeout", () =>
+    Effect.gen(function*() {
+      const { connection, port } = yield* connectTo((socket) => socket.pause(), { writeTimeout: "2 seconds" })
+      // 64 MiB cannot fit in the kernel buffers of a peer that does not read.
+      const fiber = yield* Effect.fork(connection.write(Buffer.alloc(64 * 1024 * 1024)))
+      yield* realSleep(200)
+      expect(fiber.unsafePoll()).toBeNull()
+      yield* TestClock.adjust("2 seconds")
+      const error = yield* Effect.flip(Fiber.join(fiber))
+      expect(error).toMatchObject({ _tag: "WriteTimeout", timeoutMillis: 2000 })
+      expect((error as Error).message).toBe(
+        `write to 127.0.0.1:${port} timed out after 2000 ms: the peer is not reading; close the connection`
+      )
+    }))
+})
+
+describe("Connection close", () => {
+  live("after close every operation fails with SocketClosed and the peer sees the connection end", () =>
+    Effect.gen(function*() {
+      const { connection, peer } = yield* connectTo(() => {})
+      const seen = yield* Effect.fork(collect(peer))
+      yield* connection.write("bye")
+      yield* connection.close
+      yield* connection.close
+      expect(yield* connection.state).toEqual({ _tag: "Closed" })
+      const readError = yield* Effect.flip(connection.read)
+      expect(readError).toMatchObject({ _tag: "SocketClosed", reason: "closed", operation: "read" })
+      const writeError = yield* Effect.flip(connection.write("x"))
+      expect(writeError).toMatchObject({ _tag: "SocketClosed", reason: "closed", operation: "write" })
+      expect((yield* Effect.flip(connection.readExactly(1)))._tag).toBe("SocketClosed")
+      expect((yield* Effect.flip(connection.endWrite))._tag).toBe("SocketClosed")
+      expect((yield* Fiber.join(seen)).toString()).toBe("bye")
+    }))
+
+  live("a read blocked when the connection is closed fails with SocketClosed", () =>
+    Effect.gen(function*() {
+      const { connection } = yield* connectTo(() => {})
+      const fiber = yield* Effect.fork(connection.read)
+      yield* Effect.sleep("20 millis")
+      yield* connection.close
+      const error = yield* Effect.flip(Fiber.join(fiber))
+      expect(error).toMatchObject({ _tag: "SocketClosed", reason: "closed" })
+    }))
+
+  live("closing the scope closes the socket", () =>
+    Effect.gen(function*() {
+      let peer: net.Socket | undefined
+      let peerSawEnd = false
+      const accepted = yield* Effect.makeLatch()
+      const { port } = yield* rawServer((socket) => {
+        peer = socket
+        socket.on("end", () => {
+          peerSawEnd = true
+          socket.end()
+        })
+        accepted.unsafeOpen()
+      })
+      yield* Effect.scoped(Tcp.connect({ host: "127.0.0.1", port }))
+      yield* accepted.await
+      yield* closed(peer!)
+      expect(peerSawEnd).toBe(true)
+    }))
+})
