@@ -53,8 +53,6 @@ export const serve = <E, R>(
     const noDelay = validated.noDelay ?? true
 
     const server = net.createServer({ allowHalfOpen: true, noDelay })
-    // After listening, errors (like EMFILE on accept) must not crash the process.
-    server.on("error", (error) => runFork(Effect.logWarning("server error", error)))
     const runFork = Runtime.runFork(runtime)
 
     let accepted = 0
@@ -134,11 +132,21 @@ export const serve = <E, R>(
     })
 
     yield* Effect.acquireRelease(listen(server, requested, validated.backlog ?? 511), () => shutdown)
+    // Once listening, errors (such as EMFILE on accept) are logged; they must not crash the process.
+    server.on("error", (error) => runFork(Effect.logWarning("server error", error)))
 
     const shutdown = Effect.gen(function*() {
       stopping = true
+      // Stop accepting now; the callback comes once every accepted socket is gone too.
+      let serverClosed = false
+      let onServerClosed: (() => void) | undefined
+      server.close(() => {
+        serverClosed = true
+        onServerClosed?.()
+      })
       const closed = Effect.async<void>((resume) => {
-        server.close(() => resume(Effect.void))
+        if (serverClosed) return resume(Effect.void)
+        onServerClosed = () => resume(Effect.void)
       })
       if (fibers.size > 0) {
         const drained = Effect.async<void>((resume) => {

@@ -13,24 +13,23 @@ const kill = (child: ChildProcess) =>
     child.kill("SIGKILL")
   })
 
+const firstLine = (child: ChildProcess) =>
+  Effect.async<string, Error>((resume) => {
+    let output = ""
+    child.stdout!.on("data", (chunk: Buffer) => {
+      output += chunk.toString()
+      const newline = output.indexOf("\n")
+      if (newline >= 0) resume(Effect.succeed(output.slice(0, newline)))
+    })
+    child.once("exit", (code) => resume(Effect.fail(new Error(`child exited with ${code}: ${output}`))))
+  })
+
 /** Starts `node -e script` and resolves with the first line it prints; killed when the scope closes. */
 export const nodeChild = (script: string, args: ReadonlyArray<string> = []) =>
   Effect.acquireRelease(
     Effect.sync(() => spawn(process.execPath, ["-e", script, ...args], { stdio: ["ignore", "pipe", "inherit"] })),
     kill
-  ).pipe(
-    Effect.flatMap((child) =>
-      Effect.async<string, Error>((resume) => {
-        let output = ""
-        child.stdout!.on("data", (chunk: Buffer) => {
-          output += chunk.toString()
-          const newline = output.indexOf("\n")
-          if (newline >= 0) resume(Effect.succeed(output.slice(0, newline)))
-        })
-        child.once("exit", (code) => resume(Effect.fail(new Error(`child exited with ${code}: ${output}`))))
-      })
-    )
-  )
+  ).pipe(Effect.flatMap(firstLine))
 
 // Listens with a backlog of 1 and then blocks its event loop, so it never accepts.
 const neverAccepts = `
@@ -57,3 +56,19 @@ export const fullBacklogListener = Effect.gen(function*() {
   yield* Effect.promise(() => new Promise((resolve) => setTimeout(resolve, 100)))
   return port
 })
+
+/** Runs a TypeScript file of ours in a child process (through tsx) and resolves with its first line. */
+export const tsChild = (
+  file: string,
+  args: ReadonlyArray<string>,
+  options: { readonly uid?: number; readonly gid?: number } = {}
+) =>
+  Effect.acquireRelease(
+    Effect.sync(() =>
+      spawn(process.execPath, ["--import", "tsx", file, ...args], {
+        stdio: ["ignore", "pipe", "inherit"],
+        ...options
+      })
+    ),
+    kill
+  ).pipe(Effect.flatMap(firstLine))
