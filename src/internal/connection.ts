@@ -304,8 +304,12 @@ export class NodeConnection implements Connection {
       settled = error ?? null
       resume?.(settled)
     })
-    if (settled === null || (settled === undefined && !this.socket.destroyed && this.socket.writableLength === 0)) {
-      // Everything went to the kernel synchronously.
+    const socket = this.socket
+    if (
+      settled === null ||
+      (settled === undefined && !socket.destroyed && socket.errored === null && socket.writableLength === 0)
+    ) {
+      // Everything went to the kernel synchronously (a failed write(2) leaves `errored` set).
       if (this.options.onActivity) this.options.onActivity()
       return Effect.void
     }
