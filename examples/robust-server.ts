@@ -41,11 +41,13 @@ const program = Effect.gen(function*() {
     },
     handleClient
   )
+  yield* Effect.addFinalizer(() => Console.log("shutting down: no new connections, draining the open ones"))
   yield* Console.log(`listening on ${server.address}`)
-  yield* Effect.addFinalizer(() => Console.log("server closed"))
   return yield* Effect.never
 }).pipe(
   Effect.scoped,
+  // After the scope closed: the server has drained and closed every connection.
+  Effect.onInterrupt(() => Console.log("server closed")),
   Effect.tapError((error) => Console.error(`${error._tag}: ${error.message}`)),
   Effect.provide(NodeTcp.layer),
   Effect.provide(ExampleLogger.layer)

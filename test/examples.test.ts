@@ -1,0 +1,158 @@
+/**
+ * The example programs, run as a user runs them (`npx tsx examples/...`), against each other.
+ */
+import { describe, expect } from "@effect/vitest"
+import * as Effect from "effect/Effect"
+import { type ChildProcess, spawn } from "node:child_process"
+import { fileURLToPath } from "node:url"
+import { closedPort, live, rawClient } from "./support/harness.js"
+
+const file = (name: string) => fileURLToPath(new URL(`../examples/${name}.ts`, import.meta.url))
+
+interface Running {
+  readonly child: ChildProcess
+  readonly lines: Array<string>
+  /** Resolves with the first line matching `pattern`. */
+  readonly line: (pattern: RegExp) => Effect.Effect<RegExpExecArray, Error>
+  readonly exitCode: Effect.Effect<number>
+}
+
+/** Runs an example as a child process, killed when the scope closes. */
+const run = (name: string, args: ReadonlyArray<string>, options: { readonly uid?: number; readonly gid?: number } = {}) =>
+  Effect.acquireRelease(
+    Effect.sync((): Running => {
+      const child = spawn(process.execPath, ["--import", "tsx", file(name), ...args], {
+        stdio: ["ignore", "pipe", "pipe"],
+        ...options
+      })
+      const lines: Array<string> = []
+      const waiting = new Set<() => void>()
+      const onData = (chunk: Buffer) => {
+        lines.push(...chunk.toString().split("\n").filter((line) => line.length > 0))
+        for (const wake of waiting) wake()
+      }
+      child.stdout!.on("data", onData)
+      child.stderr!.on("data", onData)
+      const exitCode = Effect.async<number>((resume) => {
+        if (child.exitCode !== null) return resume(Effect.succeed(child.exitCode))
+        child.once("exit", (code, signal) => resume(Effect.succeed(code ?? (signal ? 128 : 1))))
+      })
+      const line = (pattern: RegExp) =>
+        Effect.async<RegExpExecArray, Error>((resume) => {
+          const check = () => {
+            for (const line of lines) {
+              const match = pattern.exec(line)
+              if (match) {
+                waiting.delete(check)
+                return resume(Effect.succeed(match))
+              }
+            }
+            if (child.exitCode !== null) {
+              waiting.delete(check)
+              resume(Effect.fail(new Error(`${name} exited with ${child.exitCode} before ${pattern}:\n${lines.join("\n")}`)))
+            }
+          }
+          waiting.add(check)
+          child.once("exit", check)
+          check()
+          return Effect.sync(() => waiting.delete(check))
+        }).pipe(
+          Effect.timeoutFail({
+            duration: "20 seconds",
+            onTimeout: () => new Error(`${name} printed no line matching ${pattern}:\n${lines.join("\n")}`)
+          })
+        )
+      return { child, lines, line, exitCode }
+    }),
+    ({ child, exitCode }) =>
+      Effect.suspend(() => {
+        if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL")
+        return exitCode
+      })
+  )
+
+const startServer = (args: ReadonlyArray<string> = ["--port", "0"]) =>
+  Effect.gen(function*() {
+    const server = yield* run("robust-server", args)
+    const [, host, port] = yield* server.line(/^listening on (.+):(\d+)$/)
+    return { server, host: host!, port: port! }
+  })
+
+describe("examples", () => {
+  live("robust-client gets the upper-cased message from robust-server, and both log what happened", () =>
+    Effect.gen(function*() {
+      const { port, server } = yield* startServer()
+      const client = yield* run("robust-client", ["--host", "localhost", "--port", port, "--message", "Hello, Server!"])
+      expect(yield* client.exitCode).toBe(0)
+      expect(client.lines).toContain("Response: HELLO, SERVER!")
+      yield* server.line(/connection closed$/)
+      expect(server.lines.some((line) => /^INFO  \[peer=127\.0\.0\.1:\d+ connectionId=1\] client connected$/.test(line)))
+        .toBe(true)
+      server.child.kill("SIGTERM")
+      expect(yield* server.exitCode).toBe(0)
+      expect(server.lines.slice(-2)).toEqual(["shutting down: no new connections, draining the open ones", "server closed"])
+    }), 60_000)
+
+  live("robust-server keeps serving after a client resets its connection", () =>
+    Effect.gen(function*() {
+      const { port, server } = yield* startServer()
+      const rude = yield* rawClient(Number(port))
+      rude.write("half a message")
+      yield* server.line(/connectionId=1\] client connected$/)
+      rude.resetAndDestroy()
+      // Whether the reset meets the server's read or its echo's write depends on timing.
+      yield* server.line(/connectionId=1\] ConnectionReset: (read|write) on the connection with 127\.0\.0\.1:\d+ failed/)
+      const client = yield* run("robust-client", ["--port", port, "--message", "still there?"])
+      expect(yield* client.exitCode).toBe(0)
+      expect(client.lines).toContain("Response: STILL THERE?")
+    }), 60_000)
+
+  live("robust-client retries a refused connection after 1 s, 2 s, ... and connects once the server is up", () =>
+    Effect.gen(function*() {
+      const port = String(yield* closedPort)
+      const client = yield* run("robust-client", ["--port", port, "--retries", "3"])
+      yield* client.line(/^INFO  retrying in 1s$/)
+      yield* startServer(["--port", port])
+      expect(yield* client.exitCode).toBe(0)
+      expect(client.lines.filter((line) => line.startsWith("WARN  ConnectionRefused:")).length).toBeGreaterThanOrEqual(1)
+      expect(client.lines).toContain("Response: HELLO, SERVER!")
+    }), 60_000)
+
+  live("robust-client gives up after its retries with the error's tag and message, exit 1", () =>
+    Effect.gen(function*() {
+      const port = String(yield* closedPort)
+      const client = yield* run("robust-client", ["--port", port, "--retries", "1"])
+      expect(yield* client.exitCode).toBe(1)
+      expect(client.lines.filter((line) => line.startsWith("INFO  retrying in"))).toEqual(["INFO  retrying in 1s"])
+      expect(client.lines.at(-1)).toBe(
+        `ConnectionRefused: connection refused by localhost:${port}: is the server running and listening on port ${port}?`
+      )
+    }), 60_000)
+
+  live("robust-client fails at once, without retrying, on a host that does not exist", () =>
+    Effect.gen(function*() {
+      const client = yield* run("robust-client", ["--host", "no-such-host.invalid", "--port", "8080"])
+      expect(yield* client.exitCode).toBe(1)
+      expect(client.lines.some((line) => line.includes("retrying"))).toBe(false)
+      expect(client.lines.at(-1)).toMatch(/^DnsLookupFailed: DNS lookup of "no-such-host\.invalid" failed \(ENOTFOUND\)/)
+    }), 60_000)
+
+  live("robust-server on a port in use prints AddressInUse and exits 1", () =>
+    Effect.gen(function*() {
+      const { port } = yield* startServer()
+      const second = yield* run("robust-server", ["--port", port])
+      expect(yield* second.exitCode).toBe(1)
+      expect(second.lines).toEqual([
+        `AddressInUse: listen on 127.0.0.1:${port} failed: address already in use; stop the process holding port ${port} or choose another port (0 picks a free one)`
+      ])
+    }), 60_000)
+
+  live("robust-server on a privileged port without privileges prints PermissionDenied and exits 1", () =>
+    Effect.gen(function*() {
+      const server = yield* run("robust-server", ["--port", "80"], { uid: 65534, gid: 65534 })
+      expect(yield* server.exitCode).toBe(1)
+      expect(server.lines.at(-1)).toBe(
+        "PermissionDenied: listen on 127.0.0.1:80 failed: permission denied; ports below 1024 need privileges: use a port >= 1024, or a reverse proxy in front"
+      )
+    }), 60_000)
+})
