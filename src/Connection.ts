@@ -79,6 +79,11 @@ export interface Connection {
    * when the connection has a `writeTimeout` and the bytes are not taken in time.
    */
   readonly write: (data: Uint8Array | string) => Effect.Effect<void, WriteError>
+  /**
+   * Sends several chunks as one write (`writev`), in order, with the semantics of `write`: a
+   * frame's header and body go out together without being copied into one buffer.
+   */
+  readonly writeAll: (chunks: ReadonlyArray<Uint8Array | string>) => Effect.Effect<void, WriteError>
   /** The incoming bytes, ending at the peer's FIN; pulled, so backpressure is kept. */
   readonly stream: Stream.Stream<Uint8Array, ReadError>
   /** Writes every element; does not end the write side (call `endWrite` for that). */

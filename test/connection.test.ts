@@ -234,6 +234,22 @@ describe("Connection writes", () => {
       expect(yield* connection.read).toEqual(Option.none())
     }))
 
+  live("writeAll sends several chunks in order as one write", () =>
+    Effect.gen(function*() {
+      const { connection, peer } = yield* connectTo(() => {})
+      const received = yield* Effect.fork(collect(peer))
+      const body = randomBytes(300_000)
+      const header = Buffer.alloc(4)
+      header.writeUInt32BE(body.length)
+      yield* connection.writeAll([header, body, "trailer"])
+      yield* connection.writeAll([])
+      yield* connection.endWrite
+      const all = yield* Fiber.join(received)
+      expect(all.readUInt32BE(0)).toBe(300_000)
+      expect(all.subarray(4, 300_004).equals(body)).toBe(true)
+      expect(all.subarray(300_004).toString()).toBe("trailer")
+    }))
+
   live("sink writes every element of a stream", () =>
     Effect.gen(function*() {
       let received: Buffer | undefined

@@ -345,6 +345,23 @@ export class NodeConnection implements Connection {
       return this.awaitCallback((callback) => this.socket.write(data, callback))
     })
 
+  readonly writeAll = (chunks: ReadonlyArray<Uint8Array | string>): Effect.Effect<void, TcpError.WriteError> =>
+    Effect.suspend(() => {
+      const failure = this.writeFailure()
+      if (failure !== undefined) return Effect.fail(failure)
+      if (chunks.length === 0) return Effect.void
+      if (chunks.length === 1) return this.write(chunks[0]!)
+      const socket = this.socket
+      return this.awaitCallback((callback) => {
+        // Corked, the chunks leave in one writev(2): a header and its body without copying them together.
+        socket.cork()
+        const last = chunks.length - 1
+        for (let i = 0; i < last; i++) socket.write(chunks[i]!)
+        socket.write(chunks[last]!, callback)
+        socket.uncork()
+      })
+    })
+
   readonly sink: Sink.Sink<void, Uint8Array | string, never, TcpError.WriteError> = Sink.forEach(this.write)
 
   readonly endWrite: Effect.Effect<void, TcpError.WriteError> = Effect.suspend(() => {
