@@ -86,15 +86,13 @@ export type Handler<E, R> = (connection: Connection) => Effect.Effect<unknown, E
  *
  * @example
  * ```ts
- * import { Effect } from "effect"
+ * import { Effect, Stream } from "effect"
  * import { NodeTcp, Server } from "effect-tcp"
  *
  * // Echo every chunk back until the client closes.
  * const program = Effect.gen(function*() {
  *   const server = yield* Server.serve({ port: 0 }, (connection) =>
- *     connection.stream.pipe(
- *       Stream.run(connection.sink)
- *     ))
+ *     connection.stream.pipe(Stream.run(connection.sink)))
  *   yield* Effect.log(`listening on ${server.address}`)
  *   yield* Effect.never
  * }).pipe(Effect.scoped, Effect.provide(NodeTcp.layer))

@@ -1,9 +1,10 @@
 /**
  * The example programs, run as a user runs them (`npx tsx examples/...`), against each other.
  */
-import { describe, expect } from "@effect/vitest"
+import { describe, expect, it } from "@effect/vitest"
 import * as Effect from "effect/Effect"
 import { type ChildProcess, spawn } from "node:child_process"
+import * as fs from "node:fs"
 import { fileURLToPath } from "node:url"
 import { closedPort, live, rawClient } from "./support/harness.js"
 
@@ -79,6 +80,19 @@ const startServer = (args: ReadonlyArray<string> = ["--port", "0"]) =>
   })
 
 describe("examples", () => {
+  it("the README's quick start is examples/quickstart.ts, word for word", () => {
+    const readme = fs.readFileSync(new URL("../README.md", import.meta.url), "utf8")
+    const quickStart = /## Quick start[\s\S]*?```ts\n([\s\S]*?)```/.exec(readme)?.[1]
+    expect(quickStart).toBe(fs.readFileSync(file("quickstart"), "utf8"))
+  })
+
+  live("the quick start runs and prints the upper-cased answer, then the end of the stream", () =>
+    Effect.gen(function*() {
+      const quickstart = yield* run("quickstart", [])
+      expect(yield* quickstart.exitCode).toBe(0)
+      expect(quickstart.lines).toEqual(["HELLO, EFFECT-TCP", "{ _id: 'Option', _tag: 'None' }"])
+    }), 60_000)
+
   live("robust-client gets the upper-cased message from robust-server, and both log what happened", () =>
     Effect.gen(function*() {
       const { port, server } = yield* startServer()

@@ -1,0 +1,161 @@
+import { describe, expect, it } from "@effect/vitest"
+import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
+import * as Exit from "effect/Exit"
+import * as Schema from "effect/Schema"
+import { Endpoint, TcpError } from "../src/index.js"
+
+const at = Endpoint.make("db.example", 5432)
+const nodeError = (code: string, syscall = "connect") => Object.assign(new Error(`${syscall} ${code}`), { code, syscall })
+
+describe("classify", () => {
+  const cases: Array<[TcpError.Operation, string, string, string?]> = [
+    ["connect", "ECONNREFUSED", "ConnectionRefused"],
+    ["connect", "ECONNRESET", "ConnectionReset"],
+    ["connect", "ECONNABORTED", "ConnectionAborted"],
+    ["connect", "ETIMEDOUT", "ConnectTimeout"],
+    ["connect", "EHOSTUNREACH", "HostUnreachable"],
+    ["connect", "EHOSTDOWN", "HostUnreachable"],
+    ["connect", "ENETUNREACH", "NetworkUnreachable"],
+    ["connect", "ENETDOWN", "NetworkUnreachable"],
+    ["connect", "EACCES", "PermissionDenied"],
+    ["connect", "EPERM", "PermissionDenied"],
+    ["connect", "EADDRNOTAVAIL", "AddressNotAvailable"],
+    ["connect", "ENOTFOUND", "DnsLookupFailed", "getaddrinfo"],
+    ["connect", "EAI_AGAIN", "DnsLookupFailed", "getaddrinfo"],
+    ["connect", "EAI_FAIL", "DnsLookupFailed", "getaddrinfo"],
+    ["connect", "EPIPE", "SocketFailure"],
+    ["connect", "EWHATEVER", "SocketFailure"],
+    ["read", "ECONNRESET", "ConnectionReset"],
+    ["read", "EPIPE", "ConnectionReset"],
+    ["read", "ECONNABORTED", "ConnectionAborted"],
+    ["read", "ETIMEDOUT", "SocketFailure"],
+    ["read", "ECONNREFUSED", "SocketFailure"],
+    ["write", "EPIPE", "BrokenPipe"],
+    ["write", "ECONNRESET", "ConnectionReset"],
+    ["write", "ECONNABORTED", "ConnectionAborted"],
+    ["write", "ERR_STREAM_WRITE_AFTER_END", "SocketClosed"],
+    ["write", "ERR_STREAM_DESTROYED", "SocketClosed"],
+    ["listen", "EADDRINUSE", "AddressInUse"],
+    ["listen", "EACCES", "PermissionDenied"],
+    ["listen", "EADDRNOTAVAIL", "AddressNotAvailable"],
+    ["listen", "ENOTFOUND", "DnsLookupFailed", "getaddrinfo"],
+    ["listen", "ECONNREFUSED", "SocketFailure"]
+  ]
+  for (const [operation, code, tag, syscall] of cases) {
+    it(`${code} during ${operation} is ${tag}`, () => {
+      const error = TcpError.classify(nodeError(code, syscall ?? operation), operation, at)
+      expect(error._tag).toBe(tag)
+      expect(error).toMatchObject({ operation, endpoint: at, code, syscall: syscall ?? operation })
+    })
+  }
+
+  it("keeps an unknown code and Node's message in SocketFailure", () => {
+    const error = TcpError.classify(nodeError("EWEIRD", "connect"), "connect", at)
+    expect(error).toMatchObject({ _tag: "SocketFailure", code: "EWEIRD", detail: "connect EWEIRD" })
+    expect(error.message).toBe("connect to db.example:5432 failed: connect EWEIRD")
+  })
+
+  it("marks EAI_AGAIN as a transient DNS failure and ENOTFOUND as a permanent one", () => {
+    expect(TcpError.classify(nodeError("EAI_AGAIN", "getaddrinfo"), "connect", at)).toMatchObject({ transient: true })
+    expect(TcpError.classify(nodeError("ENOTFOUND", "getaddrinfo"), "connect", at)).toMatchObject({ transient: false })
+  })
+
+  it("reads the first attempt of Node's happy-eyeballs AggregateError", () => {
+    const aggregate = new AggregateError([nodeError("ECONNREFUSED"), nodeError("ETIMEDOUT")], "all failed")
+    expect(TcpError.classify(aggregate, "connect", at)._tag).toBe("ConnectionRefused")
+  })
+
+  it("turns something that is not an error into SocketFailure", () => {
+    expect(TcpError.classify("boom", "read", at)).toMatchObject({ _tag: "SocketFailure", detail: "boom" })
+    expect(TcpError.classify(undefined, "read", at)).toMatchObject({ _tag: "SocketFailure", detail: "undefined" })
+  })
+})
+
+describe("isTransient", () => {
+  const fields = { endpoint: at }
+  const transient: Array<TcpError.TcpError> = [
+    new TcpError.ConnectionRefused({ ...fields, operation: "connect" }),
+    new TcpError.ConnectionReset({ ...fields, operation: "read" }),
+    new TcpError.ConnectionAborted({ ...fields, operation: "write" }),
+    new TcpError.ConnectTimeout({ ...fields, operation: "connect" }),
+    new TcpError.ReadTimeout({ ...fields, operation: "read", timeoutMillis: 1 }),
+    new TcpError.WriteTimeout({ ...fields, operation: "write", timeoutMillis: 1 }),
+    new TcpError.IdleTimeout({ ...fields, operation: "read", timeoutMillis: 1 }),
+    new TcpError.HostUnreachable({ ...fields, operation: "connect" }),
+    new TcpError.NetworkUnreachable({ ...fields, operation: "connect" }),
+    new TcpError.BrokenPipe({ ...fields, operation: "write" }),
+    new TcpError.UnexpectedEof({ ...fields, operation: "read", received: 3, expected: 4 }),
+    new TcpError.DnsLookupFailed({ ...fields, operation: "connect", code: "EAI_AGAIN", transient: true }),
+    new TcpError.AddressNotAvailable({ ...fields, operation: "connect" }),
+    new TcpError.SocketFailure({ ...fields, operation: "read", code: "ETIMEDOUT", detail: "read ETIMEDOUT" })
+  ]
+  const permanent: Array<TcpError.TcpError> = [
+    new TcpError.DnsLookupFailed({ ...fields, operation: "connect", code: "ENOTFOUND", transient: false }),
+    new TcpError.AddressInUse({ ...fields, operation: "listen" }),
+    new TcpError.PermissionDenied({ ...fields, operation: "listen" }),
+    new TcpError.AddressNotAvailable({ ...fields, operation: "listen" }),
+    new TcpError.SocketClosed({ ...fields, operation: "write", reason: "closed" }),
+    new TcpError.FrameTooLarge({ ...fields, operation: "read", size: 10, maxBytes: 5 }),
+    new TcpError.MalformedFrame({ ...fields, operation: "read", reason: "bad" }),
+    new TcpError.InvalidOptions({ operation: "connect", issues: "port" }),
+    new TcpError.SocketFailure({ ...fields, operation: "read", code: "EINVAL", detail: "read EINVAL" })
+  ]
+  for (const error of transient) {
+    it(`${error._tag} (${error.operation}) is transient`, () => expect(TcpError.isTransient(error)).toBe(true))
+  }
+  for (const error of permanent) {
+    it(`${error._tag} (${error.operation}) is not transient`, () => expect(TcpError.isTransient(error)).toBe(false))
+  }
+})
+
+describe("errors", () => {
+  it.effect("are yieldable and caught by tag", () =>
+    Effect.gen(function*() {
+      const recovered = yield* Effect.fail(new TcpError.ConnectionRefused({ operation: "connect", endpoint: at })).pipe(
+        Effect.catchTag("ConnectionRefused", (error) => Effect.succeed(`refused ${error.endpoint.port}`))
+      )
+      expect(recovered).toBe("refused 5432")
+      const exit = yield* Effect.exit(new TcpError.BrokenPipe({ operation: "write", endpoint: at }))
+      expect(Exit.isFailure(exit)).toBe(true)
+    }))
+
+  it("survive a round trip through their Schema, for logs and across processes", () => {
+    const error = new TcpError.DnsLookupFailed({ operation: "connect", endpoint: at, code: "EAI_AGAIN", transient: true })
+    const encoded = Schema.encodeSync(TcpError.DnsLookupFailed)(error)
+    expect(encoded).toEqual({
+      _tag: "DnsLookupFailed",
+      operation: "connect",
+      endpoint: { host: "db.example", port: 5432 },
+      code: "EAI_AGAIN",
+      transient: true
+    })
+    const decoded = Schema.decodeUnknownSync(TcpError.DnsLookupFailed)(JSON.parse(JSON.stringify(encoded)))
+    expect(decoded).toBeInstanceOf(TcpError.DnsLookupFailed)
+    expect(decoded.message).toBe(
+      `DNS lookup of "db.example" failed temporarily (EAI_AGAIN): the resolver is unreachable or busy; retry later`
+    )
+  })
+
+  it("isTcpError tells ours from others", () => {
+    expect(TcpError.isTcpError(new TcpError.SocketClosed({ operation: "read", endpoint: at, reason: "closed" }))).toBe(true)
+    expect(TcpError.isTcpError(new Error("x"))).toBe(false)
+    expect(TcpError.isTcpError({ _tag: "ConnectionRefused" })).toBe(false)
+  })
+})
+
+describe("Endpoint", () => {
+  it("parses host:port and [ipv6]:port", () => {
+    expect(Either.getOrThrow(Endpoint.parse("localhost:8080"))).toMatchObject({ host: "localhost", port: 8080 })
+    expect(Either.getOrThrow(Endpoint.parse("[::1]:443"))).toMatchObject({ host: "::1", port: 443 })
+    expect(String(Either.getOrThrow(Endpoint.parse("[::1]:443")))).toBe("[::1]:443")
+  })
+
+  it("rejects what is not host:port with a reason", () => {
+    expect(Endpoint.parse("localhost")).toEqual(Either.left(`"localhost" is not of the form host:port or [ipv6]:port`))
+    expect(Endpoint.parse("::1:80")).toEqual(Either.left(`"::1:80" is not of the form host:port or [ipv6]:port`))
+    expect(Endpoint.parse("host:70000")).toEqual(
+      Either.left(`"host:70000": the port must be an integer from 0 to 65535`)
+    )
+  })
+})
