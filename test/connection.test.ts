@@ -317,6 +317,31 @@ describe("Connection writes", () => {
     }))
 })
 
+describe("Connection interruption", () => {
+  live("interrupting a write blocked on a peer that does not read, then closing, leaves nothing behind", () =>
+    Effect.gen(function*() {
+      const { connection } = yield* connectTo((socket) => socket.pause())
+      const fiber = yield* Effect.fork(connection.write(Buffer.alloc(32 * 1024 * 1024)))
+      yield* Effect.sleep("50 millis")
+      expect(fiber.unsafePoll()).toBeNull()
+      expect(Exit.isInterrupted(yield* Fiber.interrupt(fiber))).toBe(true)
+      yield* connection.close
+      expect(yield* connection.state).toEqual({ _tag: "Closed" })
+      // The leak check after the test proves the socket and every timer are gone.
+    }))
+
+  live("interrupting the scope of a connection in the middle of a read closes it", () =>
+    Effect.gen(function*() {
+      const { port } = yield* rawServer(() => {})
+      const reading = yield* Effect.fork(
+        Effect.scoped(Effect.flatMap(Tcp.connect({ host: "127.0.0.1", port }), (connection) => connection.read))
+      )
+      yield* Effect.sleep("50 millis")
+      expect(reading.unsafePoll()).toBeNull()
+      expect(Exit.isInterrupted(yield* Fiber.interrupt(reading))).toBe(true)
+    }))
+})
+
 describe("Connection close", () => {
   live("after close every operation fails with SocketClosed and the peer sees the connection end", () =>
     Effect.gen(function*() {

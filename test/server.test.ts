@@ -237,6 +237,22 @@ describe("serve", () => {
       expect(yield* slow.read).toEqual(Option.none())
     }))
 
+  live("a restarted server binds its port again while the old connections are in TIME_WAIT (SO_REUSEADDR)", () =>
+    Effect.gen(function*() {
+      const first = yield* Scope.make()
+      // The server writes and closes first, so the TIME_WAIT state is on its side of the port.
+      const server = yield* Server.serve({ port: 0 }, (connection) => connection.write("bye")).pipe(Scope.extend(first))
+      const port = server.address.port
+      const connection = yield* Tcp.connect({ host: "127.0.0.1", port })
+      expect(text(yield* connection.readExactly(3))).toBe("bye")
+      expect(yield* connection.read).toEqual(Option.none())
+      yield* connection.close
+      yield* Scope.close(first, Exit.void)
+      const again = yield* Server.serve({ port }, upperCaseEcho)
+      expect(again.address.port).toBe(port)
+      expect(yield* exchange(port, "back")).toBe("BACK")
+    }))
+
   live("a shutdown with no connections is immediate, whatever the drainTimeout", () =>
     Effect.gen(function*() {
       const scope = yield* Scope.make()
