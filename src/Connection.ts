@@ -98,4 +98,10 @@ export interface Connection {
    * the scope that opened the connection closes it too.
    */
   readonly close: Effect.Effect<void>
+  /**
+   * Closes abortively: sends RST instead of FIN and discards unsent bytes, so the peer's next
+   * operation fails with `ConnectionReset`. For rejecting abusive peers and for fault injection.
+   * Idempotent.
+   */
+  readonly reset: Effect.Effect<void>
 }

@@ -360,6 +360,25 @@ describe("Connection close", () => {
       expect((yield* Fiber.join(seen)).toString()).toBe("bye")
     }))
 
+  live("reset closes abortively: the peer's read fails with ECONNRESET", () =>
+    Effect.gen(function*() {
+      const peerError = yield* Effect.makeLatch()
+      let code: unknown
+      const { connection } = yield* connectTo((socket) => {
+        socket.on("error", (error: NodeJS.ErrnoException) => {
+          code = error.code
+          peerError.unsafeOpen()
+        })
+        socket.resume()
+      })
+      yield* connection.reset
+      yield* connection.reset
+      yield* peerError.await
+      expect(code).toBe("ECONNRESET")
+      expect(yield* connection.state).toEqual({ _tag: "Closed" })
+      expect((yield* Effect.flip(connection.read))._tag).toBe("SocketClosed")
+    }))
+
   live("a read blocked when the connection is closed fails with SocketClosed", () =>
     Effect.gen(function*() {
       const { connection } = yield* connectTo(() => {})

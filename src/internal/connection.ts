@@ -88,6 +88,14 @@ export class NodeConnection implements Connection {
     this.wakeReaders()
   }
 
+  /** Destroys the socket abortively (RST). */
+  readonly resetNow = (): void => {
+    this.closedByUs = true
+    this.leftover = undefined
+    if (!this.socket.destroyed) this.socket.resetAndDestroy()
+    this.wakeReaders()
+  }
+
   /** Closes the connection so that every later operation fails with `error`. */
   impose(error: TcpError.IdleTimeout): void {
     if (this.imposed === undefined) this.imposed = error
@@ -379,4 +387,6 @@ export class NodeConnection implements Connection {
   })
 
   readonly close: Effect.Effect<void> = Effect.sync(this.destroy)
+
+  readonly reset: Effect.Effect<void> = Effect.sync(this.resetNow)
 }
