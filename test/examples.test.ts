@@ -107,6 +107,18 @@ describe("examples", () => {
       expect(server.lines.slice(-2)).toEqual(["shutting down: no new connections, draining the open ones", "server closed"])
     }), 60_000)
 
+  live("fault-proxy: the client gets every answer right through slicing and resets", () =>
+    Effect.gen(function*() {
+      const example = yield* run("fault-proxy", [])
+      expect(yield* example.exitCode).toBe(0)
+      expect(example.lines.filter((line) => line.startsWith("ok: "))).toEqual([
+        `ok: "a short line"`,
+        `ok: "a line long enough to be reset by the proxy"`,
+        `ok: "another long line, sliced and maybe reset"`
+      ])
+      expect(example.lines.at(-1)).toMatch(/^proxy: \d+ connections, faults fired: \{"latency":0,"bandwidth":0,"slice":[1-9]\d*,"reset":[1-9]/)
+    }), 60_000)
+
   live("robust-server keeps serving after a client resets its connection", () =>
     Effect.gen(function*() {
       const { port, server } = yield* startServer()

@@ -8,7 +8,10 @@ import { Host, Port } from "../Endpoint.js"
 import * as TcpError from "../TcpError.js"
 
 /** A non-negative, finite `Duration.DurationInput` (a number of milliseconds, "5 seconds", a Duration). */
-const DurationOption = Schema.transformOrFail(Schema.Unknown, Schema.DurationFromSelf, {
+export const DurationOption: Schema.Schema<Duration.Duration, Duration.DurationInput> = Schema.transformOrFail(
+  Schema.Unknown,
+  Schema.DurationFromSelf,
+  {
   strict: true,
   decode: (input, _, ast) => {
     // Duration.decode clamps negative numbers to zero: reject them before it does.
@@ -28,7 +31,7 @@ const DurationOption = Schema.transformOrFail(Schema.Unknown, Schema.DurationFro
     return ParseResult.succeed(decoded)
   },
   encode: ParseResult.succeed
-})
+}) as any
 
 const ConnectPort = Schema.Int.pipe(
   Schema.between(1, 65535, { message: () => "a port to connect to is an integer from 1 to 65535" })
