@@ -135,6 +135,9 @@ export class NodeConnection implements Connection {
 
   private makeWaitReadable(): Effect.Effect<void, TcpError.ReadError> {
     const wait = Effect.async<void>((resume) => {
+      // The fiber may have yielded since `take` found nothing, and 'readable' or 'end' may have
+      // fired meanwhile with nobody listening: look again before waiting for the next event.
+      if (this.readyToTake()) return resume(Effect.void)
       const wake = () => resume(Effect.void)
       this.readWaiters.push(wake)
       return Effect.sync(() => {
@@ -153,6 +156,13 @@ export class NodeConnection implements Connection {
           timeoutMillis: millis
         })
     })
+  }
+
+  /** Whether `take` would return something other than "wait". */
+  private readyToTake(): boolean {
+    const socket = this.socket
+    return this.leftover !== undefined || socket.readableLength > 0 || this.eof || this.failure !== undefined ||
+      this.imposed !== undefined || this.closedByUs || socket.destroyed
   }
 
   /** The next chunk, or `null` at EOF. */
