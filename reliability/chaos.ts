@@ -13,7 +13,10 @@ import * as Supervisor from "effect/Supervisor"
 import { createHash } from "node:crypto"
 import * as fs from "node:fs"
 import type { Connection } from "../src/Connection.js"
-import { NodeTcp, Server, Tcp, TcpError } from "../src/index.js"
+import * as NodeTcp from "../src/NodeTcp.js"
+import * as Server from "../src/Server.js"
+import * as Tcp from "../src/Tcp.js"
+import * as TcpError from "../src/TcpError.js"
 import { FaultProxy } from "../src/testing/index.js"
 
 export interface ChaosOptions {
@@ -82,6 +85,22 @@ const percentiles = (samples: Array<number>) => {
   const sorted = [...samples].sort((a, b) => a - b)
   const at = (q: number) => Math.round((sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] ?? 0) * 100) / 100
   return { p50: at(0.5), p99: at(0.99), max: at(1) }
+}
+
+/** Faults frequent enough that each kind fires several times even in a short run. */
+export const frequentFaults: FaultProxy.Faults = {
+  toClient: {
+    slice: { maxBytes: 7, delay: 0, probability: 0.3 },
+    latency: { delay: 0, jitter: 3, probability: 0.2 },
+    resetAfter: { bytes: 700, probability: 0.15 },
+    closeAfter: { bytes: 1100, probability: 0.15 },
+    stall: { afterBytes: 200, probability: 0.15 }
+  },
+  toUpstream: {
+    slice: { maxBytes: 5, probability: 0.2 },
+    resetAfter: { bytes: 900, probability: 0.1 }
+  },
+  refuse: { probability: 0.15 }
 }
 
 const countResources = () => {

@@ -155,9 +155,15 @@ export interface FaultProxy {
   readonly stats: Effect.Effect<FaultProxyStats>
 }
 
-/** mulberry32: small, fast and good enough to draw faults; the same seed gives the same draws. */
-const generator = (seed: number) => {
-  let state = seed >>> 0
+/**
+ * mulberry32, seeded from the proxy's seed, the connection's index and the stream (an integer
+ * hash in 32-bit arithmetic: multiplying floats instead would lose the low bits, and give many
+ * connections the same draws).
+ */
+const generator = (seed: number, index: number, stream: number) => {
+  let state = Math.imul((seed >>> 0) ^ 0x9e3779b9, 0x85ebca6b) ^ Math.imul(index + 1, 0xc2b2ae35) ^
+    Math.imul(stream + 1, 0x27d4eb2f)
+  state = Math.imul(state ^ (state >>> 16), 0x7feb352d) >>> 0
   return (): number => {
     state = (state + 0x6d2b79f5) >>> 0
     let t = state
@@ -307,7 +313,7 @@ export const make = (
     const handle = (client: Connection) =>
       Effect.gen(function*() {
         const index = connections++
-        const random = generator(seed * 0x9e3779b1 + index)
+        const random = generator(seed, index, 0)
         const current = faults
         if (current.refuse !== undefined && random() < (current.refuse.probability ?? 1)) {
           fired.refuse++
@@ -326,8 +332,8 @@ export const make = (
           reset: Effect.zipRight(client.reset, server.right.reset)
         }
         yield* Effect.all([
-          pump("toUpstream", client, server.right, generator(seed * 0x85ebca6b + index), both),
-          pump("toClient", server.right, client, generator(seed * 0xc2b2ae35 + index), both)
+          pump("toUpstream", client, server.right, generator(seed, index, 1), both),
+          pump("toClient", server.right, client, generator(seed, index, 2), both)
         ], { concurrency: 2, discard: true })
       })
 
