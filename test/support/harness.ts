@@ -7,7 +7,7 @@ import * as Effect from "effect/Effect"
 import * as Scope from "effect/Scope"
 import * as Supervisor from "effect/Supervisor"
 import * as net from "node:net"
-import { NodeTcp } from "../../src/index.js"
+import * as NodeTcp from "../../src/NodeTcp.js"
 import type { Tcp } from "../../src/Tcp.js"
 
 type Body<A, E> = () => Effect.Effect<A, E, Tcp | Scope.Scope>
