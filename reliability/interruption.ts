@@ -9,6 +9,7 @@ import * as Fiber from "effect/Fiber"
 import * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import * as Supervisor from "effect/Supervisor"
+import { seeded } from "../src/internal/random.js"
 import * as NodeTcp from "../src/NodeTcp.js"
 import * as Server from "../src/Server.js"
 import * as Tcp from "../src/Tcp.js"
@@ -33,17 +34,6 @@ export interface InterruptionFigures {
   }
 }
 
-const generator = (seed: number) => {
-  let state = seed >>> 0
-  return (): number => {
-    state = (state + 0x6d2b79f5) >>> 0
-    let t = state
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
-
 const census = () => {
   let sockets = 0
   let timers = 0
@@ -58,7 +48,7 @@ const message = "0123456789"
 
 export const runInterruptions = (options: InterruptionOptions): Effect.Effect<InterruptionFigures> =>
   Effect.gen(function*() {
-    const random = generator(options.seed)
+    const random = seeded(options.seed)
     const pause = () => Effect.sleep(`${Math.floor(random() * 2000)} micros`)
     const before = census()
     const supervisor = yield* Supervisor.track

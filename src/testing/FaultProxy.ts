@@ -15,6 +15,7 @@ import type * as Scope from "effect/Scope"
 import type { Connection } from "../Connection.js"
 import * as Endpoint from "../Endpoint.js"
 import * as Options from "../internal/options.js"
+import { seeded } from "../internal/random.js"
 import * as Server from "../Server.js"
 import * as Tcp from "../Tcp.js"
 import type { InvalidOptions, ListenError } from "../TcpError.js"
@@ -153,24 +154,6 @@ export interface FaultProxy {
   /** Replaces the faults; connections already open see the new ones from their next chunk. */
   readonly setFaults: (faults: Faults) => Effect.Effect<void, InvalidOptions>
   readonly stats: Effect.Effect<FaultProxyStats>
-}
-
-/**
- * mulberry32, seeded from the proxy's seed, the connection's index and the stream (an integer
- * hash in 32-bit arithmetic: multiplying floats instead would lose the low bits, and give many
- * connections the same draws).
- */
-const generator = (seed: number, index: number, stream: number) => {
-  let state = Math.imul((seed >>> 0) ^ 0x9e3779b9, 0x85ebca6b) ^ Math.imul(index + 1, 0xc2b2ae35) ^
-    Math.imul(stream + 1, 0x27d4eb2f)
-  state = Math.imul(state ^ (state >>> 16), 0x7feb352d) >>> 0
-  return (): number => {
-    state = (state + 0x6d2b79f5) >>> 0
-    let t = state
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
 }
 
 const millis = (input: Duration.Duration | undefined) => (input === undefined ? 0 : Duration.toMillis(input))
@@ -313,7 +296,7 @@ export const make = (
     const handle = (client: Connection) =>
       Effect.gen(function*() {
         const index = connections++
-        const random = generator(seed, index, 0)
+        const random = seeded(seed, index, 0)
         const current = faults
         if (current.refuse !== undefined && random() < (current.refuse.probability ?? 1)) {
           fired.refuse++
@@ -332,8 +315,8 @@ export const make = (
           reset: Effect.zipRight(client.reset, server.right.reset)
         }
         yield* Effect.all([
-          pump("toUpstream", client, server.right, generator(seed, index, 1), both),
-          pump("toClient", server.right, client, generator(seed, index, 2), both)
+          pump("toUpstream", client, server.right, seeded(seed, index, 1), both),
+          pump("toClient", server.right, client, seeded(seed, index, 2), both)
         ], { concurrency: 2, discard: true })
       })
 
