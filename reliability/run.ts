@@ -36,7 +36,8 @@ const main = Effect.gen(function*() {
 
 Produced by \`npm run reliability\` (seed ${seed}) on ${new Date().toISOString().slice(0, 10)}, Node ${process.version},
 ${os.cpus().length} cores (${os.cpus()[0]?.model ?? "unknown"}), ${Math.round(os.totalmem() / 2 ** 30)} GiB.
-Everything runs on 127.0.0.1 and stops by itself.
+Everything runs on 127.0.0.1 and stops by itself. Clients, proxy and server share one process and
+its 2 cores, so latency here measures the whole system under chaos, not the library alone.
 
 ## 1. Chaos: request/response through a FaultProxy with random faults
 
@@ -49,6 +50,7 @@ ${Math.round(chaos.requests / chaos.seconds)} requests/s, over ${chaos.proxyConn
 | --- | --- |
 | requests | ${chaos.requests} |
 | responses verified | ${chaos.verified} |
+| latency p50 / p99 / max (ms, retries included) | ${chaos.latencyMillis.p50} / ${chaos.latencyMillis.p99} / ${chaos.latencyMillis.max} |
 ${Object.entries(chaos.failedByTag).map(([tag, n]) => `| ended with ${tag} after retries | ${n} |`).join("\n")}
 
 Faults fired, by kind:
