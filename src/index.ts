@@ -14,3 +14,7 @@ export * as Server from "./Server.js"
 export * as Tcp from "./Tcp.js"
 /** @since 0.1.0 */
 export * as TcpError from "./TcpError.js"
+/** @since 0.1.0 */
+export * as Framing from "./Framing.js"
+/** @since 0.1.0 */
+export * as Message from "./Message.js"

@@ -1,0 +1,404 @@
+/**
+ * Frames on a TCP byte stream: length-prefixed (a 1, 2 or 4-byte length before each frame) or
+ * delimited (each frame ends with a byte sequence such as `"\n"`), always with a maximum frame
+ * size, so that no peer can make us buffer without bound.
+ *
+ * A `Framing` is a value describing the format; `reader` / `stream` decode frames from a
+ * `Connection`, `write` / `writeAll` / `sink` send them, and `decode` / `encode` do the same on
+ * any `Stream` of bytes.
+ *
+ * @since 0.1.0
+ */
+import * as Effect from "effect/Effect"
+import type * as Either from "effect/Either"
+import { dual } from "effect/Function"
+import type * as Option from "effect/Option"
+import * as Predicate from "effect/Predicate"
+import * as Sink from "effect/Sink"
+import * as Stream from "effect/Stream"
+import type { Connection } from "./Connection.js"
+import type * as Endpoint from "./Endpoint.js"
+import * as internal from "./internal/framing.js"
+import type { FrameTooLarge, MalformedFrame, ReadError, UnexpectedEof, WriteError } from "./TcpError.js"
+
+/**
+ * The maximum frame size when none is given: 1 MiB (or what the header can announce, if less).
+ *
+ * @since 0.1.0
+ * @category constants
+ */
+export const defaultMaxFrameBytes: number = 1024 * 1024
+
+/**
+ * Byte order of a length header.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type Endian = "big" | "little"
+
+/**
+ * Frames preceded by their body's length, as an unsigned integer of `headerBytes` bytes.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface LengthPrefixed {
+  readonly _tag: "LengthPrefixed"
+  readonly headerBytes: 1 | 2 | 4
+  readonly endian: Endian
+  /** The largest body accepted, in bytes (the header is not counted). */
+  readonly maxFrameBytes: number
+}
+
+/**
+ * Frames that end with `delimiter` (which is not part of the frame).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Delimited {
+  readonly _tag: "Delimited"
+  readonly delimiter: Uint8Array
+  /** The largest frame accepted, in bytes (the delimiter is not counted). */
+  readonly maxFrameBytes: number
+}
+
+/**
+ * How frames are laid out on the byte stream.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type Framing = LengthPrefixed | Delimited
+
+/**
+ * What decoding frames can fail with, besides the connection's own read errors:
+ *
+ * - `FrameTooLarge`: a header announced more than `maxFrameBytes`, or that many bytes came without
+ *   the delimiter. Detected before the frame is buffered: at most one received chunk past the limit
+ *   is ever held.
+ * - `UnexpectedEof`: the peer closed in the middle of a frame; `expected` is the header size or the
+ *   announced body length (absent for delimited frames), `received` how many of those bytes came.
+ *
+ * A peer that closes between two frames ends the frames normally. After either error the position in
+ * the byte stream is lost: a `FrameReader` reports the same error on every later read.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export type DecodeError = FrameTooLarge | UnexpectedEof
+
+/**
+ * What encoding a frame can fail with: `FrameTooLarge` (operation `"write"`) for a body over
+ * `maxFrameBytes`, and, for delimited frames, `MalformedFrame` for a body that contains the
+ * delimiter, or that ends with the start of a delimiter overlapping itself (`"xa"` before `"aa"`):
+ * it would arrive as more than one frame. Nothing is sent in either case.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export type EncodeError<F extends Framing = Framing> = F extends Delimited ? FrameTooLarge | MalformedFrame
+  : FrameTooLarge
+
+/**
+ * Options of `lengthPrefixed`.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface LengthPrefixedOptions {
+  /** Size of the length header: 1, 2 or 4 bytes; default 4. */
+  readonly headerBytes?: 1 | 2 | 4
+  /** Byte order of the header; default `"big"` (network order). */
+  readonly endian?: Endian
+  /** Largest body accepted and sent; default 1 MiB, or 255 / 65,535 for 1 / 2-byte headers. */
+  readonly maxFrameBytes?: number
+}
+
+/**
+ * Options of `delimited`.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface DelimitedOptions {
+  /** The bytes ending each frame (a string is taken as UTF-8): `"\n"`, `"\r\n"`, `"\0"`, ... Not empty. */
+  readonly delimiter: Uint8Array | string
+  /** Largest frame accepted and sent, delimiter excluded; default 1 MiB. */
+  readonly maxFrameBytes?: number
+}
+
+const checkMax = (what: string, maxFrameBytes: number, limit: number) => {
+  if (!Number.isSafeInteger(maxFrameBytes) || maxFrameBytes < 0) {
+    throw new RangeError(`${what}: maxFrameBytes must be a non-negative integer, got ${maxFrameBytes}`)
+  }
+  if (maxFrameBytes > limit) {
+    throw new RangeError(`${what}: maxFrameBytes ${maxFrameBytes} does not fit the header (at most ${limit})`)
+  }
+}
+
+/**
+ * Frames preceded by their length. Throws a `RangeError` for options that cannot work (a
+ * `maxFrameBytes` that the header cannot express, a header size other than 1, 2 or 4).
+ *
+ * @example
+ * ```ts
+ * import { Framing } from "effect-tcp"
+ *
+ * // A 4-byte big-endian length, then the body; bodies over 64 KiB are refused both ways.
+ * const framing = Framing.lengthPrefixed({ headerBytes: 4, endian: "big", maxFrameBytes: 64 * 1024 })
+ * ```
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const lengthPrefixed = (options: LengthPrefixedOptions = {}): LengthPrefixed => {
+  const headerBytes = options.headerBytes ?? 4
+  if (headerBytes !== 1 && headerBytes !== 2 && headerBytes !== 4) {
+    throw new RangeError(`Framing.lengthPrefixed: headerBytes must be 1, 2 or 4, got ${headerBytes}`)
+  }
+  const endian = options.endian ?? "big"
+  if (endian !== "big" && endian !== "little") {
+    throw new RangeError(`Framing.lengthPrefixed: endian must be "big" or "little", got ${endian}`)
+  }
+  const capacity = internal.headerCapacity(headerBytes)
+  const maxFrameBytes = options.maxFrameBytes ?? Math.min(defaultMaxFrameBytes, capacity)
+  checkMax(`Framing.lengthPrefixed (${headerBytes}-byte header)`, maxFrameBytes, capacity)
+  return { _tag: "LengthPrefixed", headerBytes, endian, maxFrameBytes }
+}
+
+/**
+ * Frames ending with a delimiter. Throws a `RangeError` for an empty delimiter or a negative limit.
+ *
+ * @example
+ * ```ts
+ * import { Framing } from "effect-tcp"
+ *
+ * // Text lines of at most 8 KiB; the "\n" is removed from each frame read.
+ * const lines = Framing.delimited({ delimiter: "\n", maxFrameBytes: 8 * 1024 })
+ * ```
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const delimited = (options: DelimitedOptions): Delimited => {
+  const delimiter = typeof options.delimiter === "string"
+    ? new Uint8Array(Buffer.from(options.delimiter))
+    : new Uint8Array(options.delimiter)
+  if (delimiter.length === 0) throw new RangeError("Framing.delimited: the delimiter must not be empty")
+  const maxFrameBytes = options.maxFrameBytes ?? defaultMaxFrameBytes
+  checkMax("Framing.delimited", maxFrameBytes, Number.MAX_SAFE_INTEGER)
+  return { _tag: "Delimited", delimiter, maxFrameBytes }
+}
+
+/**
+ * Frames read from one connection.
+ *
+ * The connection is read only when no complete frame is held, one chunk at a time, so reading
+ * stays pulled: a slow consumer slows the peer down through TCP flow control. A frame inside one
+ * received chunk is a view of it; only a frame spanning chunks is copied, once. Bytes the reader
+ * took from the connection belong to it until it returns them as frames: once frames are read
+ * with a reader, read the connection only through that reader.
+ *
+ * Interruption: an interrupted `read` loses no bytes; the next `read` of the same reader goes on
+ * where it stopped.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface FrameReader {
+  /**
+   * The next frame, or `None` once the peer closed between two frames (and again on every later
+   * read). A `ReadTimeout` loses nothing: reading again continues the same frame.
+   */
+  readonly read: Effect.Effect<Option.Option<Uint8Array>, ReadError | DecodeError>
+  /**
+   * The frames, until the peer closes between two of them; each pull yields every frame already
+   * held, so frames move in chunks rather than one by one.
+   */
+  readonly stream: Stream.Stream<Uint8Array, ReadError | DecodeError>
+}
+
+/**
+ * A reader of frames from `connection`. Use one reader per connection: it owns the bytes it has
+ * taken from it.
+ *
+ * @example
+ * ```ts
+ * import { Effect, Option } from "effect"
+ * import { Framing, Tcp } from "effect-tcp"
+ *
+ * const framing = Framing.lengthPrefixed({ maxFrameBytes: 64 * 1024 })
+ *
+ * const program = Effect.gen(function*() {
+ *   const connection = yield* Tcp.connect({ host: "127.0.0.1", port: 7000 })
+ *   yield* Framing.write(connection, framing, "ping")
+ *   const frames = yield* Framing.reader(connection, framing)
+ *   const answer = yield* frames.read
+ *   if (Option.isSome(answer)) yield* Effect.log(Buffer.from(answer.value).toString())
+ * }).pipe(Effect.catchTag("FrameTooLarge", (e) => Effect.logWarning(e.message)))
+ * ```
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const reader = (connection: Connection, framing: Framing): Effect.Effect<FrameReader> =>
+  Effect.sync(() => internal.makeReader(connection, framing))
+
+/**
+ * The frames of `connection` as a stream (a fresh `reader`'s `stream`): pulled, so backpressure is
+ * kept, ending normally when the peer closes between two frames. Bytes after the last frame the
+ * stream emitted may have been taken from the connection: read it through one reader, or one
+ * stream, only.
+ *
+ * @example
+ * ```ts
+ * import { Stream } from "effect"
+ * import { Framing, Server } from "effect-tcp"
+ *
+ * const lines = Framing.delimited({ delimiter: "\n", maxFrameBytes: 1024 })
+ *
+ * // Echo each line back, with its delimiter.
+ * const server = Server.serve({ port: 0 }, (connection) =>
+ *   Framing.stream(connection, lines).pipe(Stream.run(Framing.sink(connection, lines))))
+ * ```
+ *
+ * @since 0.1.0
+ * @category decoding
+ */
+export const stream = (connection: Connection, framing: Framing): Stream.Stream<Uint8Array, ReadError | DecodeError> =>
+  Stream.suspend(() => internal.makeReader(connection, framing).stream)
+
+/**
+ * Sends one frame: header and body (or body and delimiter) in one corked write, without copying
+ * them together. A string body is sent as UTF-8. Nothing is sent when the body cannot be framed.
+ * Frames written concurrently by several fibers never interleave.
+ *
+ * @since 0.1.0
+ * @category encoding
+ */
+export const write = <F extends Framing>(
+  connection: Connection,
+  framing: F,
+  body: Uint8Array | string
+): Effect.Effect<void, WriteError | EncodeError<F>> => internal.write(connection, framing, body)
+
+/**
+ * Sends several frames in one corked write. Every body is checked first: if one cannot be framed,
+ * nothing is sent. Runs of small chunks (under 4 KiB) are copied together first: Node spends
+ * microseconds on each chunk of a `writev`, far more than copying a few hundred bytes.
+ *
+ * @since 0.1.0
+ * @category encoding
+ */
+export const writeAll = <F extends Framing>(
+  connection: Connection,
+  framing: F,
+  bodies: Iterable<Uint8Array | string>
+): Effect.Effect<void, WriteError | EncodeError<F>> => internal.writeAll(connection, framing, bodies)
+
+/**
+ * Writes each element as a frame (each chunk of the stream in one corked write); does not end the
+ * write side.
+ *
+ * @since 0.1.0
+ * @category encoding
+ */
+export const sink = <F extends Framing>(
+  connection: Connection,
+  framing: F
+): Sink.Sink<void, Uint8Array | string, never, WriteError | EncodeError<F>> =>
+  Sink.forEachChunk((bodies) => internal.writeAll(connection, framing, bodies))
+
+/**
+ * Options of the pure `decode`, `encode` and `encodeFrame`.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface CodecOptions {
+  /** The peer named in errors; default `unknown:0`. */
+  readonly endpoint?: Endpoint.Endpoint
+}
+
+const isStream = (u: unknown): u is Stream.Stream<unknown, unknown, unknown> =>
+  Predicate.hasProperty(u, Stream.StreamTypeId)
+
+/**
+ * Cuts any stream of bytes into frames, whatever the chunk boundaries. Frames inside one chunk
+ * are views of it; a frame spanning chunks is copied once (and chunks of 256 bytes or less are
+ * gathered into a shared block first, so a peer sending single bytes costs bytes, not objects).
+ * Fails as soon as a frame is known to be too large, without pulling more input; a stream ending
+ * mid-frame fails with `UnexpectedEof`.
+ *
+ * @example
+ * ```ts
+ * import { Effect, Stream } from "effect"
+ * import { Framing } from "effect-tcp"
+ *
+ * const lines = Framing.delimited({ delimiter: "\r\n", maxFrameBytes: 100 })
+ *
+ * const program = Stream.make("GET / HT", "TP/1.1\r\nHost: exa", "mple.com\r\n\r\n").pipe(
+ *   Stream.encodeText,
+ *   Framing.decode(lines),
+ *   Stream.decodeText(),
+ *   Stream.runCollect
+ * ) // ["GET / HTTP/1.1", "Host: example.com", ""]
+ * ```
+ *
+ * @since 0.1.0
+ * @category decoding
+ */
+export const decode: {
+  (
+    framing: Framing,
+    options?: CodecOptions
+  ): <E, R>(self: Stream.Stream<Uint8Array, E, R>) => Stream.Stream<Uint8Array, E | DecodeError, R>
+  <E, R>(
+    self: Stream.Stream<Uint8Array, E, R>,
+    framing: Framing,
+    options?: CodecOptions
+  ): Stream.Stream<Uint8Array, E | DecodeError, R>
+} = dual(
+  (args) => isStream(args[0]),
+  <E, R>(self: Stream.Stream<Uint8Array, E, R>, framing: Framing, options?: CodecOptions) =>
+    internal.decodeStream(self, framing, options?.endpoint ?? internal.unknownEndpoint)
+)
+
+/**
+ * Turns each element into a frame's bytes (header and body, or body and delimiter, as separate
+ * chunks); the inverse of `decode`.
+ *
+ * @since 0.1.0
+ * @category encoding
+ */
+export const encode: {
+  <F extends Framing>(
+    framing: F,
+    options?: CodecOptions
+  ): <E, R>(self: Stream.Stream<Uint8Array | string, E, R>) => Stream.Stream<Uint8Array, E | EncodeError<F>, R>
+  <F extends Framing, E, R>(
+    self: Stream.Stream<Uint8Array | string, E, R>,
+    framing: F,
+    options?: CodecOptions
+  ): Stream.Stream<Uint8Array, E | EncodeError<F>, R>
+} = dual(
+  (args) => isStream(args[0]),
+  <F extends Framing, E, R>(self: Stream.Stream<Uint8Array | string, E, R>, framing: F, options?: CodecOptions) =>
+    internal.encodeStream(self, framing, options?.endpoint ?? internal.unknownEndpoint)
+)
+
+/**
+ * The chunks that make up one frame (`[header, body]` or `[body, delimiter]`, without copying the
+ * body), or why the body cannot be framed.
+ *
+ * @since 0.1.0
+ * @category encoding
+ */
+export const encodeFrame = <F extends Framing>(
+  framing: F,
+  body: Uint8Array | string,
+  options?: CodecOptions
+): Either.Either<ReadonlyArray<Uint8Array>, EncodeError<F>> =>
+  internal.encodeFrame(framing, body, options?.endpoint ?? internal.unknownEndpoint)

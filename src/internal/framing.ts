@@ -1,0 +1,604 @@
+import * as Channel from "effect/Channel"
+import * as Chunk from "effect/Chunk"
+import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
+import * as Exit from "effect/Exit"
+import * as Option from "effect/Option"
+import type * as Scope from "effect/Scope"
+import * as Stream from "effect/Stream"
+import type { Connection } from "../Connection.js"
+import * as Endpoint from "../Endpoint.js"
+import type { DecodeError, Delimited, EncodeError, FrameReader, Framing, LengthPrefixed } from "../Framing.js"
+import * as TcpError from "../TcpError.js"
+
+const empty = Buffer.alloc(0)
+
+/** The endpoint named in errors of a decoder that does not read from a connection. */
+export const unknownEndpoint = Endpoint.make("unknown", 0)
+
+const asBuffer = (bytes: Uint8Array): Buffer =>
+  Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength)
+
+/** Chunks at most this small are copied into a shared block: a peer dribbling single bytes costs bytes, not objects. */
+const smallChunk = 256
+const blockSize = 4096
+
+/**
+ * Bytes received but not yet decoded, kept as the chunks they came in: a frame inside one chunk
+ * is returned as a view of it, and only a frame spanning chunks is copied (once).
+ */
+export class ByteQueue {
+  private chunks: Array<Buffer> = []
+  /** Index of the first chunk still holding bytes. */
+  private head = 0
+  /** Bytes of `chunks[head]` already consumed. */
+  private offset = 0
+  /** Total bytes held. */
+  length = 0
+  private block: Buffer | undefined = undefined
+  private blockStart = 0
+  private blockUsed = 0
+  /** The last element of `chunks` when it is a view of `block`, grown in place as small chunks come. */
+  private blockView: Buffer | undefined = undefined
+
+  push(bytes: Uint8Array): void {
+    const n = bytes.length
+    if (n === 0) return
+    this.length += n
+    if (n > smallChunk) {
+      this.chunks.push(asBuffer(bytes))
+      return
+    }
+    const last = this.chunks.length - 1
+    if (
+      this.block !== undefined && this.blockView !== undefined && last >= this.head &&
+      this.chunks[last] === this.blockView && this.blockUsed + n <= this.block.length
+    ) {
+      this.block.set(bytes, this.blockUsed)
+      this.blockUsed += n
+      this.blockView = this.block.subarray(this.blockStart, this.blockUsed)
+      this.chunks[last] = this.blockView
+      return
+    }
+    if (this.block === undefined || this.blockUsed + n > this.block.length) {
+      this.block = Buffer.allocUnsafe(blockSize)
+      this.blockUsed = 0
+    }
+    this.block.set(bytes, this.blockUsed)
+    this.blockStart = this.blockUsed
+    this.blockUsed += n
+    this.blockView = this.block.subarray(this.blockStart, this.blockUsed)
+    this.chunks.push(this.blockView)
+  }
+
+  private advance(n: number): void {
+    this.length -= n
+    this.offset += n
+    while (this.head < this.chunks.length && this.offset >= this.chunks[this.head]!.length) {
+      this.offset -= this.chunks[this.head]!.length
+      this.head++
+    }
+    if (this.head === this.chunks.length) {
+      this.chunks = []
+      this.head = 0
+      this.offset = 0
+      this.blockView = undefined
+    } else if (this.head > 64 && this.head * 2 > this.chunks.length) {
+      this.chunks = this.chunks.slice(this.head)
+      this.head = 0
+    }
+  }
+
+  /** Removes and returns the first `n` (<= length) bytes: a view when they lie in one chunk, else a copy. */
+  take(n: number): Buffer {
+    if (n === 0) return empty
+    const first = this.chunks[this.head]!
+    if (first.length - this.offset >= n) {
+      const view = first.subarray(this.offset, this.offset + n)
+      this.advance(n)
+      return view
+    }
+    const out = Buffer.allocUnsafe(n)
+    let filled = 0
+    while (filled < n) {
+      const chunk = this.chunks[this.head]!
+      const count = Math.min(chunk.length - this.offset, n - filled)
+      chunk.copy(out, filled, this.offset, this.offset + count)
+      filled += count
+      this.advance(count)
+    }
+    return out
+  }
+
+  skip(n: number): void {
+    this.advance(n)
+  }
+
+  /** Whether `needle` occurs at `position` of chunk `index`, possibly running into the next chunks. */
+  private matchesAt(needle: Buffer, index: number, position: number): boolean {
+    let chunk = this.chunks[index]!
+    for (let k = 0; k < needle.length; k++) {
+      while (position >= chunk.length) {
+        index++
+        if (index >= this.chunks.length) return false
+        chunk = this.chunks[index]!
+        position = 0
+      }
+      if (chunk[position] !== needle[k]) return false
+      position++
+    }
+    return true
+  }
+
+  /** The first position >= `from` (counted from the first byte held) where `needle` starts, or -1. */
+  indexOf(needle: Buffer, from: number): number {
+    if (from >= this.length) return -1
+    let index = this.head
+    let base = 0
+    if (from > 0) {
+      // A search resumes near the end of what is held: find the chunk holding `from` from the back.
+      index = this.chunks.length - 1
+      base = this.length - (this.chunks[index]!.length - (index === this.head ? this.offset : 0))
+      while (base > from) {
+        index--
+        base -= this.chunks[index]!.length - (index === this.head ? this.offset : 0)
+      }
+    }
+    for (; index < this.chunks.length; index++) {
+      const chunk = this.chunks[index]!
+      const start = index === this.head ? this.offset : 0
+      const size = chunk.length - start
+      const local = Math.max(0, from - base)
+      // Matches inside this chunk come before those that start in it and end in a later one.
+      const inside = chunk.indexOf(needle, start + local)
+      if (inside >= 0) return base + inside - start
+      for (let p = Math.max(local, size - needle.length + 1); p < size; p++) {
+        if (this.matchesAt(needle, index, start + p)) return base + p
+      }
+      base += size
+    }
+    return -1
+  }
+}
+
+/** Frames out of bytes pushed in arbitrary pieces. */
+export interface Decoder {
+  /** Adds bytes and appends each complete frame to `out`; the error once the input is invalid (then for good). */
+  readonly push: (bytes: Uint8Array, out: Array<Uint8Array>) => DecodeError | undefined
+  /** At the end of the input: `UnexpectedEof` if a frame was cut off. */
+  readonly end: () => TcpError.UnexpectedEof | undefined
+  /** Bytes held that are not yet part of a returned frame. */
+  readonly buffered: () => number
+}
+
+/** The largest body a header of this size can announce. */
+export const headerCapacity = (headerBytes: 1 | 2 | 4): number => 2 ** (8 * headerBytes) - 1
+
+export const readHeader = (framing: LengthPrefixed, header: Buffer): number => {
+  const big = framing.endian === "big"
+  switch (framing.headerBytes) {
+    case 1:
+      return header.readUInt8(0)
+    case 2:
+      return big ? header.readUInt16BE(0) : header.readUInt16LE(0)
+    case 4:
+      return big ? header.readUInt32BE(0) : header.readUInt32LE(0)
+  }
+}
+
+const writeHeader = (framing: LengthPrefixed, length: number): Buffer => {
+  const header = Buffer.allocUnsafe(framing.headerBytes)
+  const big = framing.endian === "big"
+  switch (framing.headerBytes) {
+    case 1:
+      header.writeUInt8(length, 0)
+      break
+    case 2:
+      if (big) header.writeUInt16BE(length, 0)
+      else header.writeUInt16LE(length, 0)
+      break
+    case 4:
+      if (big) header.writeUInt32BE(length, 0)
+      else header.writeUInt32LE(length, 0)
+      break
+  }
+  return header
+}
+
+const tooLarge = (
+  operation: TcpError.Operation,
+  endpoint: Endpoint.Endpoint,
+  size: number,
+  maxBytes: number
+) => new TcpError.FrameTooLarge({ operation, endpoint, size, maxBytes })
+
+const unexpectedEof = (endpoint: Endpoint.Endpoint, received: number, expected?: number) =>
+  new TcpError.UnexpectedEof({ operation: "read", endpoint, expected, received })
+
+const lengthPrefixedDecoder = (framing: LengthPrefixed, endpoint: Endpoint.Endpoint): Decoder => {
+  const queue = new ByteQueue()
+  const headerBytes = framing.headerBytes
+  const max = framing.maxFrameBytes
+  let bodyLength = -1
+  let failure: DecodeError | undefined = undefined
+  return {
+    push: (bytes, out) => {
+      if (failure !== undefined) return failure
+      queue.push(bytes)
+      for (;;) {
+        if (bodyLength < 0) {
+          if (queue.length < headerBytes) return undefined
+          const announced = readHeader(framing, queue.take(headerBytes))
+          // Refused before a byte of the body is kept: a header cannot make us buffer past the limit.
+          if (announced > max) return (failure = tooLarge("read", endpoint, announced, max))
+          bodyLength = announced
+        }
+        if (queue.length < bodyLength) return undefined
+        out.push(queue.take(bodyLength))
+        bodyLength = -1
+      }
+    },
+    end: () => {
+      if (failure !== undefined) return undefined
+      if (bodyLength >= 0) return unexpectedEof(endpoint, queue.length, bodyLength)
+      if (queue.length > 0) return unexpectedEof(endpoint, queue.length, headerBytes)
+      return undefined
+    },
+    buffered: () => queue.length
+  }
+}
+
+const delimitedDecoder = (framing: Delimited, endpoint: Endpoint.Endpoint): Decoder => {
+  const queue = new ByteQueue()
+  const delimiter = asBuffer(framing.delimiter)
+  const max = framing.maxFrameBytes
+  // Positions before it were searched already and cannot start the delimiter.
+  let scanned = 0
+  let failure: DecodeError | undefined = undefined
+  return {
+    push: (bytes, out) => {
+      if (failure !== undefined) return failure
+      queue.push(bytes)
+      for (;;) {
+        const at = queue.indexOf(delimiter, scanned)
+        if (at < 0) {
+          scanned = Math.max(0, queue.length - delimiter.length + 1)
+          // Without the delimiter, only its length - 1 last bytes may still belong to it.
+          if (queue.length - (delimiter.length - 1) > max) {
+            return (failure = tooLarge("read", endpoint, queue.length, max))
+          }
+          return undefined
+        }
+        if (at > max) return (failure = tooLarge("read", endpoint, at, max))
+        out.push(queue.take(at))
+        queue.skip(delimiter.length)
+        scanned = 0
+      }
+    },
+    end: () => {
+      if (failure !== undefined || queue.length === 0) return undefined
+      return unexpectedEof(endpoint, queue.length)
+    },
+    buffered: () => queue.length
+  }
+}
+
+export const makeDecoder = (framing: Framing, endpoint: Endpoint.Endpoint = unknownEndpoint): Decoder =>
+  framing._tag === "LengthPrefixed" ? lengthPrefixedDecoder(framing, endpoint) : delimitedDecoder(framing, endpoint)
+
+/** A stream transformation that keeps per-run state: emits what `push` produced, fails with what it returned. */
+const transform = <A, B, E2>(
+  make: () => {
+    readonly push: (input: A, out: Array<B>) => E2 | undefined
+    readonly end: () => E2 | undefined
+  }
+) =>
+<E, R>(self: Stream.Stream<A, E, R>): Stream.Stream<B, E | E2, R> =>
+  Stream.suspend(() => {
+    const state = make()
+    const loop: Channel.Channel<Chunk.Chunk<B>, Chunk.Chunk<A>, E | E2, E, unknown, unknown> = Channel.readWithCause({
+      onInput: (input: Chunk.Chunk<A>) => {
+        const out: Array<B> = []
+        let error: E2 | undefined = undefined
+        for (const element of input) {
+          error = state.push(element, out)
+          if (error !== undefined) break
+        }
+        const emitted = out.length > 0 ? Channel.write(Chunk.unsafeFromArray(out)) : Channel.void
+        return error !== undefined ? Channel.zipRight(emitted, Channel.fail(error)) : Channel.zipRight(emitted, loop)
+      },
+      onFailure: (cause) => Channel.failCause(cause),
+      onDone: () => {
+        const error = state.end()
+        return error !== undefined ? Channel.fail(error) : Channel.void
+      }
+    })
+    return Stream.pipeThroughChannelOrFail(self, loop)
+  })
+
+export const decodeStream = <E, R>(
+  self: Stream.Stream<Uint8Array, E, R>,
+  framing: Framing,
+  endpoint: Endpoint.Endpoint
+): Stream.Stream<Uint8Array, E | DecodeError, R> =>
+  transform<Uint8Array, Uint8Array, DecodeError>(() => makeDecoder(framing, endpoint))(self)
+
+const toBytes = (body: Uint8Array | string): Buffer => typeof body === "string" ? Buffer.from(body) : asBuffer(body)
+
+const describeDelimiter = (delimiter: Uint8Array): string => {
+  const text = Buffer.from(delimiter).toString("utf8")
+  return Buffer.from(text, "utf8").equals(delimiter)
+    ? JSON.stringify(text)
+    : `0x${Buffer.from(delimiter).toString("hex")}`
+}
+
+/**
+ * Where the delimiter first occurs in `body + delimiter` if that is before the end of the body, else
+ * -1: a body may also end with bytes that, followed by the delimiter, start it earlier ("xa" + "aa").
+ */
+const delimiterInside = (body: Buffer, delimiter: Uint8Array): number => {
+  const inside = body.indexOf(delimiter)
+  if (inside >= 0 || delimiter.length === 1) return inside
+  const tailStart = Math.max(0, body.length - delimiter.length + 1)
+  const probe = Buffer.concat([body.subarray(tailStart), delimiter])
+  const at = probe.indexOf(delimiter)
+  return at < body.length - tailStart ? tailStart + at : -1
+}
+
+/** The chunks to send for one frame, or why it cannot be sent. */
+export const encodeFrame = <F extends Framing>(
+  framing: F,
+  body: Uint8Array | string,
+  endpoint: Endpoint.Endpoint
+): Either.Either<ReadonlyArray<Uint8Array>, EncodeError<F>> => {
+  const bytes = toBytes(body)
+  if (bytes.length > framing.maxFrameBytes) {
+    return Either.left(tooLarge("write", endpoint, bytes.length, framing.maxFrameBytes) as EncodeError<F>)
+  }
+  if (framing._tag === "LengthPrefixed") {
+    const header = writeHeader(framing, bytes.length)
+    return Either.right(bytes.length === 0 ? [header] : [header, bytes])
+  }
+  const delimiter = framing.delimiter
+  const at = delimiterInside(bytes, delimiter)
+  if (at >= 0) {
+    return Either.left(
+      new TcpError.MalformedFrame({
+        operation: "write",
+        endpoint,
+        reason: `the body contains the delimiter ${
+          describeDelimiter(delimiter)
+        } at byte ${at}, so it would arrive as more than one frame`
+      }) as EncodeError<F>
+    )
+  }
+  return Either.right(bytes.length === 0 ? [delimiter] : [bytes, delimiter])
+}
+
+export const encodeStream = <F extends Framing, E, R>(
+  self: Stream.Stream<Uint8Array | string, E, R>,
+  framing: F,
+  endpoint: Endpoint.Endpoint
+): Stream.Stream<Uint8Array, E | EncodeError<F>, R> =>
+  transform<Uint8Array | string, Uint8Array, EncodeError<F>>(() => ({
+    push: (body, out) => {
+      const encoded = encodeFrame(framing, body, endpoint)
+      if (Either.isLeft(encoded)) return encoded.left
+      for (const chunk of encoded.right) out.push(chunk)
+      return undefined
+    },
+    end: () => undefined
+  }))(self)
+
+export const encodeAll = <F extends Framing>(
+  framing: F,
+  bodies: Iterable<Uint8Array | string>,
+  endpoint: Endpoint.Endpoint
+): Either.Either<Array<Uint8Array>, EncodeError<F>> => {
+  const chunks: Array<Uint8Array> = []
+  for (const body of bodies) {
+    const encoded = encodeFrame(framing, body, endpoint)
+    if (Either.isLeft(encoded)) return Either.left(encoded.left)
+    for (const chunk of encoded.right) chunks.push(chunk)
+  }
+  return Either.right(chunks)
+}
+
+/** Below this size, copying a chunk costs less than giving it its own entry in a `writev`. */
+const gatherBelow = 4096
+
+/**
+ * Copies each run of small chunks into one buffer, leaving large ones as they are: Node spends
+ * microseconds per `writev` entry, far more than copying a few hundred bytes.
+ */
+export const gather = (chunks: ReadonlyArray<Uint8Array>): ReadonlyArray<Uint8Array> => {
+  let small = 0
+  for (let i = 1; i < chunks.length; i++) {
+    if (chunks[i]!.length < gatherBelow && chunks[i - 1]!.length < gatherBelow) small++
+  }
+  if (small === 0) return chunks
+  const out: Array<Uint8Array> = []
+  let i = 0
+  while (i < chunks.length) {
+    let end = i
+    let size = 0
+    while (end < chunks.length && chunks[end]!.length < gatherBelow) size += chunks[end++]!.length
+    if (end - i >= 2) {
+      const run = Buffer.allocUnsafe(size)
+      let offset = 0
+      for (let k = i; k < end; k++) {
+        run.set(chunks[k]!, offset)
+        offset += chunks[k]!.length
+      }
+      out.push(run)
+      i = end
+    } else {
+      out.push(chunks[i++]!)
+    }
+  }
+  return out
+}
+
+export const write = <F extends Framing>(
+  connection: Connection,
+  framing: F,
+  body: Uint8Array | string
+): Effect.Effect<void, TcpError.WriteError | EncodeError<F>> =>
+  Effect.suspend((): Effect.Effect<void, TcpError.WriteError | EncodeError<F>> => {
+    const encoded = encodeFrame(framing, body, connection.remoteAddress)
+    return Either.isLeft(encoded) ? Effect.fail(encoded.left) : connection.writeAll(encoded.right)
+  })
+
+export const writeAll = <F extends Framing>(
+  connection: Connection,
+  framing: F,
+  bodies: Iterable<Uint8Array | string>
+): Effect.Effect<void, TcpError.WriteError | EncodeError<F>> =>
+  Effect.suspend((): Effect.Effect<void, TcpError.WriteError | EncodeError<F>> => {
+    const encoded = encodeAll(framing, bodies, connection.remoteAddress)
+    return Either.isLeft(encoded) ? Effect.fail(encoded.left) : connection.writeAll(gather(encoded.right))
+  })
+
+type ReadFrameError = TcpError.ReadError | DecodeError
+
+/**
+ * Frames read from a connection by the pure decoder: the connection is read (one chunk at a time,
+ * so backpressure is kept) only when no complete frame is held. Bytes taken from the connection
+ * stay in the reader until they are returned as frames; an error of the decoder is sticky, since
+ * the position in the byte stream is lost after it.
+ */
+export const makeReader = (connection: Connection, framing: Framing): FrameReader => {
+  const decoder = makeDecoder(framing, connection.remoteAddress)
+  let ready: Array<Uint8Array> = []
+  let next = 0
+  let ended = false
+  let failure: DecodeError | undefined = undefined
+
+  const take = (): Array<Uint8Array> => {
+    const frames = next === 0 ? ready : ready.slice(next)
+    ready = []
+    next = 0
+    return frames
+  }
+
+  // Decodes one chunk: whether frames are now held (true), more bytes are needed (undefined), or
+  // the peer closed between frames (false).
+  const keep = (chunk: Option.Option<Uint8Array>): Effect.Effect<boolean | undefined, ReadFrameError> => {
+    if (Option.isNone(chunk)) {
+      const error = decoder.end()
+      if (error !== undefined) return Effect.fail(failure = error)
+      ended = true
+      return Effect.succeed(false)
+    }
+    const error = decoder.push(chunk.value, ready)
+    if (error !== undefined) failure = error
+    if (ready.length > 0) return Effect.succeed(true)
+    return error !== undefined ? Effect.fail(error) : Effect.succeed(undefined)
+  }
+  // Only the wait is interruptible: a chunk once read is always decoded and kept.
+  const pullOnce = Effect.uninterruptibleMask((restore) => Effect.flatMap(restore(connection.read), keep))
+  // Reads chunks until at least one frame is held (true) or the peer closed between frames (false).
+  const fill: Effect.Effect<boolean, ReadFrameError> = Effect.flatMap(
+    pullOnce,
+    (held) => (held === undefined ? fill : Effect.succeed(held))
+  )
+
+  const read: Effect.Effect<Option.Option<Uint8Array>, ReadFrameError> = Effect.suspend(() => {
+    if (next < ready.length) {
+      const frame = ready[next++]!
+      if (next === ready.length) {
+        ready = []
+        next = 0
+      }
+      return Effect.succeed(Option.some(frame))
+    }
+    if (failure !== undefined) return Effect.fail(failure)
+    if (ended) return noFrame
+    return Effect.flatMap(fill, (more) => (more ? read : noFrame))
+  })
+
+  // Every frame held, at least one; so a stream of frames moves in chunks, not frame by frame.
+  const readChunk: Effect.Effect<Chunk.Chunk<Uint8Array>, Option.Option<ReadFrameError>> = Effect.suspend(() => {
+    if (next < ready.length) return Effect.succeed(Chunk.unsafeFromArray(take()))
+    if (failure !== undefined) return Effect.fail(Option.some(failure))
+    if (ended) return Effect.fail(Option.none())
+    return Effect.flatMap(
+      Effect.mapError(fill, Option.some),
+      (more) => (more ? readChunk : Effect.fail(Option.none()))
+    )
+  })
+
+  return { read, stream: Stream.repeatEffectChunkOption(readChunk) }
+}
+
+const noFrame = Effect.succeed(Option.none<Uint8Array>())
+
+/**
+ * Writes frames queued by many fibers, all that queued up while the previous write was in
+ * progress going out in one corked write: under load, one system call carries many frames.
+ */
+export interface BatchWriter {
+  /** Queues the chunks of one frame and waits until they were handed to the system. */
+  readonly write: (chunks: ReadonlyArray<Uint8Array>) => Effect.Effect<void, TcpError.WriteError>
+  /** Queues the chunks of one frame; `done` is called with the outcome of their write. */
+  readonly offer: (
+    chunks: ReadonlyArray<Uint8Array>,
+    done: (exit: Exit.Exit<void, TcpError.WriteError>) => void
+  ) => void
+}
+
+export const makeBatchWriter = (connection: Connection): Effect.Effect<BatchWriter, never, Scope.Scope> =>
+  Effect.gen(function*() {
+    type Done = (exit: Exit.Exit<void, TcpError.WriteError>) => void
+    let outbox: Array<Uint8Array> = []
+    let callbacks: Array<Done> = []
+    let wake: (() => void) | undefined = undefined
+    let stopped = false
+    const closed = () =>
+      Exit.fail(new TcpError.SocketClosed({ operation: "write", endpoint: connection.remoteAddress, reason: "closed" }))
+    const idle = Effect.async<void>((resume) => {
+      wake = () => {
+        wake = undefined
+        resume(Effect.void)
+      }
+      return Effect.sync(() => {
+        wake = undefined
+      })
+    })
+    const flush = Effect.suspend(() => {
+      if (outbox.length === 0) return idle
+      const chunks = outbox
+      const done = callbacks
+      outbox = []
+      callbacks = []
+      return Effect.flatMap(Effect.exit(connection.writeAll(gather(chunks))), (exit) =>
+        Effect.sync(() => {
+          for (const callback of done) callback(exit)
+        }))
+    })
+    yield* Effect.forever(flush).pipe(
+      Effect.onExit(() =>
+        Effect.sync(() => {
+          stopped = true
+          const done = callbacks
+          outbox = []
+          callbacks = []
+          for (const callback of done) callback(closed())
+        })
+      ),
+      Effect.forkScoped
+    )
+    const offer = (chunks: ReadonlyArray<Uint8Array>, done: Done): void => {
+      if (stopped) return done(closed())
+      for (const chunk of chunks) outbox.push(chunk)
+      callbacks.push(done)
+      wake?.()
+    }
+    return {
+      offer,
+      write: (chunks) =>
+        Effect.async<void, TcpError.WriteError>((resume) => {
+          offer(chunks, resume)
+        })
+    }
+  })

@@ -1,0 +1,391 @@
+import { describe, expect, it } from "@effect/vitest"
+import * as Cause from "effect/Cause"
+import * as Chunk from "effect/Chunk"
+import * as Deferred from "effect/Deferred"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Fiber from "effect/Fiber"
+import * as Option from "effect/Option"
+import * as ParseResult from "effect/ParseResult"
+import * as Schema from "effect/Schema"
+import * as Stream from "effect/Stream"
+import * as TestClock from "effect/TestClock"
+import * as TestServices from "effect/TestServices"
+import * as fc from "fast-check"
+import type * as net from "node:net"
+import { type Connection, Framing, Message, Server, Tcp } from "../src/index.js"
+import { collect, effect, live, rawServer } from "./support/harness.js"
+import { captureLogs } from "./support/logs.js"
+
+const realSleep = (millis: number) => TestServices.provideLive(Effect.sleep(`${millis} millis`))
+
+class Point extends Schema.Class<Point>("Point")({ x: Schema.Number, y: Schema.Number }) {}
+const Points = Message.codec(Point)
+
+const frame = (framing: Framing.Framing, body: Uint8Array | string) =>
+  Buffer.concat(Framing.encodeFrame(framing, body).pipe((either) => {
+    if (either._tag === "Left") throw either.left
+    return either.right
+  }))
+
+/** A raw peer that runs `onSocket` on the one connection made to it, and that connection. */
+const connectTo = (onSocket: (socket: net.Socket) => void, options: Partial<Tcp.ConnectOptions> = {}) =>
+  Effect.gen(function*() {
+    const accepted = yield* Effect.makeLatch()
+    let peer: net.Socket | undefined
+    const { port } = yield* rawServer((socket) => {
+      peer = socket
+      onSocket(socket)
+      accepted.unsafeOpen()
+    })
+    const connection = yield* Tcp.connect({ host: "127.0.0.1", port, ...options })
+    yield* accepted.await
+    return { connection, peer: peer! }
+  })
+
+describe("Message send and receive", () => {
+  live("typed messages go out one per frame and come back decoded; the stream ends at the peer's FIN", () =>
+    Effect.gen(function*() {
+      // An echo server of frames.
+      const server = yield* Server.serve({ port: 0 }, (connection) =>
+        Framing.stream(connection, Points.framing).pipe(
+          Stream.run(Framing.sink(connection, Points.framing)),
+          Effect.zipRight(connection.endWrite)
+        ))
+      const connection = yield* Tcp.connect({ host: "127.0.0.1", port: server.address.port })
+      yield* Message.send(connection, Points, new Point({ x: 1, y: 2 }))
+      yield* Message.sendAll(connection, Points, [new Point({ x: 3, y: 4 }), new Point({ x: 5, y: 6 })])
+      yield* connection.endWrite
+      const received = Chunk.toArray(yield* Stream.runCollect(Message.stream(connection, Points)))
+      expect(received).toEqual([new Point({ x: 1, y: 2 }), new Point({ x: 3, y: 4 }), new Point({ x: 5, y: 6 })])
+      expect(received[0]).toBeInstanceOf(Point)
+    }))
+
+  live("a frame that does not decode is MalformedFrame with the parse error as cause, and the next frame still decodes", () =>
+    Effect.gen(function*() {
+      const framing = Points.framing
+      const { connection } = yield* connectTo((socket) =>
+        socket.end(Buffer.concat([
+          frame(framing, `{"x":1,"y":2}`),
+          frame(framing, `{"x":1,`),
+          frame(framing, Buffer.from([0x7b, 0xff, 0xfe, 0x7d])),
+          frame(framing, `{"x":1,"y":"two"}`),
+          frame(framing, `{"x":3,"y":4}`)
+        ]))
+      )
+      const messages = yield* Message.reader(connection, Points)
+      expect(yield* messages.receive).toEqual(Option.some(new Point({ x: 1, y: 2 })))
+
+      const badJson = yield* Effect.flip(messages.receive)
+      expect(badJson).toMatchObject({ _tag: "MalformedFrame", operation: "read", endpoint: connection.remoteAddress })
+      if (badJson._tag !== "MalformedFrame") return
+      expect(badJson.reason).toMatch(/^the message is not valid JSON: /)
+      expect(badJson.cause).toBeInstanceOf(SyntaxError)
+
+      const badUtf8 = yield* Effect.flip(messages.receive)
+      expect(badUtf8._tag === "MalformedFrame" && badUtf8.reason).toBe(
+        "the message is not valid JSON: the bytes are not valid UTF-8"
+      )
+
+      const badSchema = yield* Effect.flip(messages.receive)
+      if (badSchema._tag !== "MalformedFrame") throw badSchema
+      expect(ParseResult.isParseError(badSchema.cause)).toBe(true)
+      expect(badSchema.reason).toContain("the message does not match its schema:")
+      expect(badSchema.reason).toContain(`["y"]`)
+      expect(badSchema.message).toContain("malformed frame: the message does not match its schema")
+
+      expect(yield* messages.receive).toEqual(Option.some(new Point({ x: 3, y: 4 })))
+      expect(yield* messages.receive).toEqual(Option.none())
+    }))
+
+  live("a message its Schema cannot encode, or over the limit, fails with a typed error and nothing is sent", () =>
+    Effect.gen(function*() {
+      let received: Effect.Effect<Buffer> = Effect.succeed(Buffer.alloc(0))
+      const { connection } = yield* connectTo((socket) => {
+        received = collect(socket)
+      })
+      const Positive = Message.codec(Schema.Struct({ n: Schema.Number.pipe(Schema.positive()) }), {
+        framing: Framing.delimited({ delimiter: "\n", maxFrameBytes: 20 })
+      })
+      const invalid = yield* Effect.flip(Message.send(connection, Positive, { n: -1 }))
+      expect(invalid).toMatchObject({ _tag: "MalformedFrame", operation: "write" })
+      expect(invalid._tag === "MalformedFrame" && ParseResult.isParseError(invalid.cause)).toBe(true)
+      const tooLarge = yield* Effect.flip(Message.send(connection, Positive, { n: 1.2345678901234567 }))
+      expect(tooLarge).toMatchObject({ _tag: "FrameTooLarge", operation: "write", maxBytes: 20 })
+      expect((yield* Effect.flip(Message.sendAll(connection, Positive, [{ n: 1 }, { n: 0 }])))._tag).toBe("MalformedFrame")
+      yield* Message.send(connection, Positive, { n: 42 })
+      yield* connection.endWrite
+      expect((yield* received).toString()).toBe(`{"n":42}\n`)
+    }))
+
+  it("random frames never crash the decoder: each is a message or MalformedFrame", () => {
+    fc.assert(
+      fc.property(
+        fc.oneof(fc.uint8Array({ maxLength: 64 }), fc.json().map((text) => new Uint8Array(Buffer.from(text)))),
+        (bytes) => {
+          const exit = Effect.runSyncExit(Message.decode(Points, bytes))
+          if (Exit.isFailure(exit)) {
+            const failure = Cause.failureOption(exit.cause)
+            expect(Option.isSome(failure) && failure.value._tag).toBe("MalformedFrame")
+          } else {
+            expect(exit.value).toBeInstanceOf(Point)
+          }
+        }
+      ),
+      { numRuns: 500 }
+    )
+  })
+})
+
+// -----------------------------------------------------------------------------
+// request / response
+
+const Double = Message.protocol({
+  request: Schema.Struct({ n: Schema.Number }),
+  response: Schema.Struct({ n: Schema.Number, doubled: Schema.Number })
+})
+
+const json = (body: Uint8Array) => JSON.parse(Buffer.from(body).toString()) as { id: number; request: { n: number } }
+
+/** A server speaking the wire format by hand: it reads `batch` requests, then answers them in the order `reorder` gives. */
+const batchServer = (
+  batch: number,
+  reorder: <A>(requests: Array<A>) => Array<A>,
+  onServed?: (order: Array<number>) => void
+) =>
+  Server.serve({ port: 0 }, (connection) =>
+    Effect.gen(function*() {
+      const frames = yield* Framing.reader(connection, Double.framing)
+      for (;;) {
+        const requests: Array<{ id: number; request: { n: number } }> = []
+        while (requests.length < batch) {
+          const next = yield* frames.read
+          if (Option.isNone(next)) return
+          requests.push(json(next.value))
+        }
+        const answers = reorder(requests)
+        onServed?.(answers.map((r) => r.request.n))
+        yield* Framing.writeAll(
+          connection,
+          Double.framing,
+          answers.map(({ id, request }) => JSON.stringify({ id, success: { n: request.n, doubled: request.n * 2 } }))
+        )
+      }
+    }))
+
+const shuffle = <A>(items: Array<A>): Array<A> => {
+  const out = [...items]
+  for (let i = out.length - 1; i > 0; i--) {
+    const j = Math.floor(Math.random() * (i + 1))
+    ;[out[i], out[j]] = [out[j]!, out[i]!]
+  }
+  return out
+}
+
+describe("Message request/response", () => {
+  live("10,000 concurrent requests on one connection, answered in a shuffled order, each get their own answer", () =>
+    Effect.gen(function*() {
+      let served: Array<number> = []
+      const server = yield* batchServer(10_000, shuffle, (order) => (served = order))
+      const connection = yield* Tcp.connect({ host: "127.0.0.1", port: server.address.port })
+      const client = yield* Message.client(connection, Double, { timeout: "20 seconds" })
+      const numbers = Array.from({ length: 10_000 }, (_, i) => i)
+      const answers = yield* Effect.forEach(numbers, (n) => client.request({ n }), { concurrency: "unbounded" })
+      expect(answers).toEqual(numbers.map((n) => ({ n, doubled: 2 * n })))
+      expect(served.length).toBe(10_000)
+      expect(served.filter((n, i) => n !== i).length).toBeGreaterThan(9_000)
+      expect(yield* client.inFlight).toBe(0)
+    }), 60_000)
+
+  live("Message.serve handles pipelined requests concurrently, so quick answers overtake slow ones", () =>
+    Effect.gen(function*() {
+      const finished: Array<number> = []
+      const server = yield* Message.serve(Double, { port: 0, concurrency: "unbounded" }, ({ n }) =>
+        Effect.sleep(`${(n % 4) * 10} millis`).pipe(
+          Effect.zipRight(Effect.sync(() => finished.push(n))),
+          Effect.as({ n, doubled: 2 * n })
+        ))
+      const connection = yield* Tcp.connect({ host: "127.0.0.1", port: server.address.port })
+      const client = yield* Message.client(connection, Double)
+      const numbers = Array.from({ length: 400 }, (_, i) => i)
+      const answers = yield* Effect.forEach(numbers, (n) => client.request({ n }), { concurrency: "unbounded" })
+      expect(answers).toEqual(numbers.map((n) => ({ n, doubled: 2 * n })))
+      expect(finished).not.toEqual(numbers)
+    }))
+
+  effect("a request without a response in time fails with RequestTimeout; its late response goes to nobody else", () =>
+    Effect.gen(function*() {
+      const arrived = yield* Effect.makeLatch()
+      const release = yield* Deferred.make<void>()
+      const server = yield* Server.serve({ port: 0 }, (connection) =>
+        Effect.gen(function*() {
+          const frames = yield* Framing.reader(connection, Double.framing)
+          const first = json(Option.getOrThrow(yield* frames.read))
+          yield* arrived.open
+          yield* Deferred.await(release)
+          // The late answer to request 1, then the answer to request 2.
+          const second = json(Option.getOrThrow(yield* frames.read))
+          yield* Framing.writeAll(connection, Double.framing, [
+            JSON.stringify({ id: first.id, success: { n: first.request.n, doubled: -1 } }),
+            JSON.stringify({ id: second.id, success: { n: second.request.n, doubled: 2 * second.request.n } })
+          ])
+          // Until the client closes.
+          yield* frames.read
+        }))
+      const connection = yield* Tcp.connect({ host: "127.0.0.1", port: server.address.port })
+      const client = yield* Message.client(connection, Double, { timeout: "1 minute" })
+      const slow = yield* Effect.fork(client.request({ n: 1 }, { timeout: "1 second" }))
+      yield* arrived.await
+      yield* TestClock.adjust("999 millis")
+      expect(slow.unsafePoll()).toBeNull()
+      yield* TestClock.adjust("1 millis")
+      const error = yield* Effect.flip(Fiber.join(slow))
+      expect(error).toBeInstanceOf(Message.RequestTimeout)
+      expect(error).toMatchObject({ requestId: 1, timeoutMillis: 1000, endpoint: connection.remoteAddress })
+      expect(error.message).toBe(
+        `request 1 to 127.0.0.1:${server.address.port} got no response within 1000 ms: the server is slow or stuck; a late response will be discarded`
+      )
+      expect(yield* client.inFlight).toBe(0)
+      yield* Deferred.succeed(release, undefined)
+      expect(yield* client.request({ n: 2 })).toEqual({ n: 2, doubled: 4 })
+    }))
+
+  live("when the peer resets the connection, every pending request fails with ConnectionReset, and so does any later one", () =>
+    Effect.gen(function*() {
+      // The 50 request frames, whatever id each request got: reset once all of them are in.
+      const total = Array.from({ length: 50 }, (_, n) => 4 + JSON.stringify({ id: n + 1, request: { n } }).length)
+        .reduce((a, b) => a + b)
+      const { connection } = yield* connectTo((socket) => {
+        let received = 0
+        socket.on("data", (chunk: Buffer) => {
+          received += chunk.length
+          if (received >= total) socket.resetAndDestroy()
+        })
+      })
+      const client = yield* Message.client(connection, Double)
+      const errors = yield* Effect.forEach(
+        Array.from({ length: 50 }, (_, n) => n),
+        (n) => Effect.flip(client.request({ n })),
+        { concurrency: "unbounded" }
+      )
+      expect(errors.map((error) => error._tag)).toEqual(Array(50).fill("ConnectionReset"))
+      expect(errors[0]).toMatchObject({ operation: "read", code: "ECONNRESET", endpoint: connection.remoteAddress })
+      expect((yield* Effect.flip(client.request({ n: 99 })))._tag).toBe("ConnectionReset")
+    }))
+
+  live("when the peer closes with requests in flight, each fails with UnexpectedEof", () =>
+    Effect.gen(function*() {
+      const { connection, peer } = yield* connectTo(() => {})
+      const client = yield* Message.client(connection, Double)
+      const pending = yield* Effect.fork(
+        Effect.forEach([1, 2, 3], (n) => Effect.flip(client.request({ n })), { concurrency: "unbounded" })
+      )
+      while ((yield* client.inFlight) < 3) yield* Effect.sleep("5 millis")
+      peer.end()
+      const errors = yield* Fiber.join(pending)
+      expect(errors.map((error) => error._tag)).toEqual(["UnexpectedEof", "UnexpectedEof", "UnexpectedEof"])
+      expect(errors[0]).toMatchObject({ operation: "read", expected: 4, received: 0 })
+    }))
+
+  effect("a read deadline with requests waiting fails those with ReadTimeout; the client goes on", () =>
+    Effect.gen(function*() {
+      const arrived = yield* Effect.makeLatch()
+      const server = yield* Server.serve({ port: 0 }, (connection) =>
+        Effect.gen(function*() {
+          const frames = yield* Framing.reader(connection, Double.framing)
+          yield* frames.read
+          yield* arrived.open
+          const second = json(Option.getOrThrow(yield* frames.read))
+          yield* Framing.write(
+            connection,
+            Double.framing,
+            JSON.stringify({ id: second.id, success: { n: 2, doubled: 4 } })
+          )
+          // Until the client closes.
+          yield* frames.read
+        }))
+      const connection = yield* Tcp.connect({ host: "127.0.0.1", port: server.address.port, readTimeout: "1 second" })
+      const client = yield* Message.client(connection, Double)
+      const first = yield* Effect.fork(client.request({ n: 1 }))
+      yield* arrived.await
+      yield* realSleep(20)
+      yield* TestClock.adjust("1 second")
+      expect(yield* Effect.flip(Fiber.join(first))).toMatchObject({ _tag: "ReadTimeout", timeoutMillis: 1000 })
+      expect(yield* client.request({ n: 2 })).toEqual({ n: 2, doubled: 4 })
+    }))
+
+  live("typed failures, defects and requests the server cannot decode reach only the request concerned", () =>
+    Effect.gen(function*() {
+      class NotFound extends Schema.TaggedError<NotFound>()("NotFound", { key: Schema.String }) {}
+      const Lookup = Message.protocol({
+        request: Schema.Struct({ key: Schema.String }),
+        response: Schema.String,
+        failure: NotFound
+      })
+      const logs = captureLogs()
+      const server = yield* Message.serve(Lookup, { port: 0 }, ({ key }) => {
+        if (key === "missing") return Effect.fail(new NotFound({ key }))
+        if (key === "boom") return Effect.dieMessage("the handler has a bug")
+        return Effect.succeed(`value of ${key}`)
+      }).pipe(Effect.provide(logs.layer))
+      const connection = yield* Tcp.connect({ host: "127.0.0.1", port: server.address.port })
+      const client = yield* Message.client(connection, Lookup)
+      const [found, missing, boom, after] = yield* Effect.all(
+        ["a", "missing", "boom", "b"].map((key) => Effect.exit(client.request({ key }))),
+        { concurrency: "unbounded" }
+      )
+      expect(found).toEqual(Exit.succeed("value of a"))
+      expect(after).toEqual(Exit.succeed("value of b"))
+      expect(missing).toEqual(Exit.fail(new NotFound({ key: "missing" })))
+      expect(Exit.isFailure(boom) && Cause.isDie(boom.cause)).toBe(true)
+      expect(Exit.isFailure(boom) && Cause.pretty(boom.cause)).toContain("request 3 died on the server")
+      expect(Exit.isFailure(boom) && Cause.pretty(boom.cause)).toContain("the handler has a bug")
+      expect(logs.entries.some((entry) => entry.level === "ERROR" && entry.message === "request 3 died")).toBe(true)
+
+      // A client whose requests do not match the server's Schema.
+      const Wrong = Message.protocol({ request: Schema.Struct({ key: Schema.Number }), response: Schema.String })
+      const other = yield* Tcp.connect({ host: "127.0.0.1", port: server.address.port })
+      const wrong = yield* Message.client(other, Wrong)
+      const malformed = yield* Effect.flip(wrong.request({ key: 1 }))
+      expect(malformed).toMatchObject({ _tag: "MalformedFrame", operation: "write" })
+      expect(malformed._tag === "MalformedFrame" && malformed.reason).toMatch(
+        /^the server could not decode request 1: the request does not match its schema:/
+      )
+      expect(yield* client.request({ key: "c" })).toBe("value of c")
+    }))
+
+  live("a response that is not in the protocol fails every pending request with MalformedFrame", () =>
+    Effect.gen(function*() {
+      const server = yield* Server.serve({ port: 0 }, (connection) =>
+        Effect.gen(function*() {
+          const frames = yield* Framing.reader(connection, Double.framing)
+          yield* frames.read
+          yield* frames.read
+          yield* Framing.write(connection, Double.framing, `"what?"`)
+          // Until the client closes.
+          yield* frames.read
+        }))
+      const connection = yield* Tcp.connect({ host: "127.0.0.1", port: server.address.port })
+      const client = yield* Message.client(connection, Double)
+      const errors = yield* Effect.all([1, 2].map((n) => Effect.flip(client.request({ n }))), { concurrency: 2 })
+      expect(errors).toMatchObject([
+        { _tag: "MalformedFrame", operation: "read", reason: "a response has no numeric id" },
+        { _tag: "MalformedFrame", operation: "read", reason: "a response has no numeric id" }
+      ])
+    }))
+
+  live("a request frame without an id closes that connection on the server, which goes on serving others", () =>
+    Effect.gen(function*() {
+      const logs = captureLogs()
+      const server = yield* Message.serve(Double, { port: 0 }, ({ n }) => Effect.succeed({ n, doubled: 2 * n })).pipe(
+        Effect.provide(logs.layer)
+      )
+      const rude: Connection.Connection = yield* Tcp.connect({ host: "127.0.0.1", port: server.address.port })
+      yield* Framing.write(rude, Double.framing, `{"request":{"n":1}}`)
+      expect(yield* rude.read).toEqual(Option.none())
+      const connection = yield* Tcp.connect({ host: "127.0.0.1", port: server.address.port })
+      const client = yield* Message.client(connection, Double)
+      expect(yield* client.request({ n: 21 })).toEqual({ n: 21, doubled: 42 })
+      expect(logs.entries.some((entry) => entry.message.includes("handler failed with MalformedFrame"))).toBe(true)
+    }))
+})
