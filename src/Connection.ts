@@ -8,7 +8,7 @@ import type * as Option from "effect/Option"
 import type * as Sink from "effect/Sink"
 import type * as Stream from "effect/Stream"
 import type * as Endpoint from "./Endpoint.js"
-import type { FrameTooLarge, ReadError, UnexpectedEof, WriteError } from "./TcpError.js"
+import type { FrameTooLarge, InvalidOptions, ReadError, UnexpectedEof, WriteError } from "./TcpError.js"
 
 /**
  * Where a connection stands, known without a system call.
@@ -62,17 +62,20 @@ export interface Connection {
    * the connection has a `readTimeout` and no byte arrives in time.
    */
   readonly read: Effect.Effect<Option.Option<Uint8Array>, ReadError>
-  /** Exactly `size` bytes, across as many chunks as needed; `UnexpectedEof` if the peer closes first. */
-  readonly readExactly: (size: number) => Effect.Effect<Uint8Array, ReadError | UnexpectedEof>
+  /**
+   * Exactly `size` bytes, across as many chunks as needed; `UnexpectedEof` if the peer closes
+   * first, `InvalidOptions` for a size that is not a non-negative integer.
+   */
+  readonly readExactly: (size: number) => Effect.Effect<Uint8Array, ReadError | UnexpectedEof | InvalidOptions>
   /**
    * The bytes before the next `delimiter` (the delimiter is consumed, not returned); bytes after
    * it stay for the next read. `FrameTooLarge` when more than `maxBytes` arrive without it,
-   * `UnexpectedEof` if the peer closes first.
+   * `UnexpectedEof` if the peer closes first, `InvalidOptions` for an empty delimiter or a bad `maxBytes`.
    */
   readonly readUntil: (
     delimiter: Uint8Array | string,
     options?: ReadUntilOptions
-  ) => Effect.Effect<Uint8Array, ReadError | UnexpectedEof | FrameTooLarge>
+  ) => Effect.Effect<Uint8Array, ReadError | UnexpectedEof | FrameTooLarge | InvalidOptions>
   /**
    * Sends all of `data` (strings as UTF-8), like `sendall`: succeeds once every byte was handed
    * to the operating system, waiting while the peer does not read. Fails with `WriteTimeout`

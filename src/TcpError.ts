@@ -254,8 +254,9 @@ export class UnexpectedEof extends Schema.TaggedError<UnexpectedEof>()("Unexpect
   received: Schema.Number
 }) {
   override get message(): string {
-    const wanted = this.expected === undefined ? "before the delimiter" : `after ${this.received} of ${this.expected} bytes`
-    return `${where(this)} failed: the peer closed the connection ${wanted} (${this.received} bytes received)`
+    return this.expected === undefined
+      ? `${where(this)} failed: the peer closed the connection in the middle of a message (${this.received} bytes received)`
+      : `${where(this)} failed: the peer closed the connection after ${this.received} of ${this.expected} bytes`
   }
 }
 

@@ -85,7 +85,7 @@ describe("Connection reads", () => {
       expect(error.expected).toBe(8)
       expect(error.received).toBe(5)
       expect(error.message).toBe(
-        `read on the connection with 127.0.0.1:${port} failed: the peer closed the connection after 5 of 8 bytes (5 bytes received)`
+        `read on the connection with 127.0.0.1:${port} failed: the peer closed the connection after 5 of 8 bytes`
       )
       expect(text(yield* connection.readExactly(5))).toBe("abcde")
     }))
@@ -116,6 +116,30 @@ describe("Connection reads", () => {
       expect(error.size).toBeGreaterThan(1000)
       // It stopped reading near the limit instead of buffering all 100,000 bytes.
       expect(error.size).toBeLessThanOrEqual(1000 + 65536)
+    }))
+
+  live("bad arguments to readExactly and readUntil fail with InvalidOptions, and consume nothing", () =>
+    Effect.gen(function*() {
+      const { connection } = yield* connectTo((socket) => socket.write("data\n"))
+      expect(yield* Effect.flip(connection.readExactly(-1))).toMatchObject({
+        _tag: "InvalidOptions",
+        operation: "read",
+        issues: "readExactly: the size must be a non-negative integer, got -1"
+      })
+      expect((yield* Effect.flip(connection.readExactly(1.5)))._tag).toBe("InvalidOptions")
+      expect(yield* Effect.flip(connection.readUntil(""))).toMatchObject({
+        _tag: "InvalidOptions",
+        issues: "readUntil: the delimiter must not be empty"
+      })
+      expect((yield* Effect.flip(connection.readUntil("\n", { maxBytes: -3 })))._tag).toBe("InvalidOptions")
+      expect(text(yield* connection.readUntil("\n"))).toBe("data")
+    }))
+
+  live("readUntil finds a delimiter that spans three chunks", () =>
+    Effect.gen(function*() {
+      const { connection } = yield* connectTo((socket) => dribble(socket, Buffer.from("one<=>two<=>")))
+      expect(text(yield* connection.readUntil("<=>"))).toBe("one")
+      expect(text(yield* connection.readUntil("<=>"))).toBe("two")
     }))
 
   live("readUntil accepts a line of exactly maxBytes", () =>

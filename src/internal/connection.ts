@@ -18,6 +18,21 @@ export interface ConnectionOptions {
 }
 
 const defaultReadUntilMax = 64 * 1024
+const invalid = (issues: string) => new TcpError.InvalidOptions({ operation: "read", issues })
+
+type Restore = <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
+
+/** The last `size` bytes of `chunks`. */
+const tail = (chunks: ReadonlyArray<Buffer>, size: number): Buffer => {
+  const parts: Array<Buffer> = []
+  for (let i = chunks.length - 1; i >= 0 && size > 0; i--) {
+    const chunk = chunks[i]!
+    const part = chunk.length > size ? chunk.subarray(chunk.length - size) : chunk
+    parts.unshift(part)
+    size -= part.length
+  }
+  return parts.length === 1 ? parts[0]! : Buffer.concat(parts)
+}
 const none = Option.none()
 const openState: ConnectionState = { _tag: "Open" }
 const closedState: ConnectionState = { _tag: "Closed" }
@@ -165,13 +180,19 @@ export class NodeConnection implements Connection {
       this.imposed !== undefined || this.closedByUs || socket.destroyed
   }
 
-  /** The next chunk, or `null` at EOF. */
-  private readonly pull: Effect.Effect<Buffer | null, TcpError.ReadError> = Effect.suspend(() => {
-    const taken = this.take()
-    if (taken === undefined) return Effect.zipRight(this.waitReadable, this.pull)
-    if (taken === null || Buffer.isBuffer(taken)) return Effect.succeed(taken)
-    return Effect.fail(taken)
-  })
+  /**
+   * The next chunk, or `null` at EOF. Only the wait is interruptible (`restore`): a chunk once
+   * taken from the socket always reaches the continuation, so an interruption cannot drop it.
+   */
+  private pullWith(restore: Restore): Effect.Effect<Buffer | null, TcpError.ReadError> {
+    const pull: Effect.Effect<Buffer | null, TcpError.ReadError> = Effect.suspend(() => {
+      const taken = this.take()
+      if (taken === undefined) return Effect.zipRight(restore(this.waitReadable), pull)
+      if (taken === null || Buffer.isBuffer(taken)) return Effect.succeed(taken)
+      return Effect.fail(taken)
+    })
+    return pull
+  }
 
   /** Gives bytes back, to be read first next time. */
   private unread(chunks: ReadonlyArray<Buffer>): void {
@@ -180,17 +201,18 @@ export class NodeConnection implements Connection {
     this.leftover = all.length === 1 ? all[0] : Buffer.concat(all)
   }
 
-  readonly read: Effect.Effect<Option.Option<Uint8Array>, TcpError.ReadError> = Effect.map(
-    this.pull,
-    (chunk) => (chunk === null ? none : Option.some(chunk))
-  )
+  readonly read: Effect.Effect<Option.Option<Uint8Array>, TcpError.ReadError> = Effect.uninterruptibleMask((
+    restore
+  ) => Effect.map(this.pullWith(restore), (chunk) => (chunk === null ? none : Option.some(chunk))))
 
-  readonly readExactly = (size: number): Effect.Effect<Uint8Array, TcpError.ReadError | TcpError.UnexpectedEof> => {
+  readonly readExactly = (
+    size: number
+  ): Effect.Effect<Uint8Array, TcpError.ReadError | TcpError.UnexpectedEof | TcpError.InvalidOptions> => {
     if (!Number.isSafeInteger(size) || size < 0) {
-      return Effect.die(new RangeError(`readExactly: size must be a non-negative integer, got ${size}`))
+      return Effect.fail(invalid(`readExactly: the size must be a non-negative integer, got ${size}`))
     }
     if (size === 0) return Effect.succeed(new Uint8Array(0))
-    return Effect.suspend(() => {
+    return Effect.uninterruptibleMask((restore) => {
       const chunks: Array<Buffer> = []
       let received = 0
       const accept = (chunk: Buffer): Uint8Array | undefined => {
@@ -209,16 +231,11 @@ export class NodeConnection implements Connection {
         return result
       }
       const loop: Effect.Effect<Uint8Array, TcpError.ReadError | TcpError.UnexpectedEof> = Effect.flatMap(
-        this.pull,
+        this.pullWith(restore),
         (chunk) => {
           if (chunk === null) {
             return Effect.fail(
-              new TcpError.UnexpectedEof({
-                operation: "read",
-                endpoint: this.remoteAddress,
-                expected: size,
-                received
-              })
+              new TcpError.UnexpectedEof({ operation: "read", endpoint: this.remoteAddress, expected: size, received })
             )
           }
           const done = accept(chunk)
@@ -237,6 +254,7 @@ export class NodeConnection implements Connection {
         const done = accept(taken)
         if (done !== undefined) return Effect.succeed(done)
       }
+      // On failure or interruption (only possible while waiting), what was taken goes back.
       return Effect.onExit(loop, (exit) => {
         if (Exit.isFailure(exit)) this.unread(chunks)
         return Effect.void
@@ -247,47 +265,59 @@ export class NodeConnection implements Connection {
   readonly readUntil = (
     delimiter: Uint8Array | string,
     options?: ReadUntilOptions
-  ): Effect.Effect<Uint8Array, TcpError.ReadError | TcpError.UnexpectedEof | TcpError.FrameTooLarge> => {
-    const needle = typeof delimiter === "string" ? Buffer.from(delimiter) : Buffer.from(delimiter)
+  ): Effect.Effect<
+    Uint8Array,
+    TcpError.ReadError | TcpError.UnexpectedEof | TcpError.FrameTooLarge | TcpError.InvalidOptions
+  > => {
+    const needle = Buffer.from(delimiter)
     const maxBytes = options?.maxBytes ?? defaultReadUntilMax
-    if (needle.length === 0) return Effect.die(new RangeError("readUntil: the delimiter must not be empty"))
+    if (needle.length === 0) return Effect.fail(invalid("readUntil: the delimiter must not be empty"))
     if (!Number.isSafeInteger(maxBytes) || maxBytes < 0) {
-      return Effect.die(new RangeError(`readUntil: maxBytes must be a non-negative integer, got ${maxBytes}`))
+      return Effect.fail(invalid(`readUntil: maxBytes must be a non-negative integer, got ${maxBytes}`))
     }
-    return Effect.suspend(() => {
-      let buffered: Buffer | undefined = undefined
+    return Effect.uninterruptibleMask((restore) => {
+      // The chunks before the delimiter are kept apart and joined once: no copy per chunk.
+      const chunks: Array<Buffer> = []
+      let length = 0
       const tooLarge = (size: number) =>
         new TcpError.FrameTooLarge({ operation: "read", endpoint: this.remoteAddress, size, maxBytes })
+      /** Where the delimiter starts, counting from the first buffered byte, or -1. */
+      const find = (chunk: Buffer): number => {
+        const overlap = Math.min(needle.length - 1, length)
+        if (overlap > 0) {
+          // A delimiter that starts in the bytes already buffered and ends in this chunk.
+          const boundary = Buffer.concat([tail(chunks, overlap), chunk.subarray(0, needle.length - 1)])
+          const at = boundary.indexOf(needle)
+          if (at >= 0 && at < overlap) return length - overlap + at
+        }
+        const at = chunk.indexOf(needle)
+        return at >= 0 ? length + at : -1
+      }
       const loop: Effect.Effect<
         Uint8Array,
         TcpError.ReadError | TcpError.UnexpectedEof | TcpError.FrameTooLarge
-      > = Effect.flatMap(this.pull, (chunk) => {
+      > = Effect.flatMap(this.pullWith(restore), (chunk) => {
         if (chunk === null) {
-          return Effect.fail(
-            new TcpError.UnexpectedEof({
-              operation: "read",
-              endpoint: this.remoteAddress,
-              received: buffered?.length ?? 0
-            })
-          )
+          return Effect.fail(new TcpError.UnexpectedEof({ operation: "read", endpoint: this.remoteAddress, received: length }))
         }
-        const searchFrom = buffered === undefined ? 0 : Math.max(0, buffered.length - needle.length + 1)
-        const all: Buffer = buffered === undefined ? chunk : Buffer.concat([buffered, chunk])
-        buffered = all
-        const at = all.indexOf(needle, searchFrom)
+        const at = find(chunk)
+        chunks.push(chunk)
+        length += chunk.length
         if (at >= 0) {
           if (at > maxBytes) return Effect.fail(tooLarge(at))
+          const all = chunks.length === 1 ? chunk : Buffer.concat(chunks, length)
+          chunks.length = 0
+          length = 0
           const rest = at + needle.length
           if (rest < all.length) this.leftover = all.subarray(rest)
-          buffered = undefined
           return Effect.succeed(all.subarray(0, at))
         }
         // Without the delimiter, at most its length - 1 trailing bytes can still start it.
-        if (all.length - (needle.length - 1) > maxBytes) return Effect.fail(tooLarge(all.length))
+        if (length - (needle.length - 1) > maxBytes) return Effect.fail(tooLarge(length))
         return loop
       })
       return Effect.onExit(loop, (exit) => {
-        if (Exit.isFailure(exit) && buffered !== undefined) this.unread([buffered])
+        if (Exit.isFailure(exit)) this.unread(chunks)
         return Effect.void
       })
     })
@@ -295,8 +325,8 @@ export class NodeConnection implements Connection {
 
   readonly stream: Stream.Stream<Uint8Array, TcpError.ReadError> = Stream.repeatEffectOption(
     Effect.flatMap(
-      Effect.mapError(this.pull, Option.some),
-      (chunk) => (chunk === null ? Effect.fail(Option.none()) : Effect.succeed(chunk))
+      Effect.mapError(this.read, Option.some),
+      (chunk) => (chunk._tag === "None" ? Effect.fail(Option.none()) : Effect.succeed(chunk.value))
     )
   )
 
