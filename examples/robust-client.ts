@@ -8,8 +8,8 @@
  * fails at once. On final failure it prints the error's tag and message and exits 1.
  */
 import { NodeRuntime } from "@effect/platform-node"
-import { Console, Duration, Effect, Option, Schedule } from "effect"
-import { NodeTcp, Tcp, TcpError } from "effect-tcp"
+import { Console, Duration, Effect, Option } from "effect"
+import { NodeTcp, Retry, Tcp, TcpError } from "effect-tcp"
 import * as ExampleLogger from "./logger.js"
 
 const option = (name: string, fallback: string) => {
@@ -42,17 +42,11 @@ const exchange = Effect.gen(function*() {
 }).pipe(Effect.scoped)
 
 // 1 s, 2 s, 4 s, ... between attempts, `retries` times at most, and only for transient errors.
-const backoff = Schedule.exponential("1 second").pipe(
-  Schedule.intersect(Schedule.recurs(retries)),
-  Schedule.whileInput(TcpError.isTransient),
-  Schedule.onDecision(([delay], decision) =>
-    decision._tag === "Continue" ? Effect.log(`retrying in ${Duration.format(delay)}`) : Effect.void
-  )
-)
+const backoff = Retry.exponential({ base: "1 second", retries, jitter: false })
 
 const program = exchange.pipe(
   Effect.tapError((error) => Effect.logWarning(`${error._tag}: ${error.message}`)),
-  Effect.retry(backoff),
+  Retry.retryTransient(backoff, { onRetry: ({ delay }) => Effect.log(`retrying in ${Duration.format(delay)}`) }),
   Effect.flatMap((response) => Console.log(`Response: ${response}`)),
   Effect.tapError((error) => Console.error(`${error._tag}: ${error.message}`)),
   Effect.provide(NodeTcp.layer),

@@ -18,3 +18,11 @@ export * as TcpError from "./TcpError.js"
 export * as Framing from "./Framing.js"
 /** @since 0.1.0 */
 export * as Message from "./Message.js"
+/** @since 0.1.0 */
+export * as ConnectionPool from "./ConnectionPool.js"
+/** @since 0.1.0 */
+export * as Failover from "./Failover.js"
+/** @since 0.1.0 */
+export * as HealthCheck from "./HealthCheck.js"
+/** @since 0.1.0 */
+export * as Retry from "./Retry.js"

@@ -1,0 +1,156 @@
+import * as Deferred from "effect/Deferred"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Option from "effect/Option"
+import * as Schedule from "effect/Schedule"
+import * as Schema from "effect/Schema"
+import type * as Scope from "effect/Scope"
+import type { Connection } from "../Connection.js"
+import type { Heartbeat, HeartbeatOptions, Probe, ProbeOptions } from "../HealthCheck.js"
+import { HealthCheckFailed } from "../HealthCheck.js"
+import * as TcpError from "../TcpError.js"
+
+/**
+ * Every error of the core as one Schema, so that errors carrying one stay serialisable.
+ *
+ * @internal
+ */
+export const TcpErrorSchema: Schema.Schema<TcpError.TcpError, any> = Schema.Union(
+  TcpError.ConnectionRefused,
+  TcpError.ConnectionReset,
+  TcpError.ConnectionAborted,
+  TcpError.ConnectTimeout,
+  TcpError.ReadTimeout,
+  TcpError.WriteTimeout,
+  TcpError.IdleTimeout,
+  TcpError.DnsLookupFailed,
+  TcpError.HostUnreachable,
+  TcpError.NetworkUnreachable,
+  TcpError.AddressInUse,
+  TcpError.PermissionDenied,
+  TcpError.AddressNotAvailable,
+  TcpError.BrokenPipe,
+  TcpError.SocketClosed,
+  TcpError.UnexpectedEof,
+  TcpError.FrameTooLarge,
+  TcpError.MalformedFrame,
+  TcpError.InvalidOptions,
+  TcpError.SocketFailure
+)
+
+/** For errors built from values this module made: Schema's check of a union of twenty error classes costs about a millisecond. */
+const trusted = { disableValidation: true } as const
+
+const shownBytes = 64
+
+/** Bytes as a quoted, escaped string, cut after 64 bytes: readable in a message, whatever they are. */
+export const showBytes = (bytes: Uint8Array | string): string => {
+  const buffer = typeof bytes === "string"
+    ? Buffer.from(bytes)
+    : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length)
+  const text = JSON.stringify(buffer.subarray(0, shownBytes).toString("latin1"))
+  return buffer.length > shownBytes ? `${text} (${buffer.length} bytes)` : text
+}
+
+const timeoutOf = (input: Duration.DurationInput): Duration.Duration => {
+  const decoded = Duration.decodeUnknown(input)
+  // Duration clamps negative numbers to zero: reject them before it does.
+  const negative = typeof input === "number" && input < 0
+  if (decoded._tag === "None" || negative || !Duration.isFinite(decoded.value)) {
+    throw new RangeError(`HealthCheck.probe: timeout must be a finite, non-negative duration, got ${String(input)}`)
+  }
+  return decoded.value
+}
+
+const nextBytes = (connection: Connection): Effect.Effect<Uint8Array, TcpError.TcpError> =>
+  Effect.flatMap(connection.read, (chunk) =>
+    Option.isSome(chunk)
+      ? Effect.succeed(chunk.value)
+      : Effect.fail(new TcpError.UnexpectedEof({ operation: "read", endpoint: connection.remoteAddress, received: 0 })))
+
+/** @internal */
+export const probe = (options: ProbeOptions = {}): Probe => {
+  const request = options.request ?? "PING"
+  const expect = options.expect ?? "PONG"
+  const timeout = timeoutOf(options.timeout ?? "1 second")
+  const timeoutMillis = Duration.toMillis(timeout)
+  const expected = typeof expect === "function" ? undefined : Buffer.from(expect)
+  const readReply = options.readReply ??
+    (expected === undefined ? nextBytes : (connection: Connection) => connection.readExactly(expected.length))
+  const accepts = typeof expect === "function"
+    ? expect
+    : (reply: Uint8Array) => Buffer.from(reply.buffer, reply.byteOffset, reply.length).equals(expected!)
+  const describeExpected = expected === undefined ? "a reply the check accepts" : showBytes(expected)
+  return (connection) => {
+    const endpoint = connection.remoteAddress
+    const exchange = Effect.zipRight(connection.write(request), readReply(connection)).pipe(
+      Effect.mapError((error) => new HealthCheckFailed({ endpoint, reason: { _tag: "ConnectionError", error } }, trusted)),
+      Effect.flatMap((reply) =>
+        accepts(reply) ? Effect.void : Effect.fail(
+          new HealthCheckFailed({
+            endpoint,
+            reason: { _tag: "WrongReply", expected: describeExpected, received: showBytes(reply) }
+          }, trusted)
+        )
+      )
+    )
+    return Effect.timeoutFail(exchange, {
+      duration: timeout,
+      onTimeout: () => new HealthCheckFailed({ endpoint, reason: { _tag: "Timeout", timeoutMillis } }, trusted)
+    })
+  }
+}
+
+/** @internal */
+export const ping: Probe = probe()
+
+const stopped = Symbol("stopped")
+
+/** @internal */
+export const heartbeat = (
+  connection: Connection,
+  options: HeartbeatOptions = {}
+): Effect.Effect<Heartbeat, never, Scope.Scope> =>
+  Effect.gen(function*() {
+    const check = options.probe ?? ping
+    const schedule = options.schedule ?? Schedule.spaced("10 seconds")
+    const lock = yield* Effect.makeSemaphore(1)
+    const dead = yield* Deferred.make<HealthCheckFailed>()
+    let failure: HealthCheckFailed | undefined = undefined
+
+    // A connection closed by its owner ends the heartbeat quietly: that is no failure of the peer.
+    const beat: Effect.Effect<void, HealthCheckFailed | typeof stopped> = lock.withPermits(1)(
+      Effect.flatMap(
+        connection.state,
+        (state): Effect.Effect<void, HealthCheckFailed | typeof stopped> =>
+          state._tag === "Closed" ? Effect.fail(stopped) : check(connection)
+      )
+    )
+    const onFailure = (error: HealthCheckFailed | typeof stopped) => {
+      if (error === stopped) return Effect.void
+      return Effect.suspend(() => {
+        failure = error
+        return Effect.logWarning(`heartbeat: ${error.message}`).pipe(
+          Effect.zipRight(connection.close),
+          Effect.zipRight(Deferred.succeed(dead, error))
+        )
+      })
+    }
+    yield* beat.pipe(
+      Effect.schedule(schedule),
+      Effect.asVoid,
+      Effect.catchAll(onFailure),
+      Effect.interruptible,
+      Effect.forkScoped
+    )
+    return {
+      exclusive: <A, E, R>(effect: Effect.Effect<A, E, R>) =>
+        lock.withPermits(1)(
+          Effect.suspend((): Effect.Effect<A, E | HealthCheckFailed, R> =>
+            failure === undefined ? effect : Effect.fail(failure)
+          )
+        ),
+      failure: Effect.sync(() => Option.fromNullable(failure)),
+      awaitFailure: Deferred.await(dead)
+    } satisfies Heartbeat
+  })

@@ -1,0 +1,129 @@
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Predicate from "effect/Predicate"
+import * as Random from "effect/Random"
+import * as Schedule from "effect/Schedule"
+import * as ScheduleDecision from "effect/ScheduleDecision"
+import * as ScheduleInterval from "effect/ScheduleInterval"
+import * as ScheduleIntervals from "effect/ScheduleIntervals"
+import type { BackoffOptions, RetryEvent, RetryOptions } from "../Retry.js"
+import * as TcpError from "../TcpError.js"
+
+const defaultJitter = 0.2
+
+const millisOf = (what: string, input: Duration.DurationInput): number => {
+  const decoded = Duration.decodeUnknown(input)
+  // Duration clamps negative numbers to zero: reject them before it does.
+  const negative = typeof input === "number" && input < 0
+  if (decoded._tag === "None" || negative || !Duration.isFinite(decoded.value)) {
+    throw new RangeError(`Retry.exponential: ${what} must be a finite, non-negative duration, got ${String(input)}`)
+  }
+  return Duration.toMillis(decoded.value)
+}
+
+const retriesOf = (options: BackoffOptions): number => {
+  if (options.retries !== undefined && options.attempts !== undefined) {
+    throw new RangeError("Retry.exponential: give either retries or attempts, not both")
+  }
+  const retries = options.attempts !== undefined ? options.attempts - 1 : options.retries ?? 3
+  const valid = retries === Infinity || (Number.isSafeInteger(retries) && retries >= 0)
+  if (!valid) {
+    throw new RangeError(
+      options.attempts !== undefined
+        ? `Retry.exponential: attempts must be an integer of at least 1 (or Infinity), got ${options.attempts}`
+        : `Retry.exponential: retries must be a non-negative integer (or Infinity), got ${options.retries}`
+    )
+  }
+  return retries
+}
+
+/** @internal */
+export const exponential = (options: BackoffOptions = {}): Schedule.Schedule<Duration.Duration, unknown> => {
+  const base = millisOf("base", options.base ?? "1 second")
+  const cap = options.cap === undefined ? Infinity : millisOf("cap", options.cap)
+  const factor = options.factor ?? 2
+  if (!(Number.isFinite(factor) && factor >= 1)) {
+    throw new RangeError(`Retry.exponential: factor must be a finite number of at least 1, got ${factor}`)
+  }
+  const jitter = options.jitter === false ? 0 : options.jitter === true || options.jitter === undefined
+    ? defaultJitter
+    : options.jitter
+  if (!(jitter >= 0 && jitter <= 1)) {
+    throw new RangeError(`Retry.exponential: jitter must be a boolean or a fraction from 0 to 1, got ${jitter}`)
+  }
+  const retries = retriesOf(options)
+  const nominal = (retry: number) => Math.min(base * Math.pow(factor, retry), cap)
+  const delay = (retry: number): Effect.Effect<number> =>
+    jitter === 0
+      ? Effect.succeed(nominal(retry))
+      : Effect.map(Random.next, (random) => Math.round(nominal(retry) * (1 - jitter * random)))
+  return Schedule.makeWithState(0, (now, _input: unknown, retry: number) => {
+    if (retry >= retries) return Effect.succeed([retry, Duration.zero, ScheduleDecision.done] as const)
+    return Effect.map(delay(retry), (millis) =>
+      [
+        retry + 1,
+        Duration.millis(millis),
+        ScheduleDecision.continueWith(ScheduleInterval.after(now + millis))
+      ] as const)
+  })
+}
+
+/** @internal */
+export const isRetryable = (error: unknown): boolean => {
+  if (TcpError.isTcpError(error)) return TcpError.isTransient(error)
+  return Predicate.hasProperty(error, "transient") && error.transient === true
+}
+
+const tagOf = (error: unknown): string =>
+  Predicate.hasProperty(error, "_tag") && typeof error._tag === "string"
+    ? error._tag
+    : error instanceof Error
+    ? error.name
+    : String(error)
+
+/** @internal */
+export const logRetry = (event: RetryEvent<unknown>): Effect.Effect<void> =>
+  Effect.logInfo(
+    `attempt ${event.attempt} failed with ${tagOf(event.error)}, retrying in ${Duration.format(event.delay)}`
+  )
+
+type Step<Out> = readonly [readonly [unknown, number], Out, ScheduleDecision.ScheduleDecision]
+
+/**
+ * Wraps a policy so that a failure it does not accept ends it at once, and every retry it
+ * decides is announced: the announcement runs only once the decision to go on is made.
+ *
+ * @internal
+ */
+export const announced = <Out, In, R, R2>(
+  policy: Schedule.Schedule<Out, In, R>,
+  accept: (error: In) => boolean,
+  onRetry: (event: RetryEvent<In>) => Effect.Effect<void, never, R2>
+): Schedule.Schedule<Out, In, R | R2> =>
+  Schedule.makeWithState(
+    [policy.initial, 0] as readonly [unknown, number],
+    (now, input: In, [state, failures]): Effect.Effect<Step<Out>, never, R | R2> => {
+      if (!accept(input)) {
+        return Effect.succeed([[state, failures], undefined as Out, ScheduleDecision.done])
+      }
+      const step = policy.step(now, input, state as any)
+      return Effect.flatMap(step, ([next, out, decision]): Effect.Effect<Step<Out>, never, R2> => {
+        const attempt = failures + 1
+        const nextState = [next, attempt] as const
+        if (ScheduleDecision.isDone(decision)) return Effect.succeed([nextState, out, decision])
+        const delay = Duration.millis(Math.max(0, ScheduleIntervals.start(decision.intervals) - now))
+        return Effect.as(onRetry({ attempt, error: input, delay }), [nextState, out, decision])
+      })
+    }
+  )
+
+/** @internal */
+export const retryTransient = <A, E extends In, R, Out, In, R2, R3>(
+  self: Effect.Effect<A, E, R>,
+  policy: Schedule.Schedule<Out, In, R2>,
+  options: RetryOptions<In, R3> | undefined
+): Effect.Effect<A, E, R | R2 | R3> =>
+  Effect.retry(
+    self,
+    announced(policy, options?.while ?? isRetryable, options?.onRetry ?? logRetry)
+  )

@@ -1,0 +1,242 @@
+import { describe, expect } from "@effect/vitest"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Fiber from "effect/Fiber"
+import * as Option from "effect/Option"
+import * as Schedule from "effect/Schedule"
+import * as Schema from "effect/Schema"
+import * as TestClock from "effect/TestClock"
+import * as TestServices from "effect/TestServices"
+import type * as net from "node:net"
+import { HealthCheck, Retry, Tcp } from "../src/index.js"
+import { effect, live, rawServer } from "./support/harness.js"
+import { captureLogs } from "./support/logs.js"
+
+const realSleep = (millis: number) => TestServices.provideLive(Effect.sleep(`${millis} millis`))
+
+/** Polls (in real time) until `condition` holds; the test's own timeout bounds it. */
+const eventually = (condition: () => boolean) =>
+  Effect.gen(function*() {
+    while (!condition()) yield* realSleep(2)
+  })
+
+type Behaviour = "PONG" | "garbage" | "stall" | "close"
+
+/**
+ * A peer speaking the seed's health protocol on 4-byte commands: `PING` is answered according to
+ * `behaviour` (which a test may change), `SLOW` is answered `DONE` after 50 ms (real time).
+ */
+const pingPeer = (initial: Behaviour) =>
+  Effect.gen(function*() {
+    const peer = { behaviour: initial, received: [] as Array<string>, sockets: [] as Array<net.Socket>, ended: 0 }
+    const { port } = yield* rawServer((socket) => {
+      peer.sockets.push(socket)
+      socket.on("end", () => peer.ended++)
+      let pending = ""
+      socket.on("data", (chunk: Buffer) => {
+        pending += chunk.toString("latin1")
+        while (pending.length >= 4) {
+          const command = pending.slice(0, 4)
+          pending = pending.slice(4)
+          peer.received.push(command)
+          if (command === "SLOW") setTimeout(() => socket.write("DONE"), 50)
+          else if (peer.behaviour === "PONG") socket.write("PONG")
+          else if (peer.behaviour === "garbage") socket.write("PANG")
+          else if (peer.behaviour === "close") socket.end()
+        }
+      })
+    })
+    return { peer, port }
+  })
+
+describe("HealthCheck.ping", () => {
+  live("succeeds against a peer that answers PONG", () =>
+    Effect.gen(function*() {
+      const { peer, port } = yield* pingPeer("PONG")
+      const connection = yield* Tcp.connect({ host: "127.0.0.1", port })
+      yield* HealthCheck.ping(connection)
+      yield* HealthCheck.ping(connection)
+      expect(peer.received).toEqual(["PING", "PING"])
+    }))
+
+  live("fails with WrongReply showing what came back from a peer that answers garbage", () =>
+    Effect.gen(function*() {
+      const { port } = yield* pingPeer("garbage")
+      const connection = yield* Tcp.connect({ host: "127.0.0.1", port })
+      const error = yield* Effect.flip(HealthCheck.ping(connection))
+      expect(error).toMatchObject({
+        _tag: "HealthCheckFailed",
+        endpoint: { host: "127.0.0.1", port },
+        reason: { _tag: "WrongReply", expected: `"PONG"`, received: `"PANG"` }
+      })
+      expect(error.transient).toBe(false)
+      expect(error.message).toBe(
+        `health check of 127.0.0.1:${port} failed: expected "PONG", got "PANG"; the peer speaks another protocol or the exchange is out of step: close the connection`
+      )
+    }))
+
+  effect("fails with Timeout after exactly 1 s against a peer that stalls", () =>
+    Effect.gen(function*() {
+      const { peer, port } = yield* pingPeer("stall")
+      const connection = yield* Tcp.connect({ host: "127.0.0.1", port })
+      const fiber = yield* Effect.fork(HealthCheck.ping(connection))
+      yield* eventually(() => peer.received.length === 1)
+      yield* TestClock.adjust("999 millis")
+      yield* realSleep(20)
+      expect(fiber.unsafePoll()).toBeNull()
+      yield* TestClock.adjust("1 millis")
+      const error = yield* Effect.flip(Fiber.join(fiber))
+      expect(error.reason).toEqual({ _tag: "Timeout", timeoutMillis: 1000 })
+      expect(error.transient).toBe(true)
+      expect(error.message).toContain(`health check of 127.0.0.1:${port} failed: no reply within 1000 ms`)
+    }))
+
+  live("fails with ConnectionError carrying UnexpectedEof when the peer closes instead of answering", () =>
+    Effect.gen(function*() {
+      const { port } = yield* pingPeer("close")
+      const connection = yield* Tcp.connect({ host: "127.0.0.1", port })
+      const error = yield* Effect.flip(HealthCheck.ping(connection))
+      expect(error.reason._tag).toBe("ConnectionError")
+      if (error.reason._tag !== "ConnectionError") return
+      expect(error.reason.error).toMatchObject({ _tag: "UnexpectedEof", expected: 4, received: 0 })
+      expect(error.transient).toBe(true)
+      expect(error.message).toMatch(/^health check of 127\.0\.0\.1:\d+ failed: UnexpectedEof: read on the connection/)
+    }))
+
+  live("a connection error is the connection's own typed error: a closed connection gives SocketClosed", () =>
+    Effect.gen(function*() {
+      const { port } = yield* pingPeer("PONG")
+      const connection = yield* Tcp.connect({ host: "127.0.0.1", port })
+      yield* connection.close
+      const error = yield* Effect.flip(HealthCheck.ping(connection))
+      expect(error.reason).toMatchObject({ _tag: "ConnectionError", error: { _tag: "SocketClosed", operation: "write" } })
+      expect(Retry.isRetryable(error)).toBe(false)
+    }))
+
+  live("HealthCheckFailed is serialisable with its reason and the typed error inside", () =>
+    Effect.gen(function*() {
+      const { port } = yield* pingPeer("close")
+      const connection = yield* Tcp.connect({ host: "127.0.0.1", port })
+      const error = yield* Effect.flip(HealthCheck.ping(connection))
+      const encoded = Schema.encodeSync(HealthCheck.HealthCheckFailed)(error)
+      const decoded = Schema.decodeUnknownSync(HealthCheck.HealthCheckFailed)(JSON.parse(JSON.stringify(encoded)))
+      expect(decoded.reason._tag).toBe("ConnectionError")
+      expect(decoded.message).toBe(error.message)
+    }))
+})
+
+describe("HealthCheck.probe", () => {
+  live("customises request, expected reply, how to read it and the deadline", () =>
+    Effect.gen(function*() {
+      const { port } = yield* rawServer((socket) => {
+        socket.on("data", (chunk: Buffer) => {
+          if (chunk.toString() === "HEALTH?\n") socket.write("+OK uptime=42\n")
+        })
+      })
+      const connection = yield* Tcp.connect({ host: "127.0.0.1", port })
+      const healthy = HealthCheck.probe({
+        request: "HEALTH?\n",
+        expect: (reply) => Buffer.from(reply).toString().startsWith("+OK"),
+        readReply: (c) => c.readUntil("\n"),
+        timeout: "200 millis"
+      })
+      yield* healthy(connection)
+      const picky = HealthCheck.probe({ request: "HEALTH?\n", expect: (reply) => reply.length === 0, readReply: (c) => c.readUntil("\n") })
+      const error = yield* Effect.flip(picky(connection))
+      expect(error.reason).toEqual({ _tag: "WrongReply", expected: "a reply the check accepts", received: `"+OK uptime=42"` })
+    }))
+
+  effect("rejects a bad timeout at once with a RangeError", () =>
+    Effect.sync(() => {
+      expect(() => HealthCheck.probe({ timeout: -1 })).toThrow("timeout must be a finite, non-negative duration")
+      expect(() => HealthCheck.probe({ timeout: "soon" as any })).toThrow(RangeError)
+    }))
+})
+
+describe("HealthCheck.heartbeat", () => {
+  effect("probes on its schedule, then closes a connection whose peer stalls, failing its users with typed errors", () =>
+    Effect.gen(function*() {
+      const logs = captureLogs()
+      const { peer, port } = yield* pingPeer("PONG")
+      const connection = yield* Tcp.connect({ host: "127.0.0.1", port })
+      const heartbeat = yield* HealthCheck.heartbeat(connection, { schedule: Schedule.spaced("10 seconds") }).pipe(
+        Effect.provide(logs.layer)
+      )
+      yield* realSleep(20)
+      expect(peer.received).toEqual([])
+      yield* TestClock.adjust("10 seconds")
+      yield* eventually(() => peer.received.length === 1)
+      yield* realSleep(20)
+      expect(yield* heartbeat.failure).toEqual(Option.none())
+
+      // The peer's host freezes: no answer, no FIN, no RST.
+      peer.behaviour = "stall"
+      yield* TestClock.adjust("10 seconds")
+      yield* eventually(() => peer.received.length === 2)
+      yield* TestClock.adjust("999 millis")
+      yield* realSleep(20)
+      expect(yield* heartbeat.failure).toEqual(Option.none())
+      expect(yield* connection.state).toEqual({ _tag: "Open" })
+      yield* TestClock.adjust("1 millis")
+
+      const failure = yield* heartbeat.awaitFailure
+      expect(failure.reason).toEqual({ _tag: "Timeout", timeoutMillis: 1000 })
+      expect(yield* heartbeat.failure).toEqual(Option.some(failure))
+      expect(yield* connection.state).toEqual({ _tag: "Closed" })
+      expect(yield* Effect.flip(connection.read)).toMatchObject({ _tag: "SocketClosed", reason: "closed" })
+      const refused = yield* Effect.flip(heartbeat.exclusive(connection.write("SLOW")))
+      expect(refused).toBe(failure)
+      // The peer sees the connection end.
+      yield* eventually(() => peer.ended === 1)
+      expect(logs.entries.filter((entry) => entry.level === "WARN").map((entry) => entry.message)).toEqual([
+        `heartbeat: ${failure.message}`
+      ])
+      // No further probe once it failed.
+      yield* TestClock.adjust("1 minute")
+      yield* realSleep(20)
+      expect(peer.received.length).toBe(2)
+    }))
+
+  effect("a probe due during an exclusive exchange waits for it, so bytes never interleave", () =>
+    Effect.gen(function*() {
+      const { peer, port } = yield* pingPeer("PONG")
+      const connection = yield* Tcp.connect({ host: "127.0.0.1", port })
+      const heartbeat = yield* HealthCheck.heartbeat(connection, { schedule: Schedule.spaced("1 second") })
+      const exchange = yield* heartbeat.exclusive(
+        Effect.gen(function*() {
+          yield* connection.write("SLOW")
+          yield* TestClock.adjust("1 second") // the probe is due now, while the reply is still on its way
+          return Buffer.from(yield* connection.readExactly(4)).toString()
+        })
+      ).pipe(Effect.fork)
+      expect(yield* Fiber.join(exchange)).toBe("DONE")
+      yield* eventually(() => peer.received.length === 2)
+      expect(peer.received).toEqual(["SLOW", "PING"])
+      yield* realSleep(20)
+      expect(yield* heartbeat.failure).toEqual(Option.none())
+      expect(yield* heartbeat.exclusive(Effect.succeed("still usable"))).toBe("still usable")
+    }))
+
+  effect("ends quietly when the connection's owner closes it", () =>
+    Effect.gen(function*() {
+      const logs = captureLogs()
+      const { peer, port } = yield* pingPeer("PONG")
+      const connection = yield* Tcp.connect({ host: "127.0.0.1", port })
+      const heartbeat = yield* HealthCheck.heartbeat(connection).pipe(Effect.provide(logs.layer))
+      yield* connection.close
+      yield* TestClock.adjust("30 seconds")
+      yield* realSleep(20)
+      expect(yield* heartbeat.failure).toEqual(Option.none())
+      expect(peer.received).toEqual([])
+      expect(logs.entries).toEqual([])
+    }))
+
+  effect("the heartbeat's fiber ends with its scope", () =>
+    Effect.gen(function*() {
+      const { port } = yield* pingPeer("PONG")
+      const connection = yield* Tcp.connect({ host: "127.0.0.1", port })
+      const exit = yield* Effect.scoped(HealthCheck.heartbeat(connection)).pipe(Effect.exit)
+      expect(Exit.isSuccess(exit)).toBe(true)
+      // The harness fails the test if the heartbeat's fiber were still running.
+    }))
+})
