@@ -491,6 +491,9 @@ const isDnsCode = (code: string, syscall: string | undefined) =>
   syscall === "getaddrinfo" || syscall === "queryA" || syscall === "queryAaaa" || code === "ENOTFOUND" ||
   code.startsWith("EAI_")
 
+/** Errors built from values this module produced itself need no Schema validation (it costs tens of µs each). */
+const unchecked = { disableValidation: true } as const
+
 /**
  * Turns an error Node reported into the tag a caller can act on, given what was being done and
  * with whom. Codes that do not belong to the operation's phase become `SocketFailure`, code kept.
@@ -510,31 +513,31 @@ export const classify: {
   const syscall = typeof e.syscall === "string" ? e.syscall : undefined
   const fields = { operation, endpoint, code, syscall }
   const failure = () =>
-    new SocketFailure({ ...fields, detail: typeof e.message === "string" ? e.message : String(code ?? cause) })
+    new SocketFailure({ ...fields, detail: typeof e.message === "string" ? e.message : String(code ?? cause) }, unchecked)
   if (code === undefined) return failure()
   switch (operation) {
     case "connect":
       if (isDnsCode(code, syscall)) return new DnsLookupFailed({ ...fields, transient: dnsTransient.has(code) })
       switch (code) {
         case "ECONNREFUSED":
-          return new ConnectionRefused(fields)
+          return new ConnectionRefused(fields, unchecked)
         case "ECONNRESET":
-          return new ConnectionReset(fields)
+          return new ConnectionReset(fields, unchecked)
         case "ECONNABORTED":
-          return new ConnectionAborted(fields)
+          return new ConnectionAborted(fields, unchecked)
         case "ETIMEDOUT":
-          return new ConnectTimeout(fields)
+          return new ConnectTimeout(fields, unchecked)
         case "EHOSTUNREACH":
         case "EHOSTDOWN":
-          return new HostUnreachable(fields)
+          return new HostUnreachable(fields, unchecked)
         case "ENETUNREACH":
         case "ENETDOWN":
-          return new NetworkUnreachable(fields)
+          return new NetworkUnreachable(fields, unchecked)
         case "EACCES":
         case "EPERM":
-          return new PermissionDenied(fields)
+          return new PermissionDenied(fields, unchecked)
         case "EADDRNOTAVAIL":
-          return new AddressNotAvailable(fields)
+          return new AddressNotAvailable(fields, unchecked)
       }
       return failure()
     case "read":
@@ -542,39 +545,39 @@ export const classify: {
       switch (code) {
         case "ECONNRESET":
         case "EPIPE":
-          return new ConnectionReset(fields)
+          return new ConnectionReset(fields, unchecked)
         case "ECONNABORTED":
-          return new ConnectionAborted(fields)
+          return new ConnectionAborted(fields, unchecked)
         case "ERR_STREAM_DESTROYED":
         case "ERR_SOCKET_CLOSED":
-          return new SocketClosed({ ...fields, reason: "closed" })
+          return new SocketClosed({ ...fields, reason: "closed" }, unchecked)
       }
       return failure()
     case "write":
       switch (code) {
         case "EPIPE":
-          return new BrokenPipe(fields)
+          return new BrokenPipe(fields, unchecked)
         case "ECONNRESET":
-          return new ConnectionReset(fields)
+          return new ConnectionReset(fields, unchecked)
         case "ECONNABORTED":
-          return new ConnectionAborted(fields)
+          return new ConnectionAborted(fields, unchecked)
         case "ERR_STREAM_WRITE_AFTER_END":
-          return new SocketClosed({ ...fields, reason: "write side ended" })
+          return new SocketClosed({ ...fields, reason: "write side ended" }, unchecked)
         case "ERR_STREAM_DESTROYED":
         case "ERR_SOCKET_CLOSED":
-          return new SocketClosed({ ...fields, reason: "closed" })
+          return new SocketClosed({ ...fields, reason: "closed" }, unchecked)
       }
       return failure()
     case "listen":
       if (isDnsCode(code, syscall)) return new DnsLookupFailed({ ...fields, transient: dnsTransient.has(code) })
       switch (code) {
         case "EADDRINUSE":
-          return new AddressInUse(fields)
+          return new AddressInUse(fields, unchecked)
         case "EACCES":
         case "EPERM":
-          return new PermissionDenied(fields)
+          return new PermissionDenied(fields, unchecked)
         case "EADDRNOTAVAIL":
-          return new AddressNotAvailable(fields)
+          return new AddressNotAvailable(fields, unchecked)
       }
       return failure()
   }

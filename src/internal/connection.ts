@@ -18,7 +18,9 @@ export interface ConnectionOptions {
 }
 
 const defaultReadUntilMax = 64 * 1024
-const invalid = (issues: string) => new TcpError.InvalidOptions({ operation: "read", issues })
+/** The errors built here take values checked already: Schema validation would cost tens of µs each. */
+const unchecked = { disableValidation: true } as const
+const invalid = (issues: string) => new TcpError.InvalidOptions({ operation: "read", issues }, unchecked)
 
 type Restore = <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
 
@@ -38,16 +40,31 @@ const openState: ConnectionState = { _tag: "Open" }
 const closedState: ConnectionState = { _tag: "Closed" }
 
 /**
- * A Node socket behind the `Connection` interface. The socket is kept in paused mode
- * ('readable' + read()), so bytes are taken from Node only when a read asks for them.
+ * Bytes received and not yet read, per connection, before the socket is paused: past this, Node
+ * stops reading from the kernel, the kernel's window fills and the peer's writes block. Node's
+ * own buffer (16 KiB) and one chunk in flight (64 KiB at most) come on top.
+ */
+const highWaterMark = 64 * 1024
+
+/**
+ * A Node socket behind the `Connection` interface. The socket flows: each chunk Node reads goes
+ * into a queue, synchronously in its 'data' event, and reads take from the queue. Past
+ * `highWaterMark` queued bytes the socket is paused, and it resumes once reads drain the queue
+ * below it. (Node's paused mode, 'readable' + read(), costs a tick and a pass through the stream
+ * machinery per chunk; this costs an array push.)
  *
  * @internal
  */
 export class NodeConnection implements Connection {
   readonly remoteAddress: Endpoint.Endpoint
   readonly localAddress: Endpoint.Endpoint
-  /** Bytes taken from the socket but not yet returned to a reader. */
+  /** Bytes given back by a read that took more than it returned: read first. */
   private leftover: Buffer | undefined = undefined
+  /** Chunks Node delivered, oldest first from `head`, not yet read; `queued` bytes in all. */
+  private queue: Array<Buffer> = []
+  private head = 0
+  private queued = 0
+  private paused = false
   private eof = false
   private writeEnded = false
   private closedByUs = false
@@ -70,7 +87,7 @@ export class NodeConnection implements Connection {
     this.readTimeoutMillis = options.readTimeout && Duration.toMillis(options.readTimeout)
     this.writeTimeoutMillis = options.writeTimeout && Duration.toMillis(options.writeTimeout)
     this.waitReadable = this.makeWaitReadable()
-    socket.on("readable", this.onReadable)
+    socket.on("data", this.onData)
     socket.on("end", this.onEnd)
     socket.on("error", this.onError)
     socket.on("close", this.wakeReaders)
@@ -82,9 +99,40 @@ export class NodeConnection implements Connection {
     this.readWaiters = []
     for (const wake of waiters) wake()
   }
-  private readonly onReadable = (): void => {
-    this.options.onActivity?.()
-    this.wakeReaders()
+  private readonly onData = (chunk: Buffer): void => {
+    this.queue.push(chunk)
+    this.queued += chunk.length
+    if (this.queued >= highWaterMark && !this.paused) {
+      this.paused = true
+      this.socket.pause()
+    }
+    if (this.options.onActivity) this.options.onActivity()
+    if (this.readWaiters.length > 0) this.wakeReaders()
+  }
+
+  /** The oldest queued chunk; the socket resumes once the queue is below its mark. */
+  private dequeue(): Buffer | undefined {
+    if (this.head === this.queue.length) return undefined
+    const chunk = this.queue[this.head]!
+    this.queue[this.head] = undefined as unknown as Buffer
+    this.head++
+    if (this.head === this.queue.length) {
+      this.queue = []
+      this.head = 0
+    }
+    this.queued -= chunk.length
+    if (this.paused && this.queued < highWaterMark) {
+      this.paused = false
+      if (!this.socket.destroyed) this.socket.resume()
+    }
+    return chunk
+  }
+
+  private clearQueue(): void {
+    this.leftover = undefined
+    this.queue = []
+    this.head = 0
+    this.queued = 0
   }
   private readonly onEnd = (): void => {
     this.eof = true
@@ -98,7 +146,7 @@ export class NodeConnection implements Connection {
   /** Destroys the socket; what was pending fails with `SocketClosed`. */
   readonly destroy = (): void => {
     this.closedByUs = true
-    this.leftover = undefined
+    this.clearQueue()
     if (!this.socket.destroyed) this.socket.destroy()
     this.wakeReaders()
   }
@@ -106,7 +154,7 @@ export class NodeConnection implements Connection {
   /** Destroys the socket abortively (RST). */
   readonly resetNow = (): void => {
     this.closedByUs = true
-    this.leftover = undefined
+    this.clearQueue()
     if (!this.socket.destroyed) this.socket.resetAndDestroy()
     this.wakeReaders()
   }
@@ -119,7 +167,7 @@ export class NodeConnection implements Connection {
   }
 
   private closedError(operation: TcpError.Operation, reason: "closed" | "write side ended") {
-    return new TcpError.SocketClosed({ operation, endpoint: this.remoteAddress, reason })
+    return new TcpError.SocketClosed({ operation, endpoint: this.remoteAddress, reason }, unchecked)
   }
 
   // ---------------------------------------------------------------------------
@@ -137,12 +185,10 @@ export class NodeConnection implements Connection {
       this.leftover = undefined
       return leftover
     }
+    // Bytes that arrived before an error are still read first, as the kernel would.
+    const chunk = this.dequeue()
+    if (chunk !== undefined) return chunk
     if (this.failure !== undefined) return TcpError.classify(this.failure, "read", this.remoteAddress)
-    const chunk: Buffer | null = this.socket.read()
-    if (chunk !== null) {
-      if (this.options.onActivity) this.options.onActivity()
-      return chunk
-    }
     if (this.eof) return null
     if (this.socket.destroyed) return this.closedError("read", "closed")
     return undefined
@@ -150,7 +196,7 @@ export class NodeConnection implements Connection {
 
   private makeWaitReadable(): Effect.Effect<void, TcpError.ReadError> {
     const wait = Effect.async<void>((resume) => {
-      // The fiber may have yielded since `take` found nothing, and 'readable' or 'end' may have
+      // The fiber may have yielded since `take` found nothing, and 'data' or 'end' may have
       // fired meanwhile with nobody listening: look again before waiting for the next event.
       if (this.readyToTake()) return resume(Effect.void)
       const wake = () => resume(Effect.void)
@@ -169,15 +215,14 @@ export class NodeConnection implements Connection {
           operation: "read",
           endpoint: this.remoteAddress,
           timeoutMillis: millis
-        })
+        }, unchecked)
     })
   }
 
   /** Whether `take` would return something other than "wait". */
   private readyToTake(): boolean {
-    const socket = this.socket
-    return this.leftover !== undefined || socket.readableLength > 0 || this.eof || this.failure !== undefined ||
-      this.imposed !== undefined || this.closedByUs || socket.destroyed
+    return this.leftover !== undefined || this.queued > 0 || this.eof || this.failure !== undefined ||
+      this.imposed !== undefined || this.closedByUs || this.socket.destroyed
   }
 
   /**
@@ -235,7 +280,7 @@ export class NodeConnection implements Connection {
         (chunk) => {
           if (chunk === null) {
             return Effect.fail(
-              new TcpError.UnexpectedEof({ operation: "read", endpoint: this.remoteAddress, expected: size, received })
+              new TcpError.UnexpectedEof({ operation: "read", endpoint: this.remoteAddress, expected: size, received }, unchecked)
             )
           }
           const done = accept(chunk)
@@ -280,7 +325,7 @@ export class NodeConnection implements Connection {
       const chunks: Array<Buffer> = []
       let length = 0
       const tooLarge = (size: number) =>
-        new TcpError.FrameTooLarge({ operation: "read", endpoint: this.remoteAddress, size, maxBytes })
+        new TcpError.FrameTooLarge({ operation: "read", endpoint: this.remoteAddress, size, maxBytes }, unchecked)
       /** Where the delimiter starts, counting from the first buffered byte, or -1. */
       const find = (chunk: Buffer): number => {
         const overlap = Math.min(needle.length - 1, length)
@@ -298,7 +343,7 @@ export class NodeConnection implements Connection {
         TcpError.ReadError | TcpError.UnexpectedEof | TcpError.FrameTooLarge
       > = Effect.flatMap(this.pullWith(restore), (chunk) => {
         if (chunk === null) {
-          return Effect.fail(new TcpError.UnexpectedEof({ operation: "read", endpoint: this.remoteAddress, received: length }))
+          return Effect.fail(new TcpError.UnexpectedEof({ operation: "read", endpoint: this.remoteAddress, received: length }, unchecked))
         }
         const at = find(chunk)
         chunks.push(chunk)
@@ -381,7 +426,7 @@ export class NodeConnection implements Connection {
     return Effect.timeoutFail(wait, {
       duration: Duration.millis(millis),
       onTimeout: () =>
-        new TcpError.WriteTimeout({ operation: "write", endpoint: this.remoteAddress, timeoutMillis: millis })
+        new TcpError.WriteTimeout({ operation: "write", endpoint: this.remoteAddress, timeoutMillis: millis }, unchecked)
     })
   }
 
