@@ -1,30 +1,35 @@
 /**
- * Abuse: a server with maxConnections, idleTimeout, a write deadline and a line deadline, under
- * slowloris connections, garbage, connection floods and clients that never read, while
- * well-behaved clients are served. Their latency is compared with an unloaded run, and the
- * server's peak memory with the bound its settings imply.
+ * Abuse: a line echo server with maxConnections, idleTimeout, a write deadline and a line deadline
+ * (reliability/abuse-server.ts, in its own process) under slowloris connections, garbage,
+ * connection floods past maxConnections and clients that never read, while well-behaved clients
+ * that were connected before the attack keep being served. Their latency is compared with the same
+ * clients before the attack, and the server's peak memory with the bound its settings imply.
  */
 import * as Effect from "effect/Effect"
 import { type ChildProcess, spawn } from "node:child_process"
 import { randomBytes } from "node:crypto"
 import * as net from "node:net"
 import { fileURLToPath } from "node:url"
+import type { Connection } from "../src/Connection.js"
 import * as NodeTcp from "../src/NodeTcp.js"
 import * as Tcp from "../src/Tcp.js"
-import { limits } from "./abuse-server.js"
+import { limits } from "./abuse-limits.js"
 
 export interface AbuseOptions {
   readonly slowloris: number
   readonly garbage: number
   readonly nonReaders: number
+  /** Connections opened at once on top of the others: those past maxConnections are refused. */
   readonly flood: number
   readonly goodClients: number
-  readonly goodRequests: number
+  /** How long the well-behaved clients are measured before the attack; under it they run until every attacker is cut off. */
+  readonly unloadedMillis: number
 }
 
 interface Latency {
   readonly p50: number
   readonly p99: number
+  readonly max: number
   readonly requests: number
   readonly failed: number
 }
@@ -33,58 +38,80 @@ export interface AbuseFigures {
   readonly options: AbuseOptions
   readonly unloaded: Latency
   readonly loaded: Latency
+  /** New well-behaved connections once the attackers are gone. */
+  readonly after: Latency
+  /** Seconds from the start of the attack until the server held only the well-behaved connections. */
+  readonly attackSeconds: number
   readonly server: {
     readonly stats: Record<string, number>
     readonly failures: Record<string, number>
     readonly idleRssBytes: number
     readonly peakRssBytes: number
+    readonly peakHeapUsedBytes: number
+    readonly peakArrayBuffersBytes: number
     readonly rssBoundBytes: number
+    readonly arrayBuffersBoundBytes: number
+    readonly eventLoopDelayMillis: { readonly p99: number; readonly max: number }
   }
   readonly invariants: {
+    /** Requests of well-behaved clients that failed or got a wrong answer, in any phase. */
     readonly goodRequestsFailed: number
     readonly peakRssOverBound: number
+    readonly arrayBuffersOverBound: number
     readonly serverCrashed: number
-    readonly nonReadersNotCutOff: number
+    /** Attacking connections the server still held when the run stopped waiting (90 s). */
+    readonly attackersNotCutOff: number
   }
 }
 
+interface ServerProcess {
+  readonly child: ChildProcess
+  readonly port: number
+  readonly idleRss: number
+  readonly output: Array<string>
+}
+
 const startServer = Effect.acquireRelease(
-  Effect.async<{ child: ChildProcess; port: number; idleRss: number; output: Array<string> }, Error>((resume) => {
+  Effect.async<ServerProcess, Error>((resume) => {
     const file = fileURLToPath(new URL("./abuse-server.ts", import.meta.url))
-    const child = spawn(process.execPath, ["--import", "tsx", file], { stdio: ["ignore", "pipe", "inherit"] })
+    const child = spawn(process.execPath, ["--import", "tsx", file], { stdio: ["pipe", "pipe", "inherit"] })
     const output: Array<string> = []
+    let started = false
     child.stdout!.on("data", (chunk: Buffer) => {
       output.push(...chunk.toString().split("\n").filter((line) => line.length > 0))
       const ready = output.find((line) => line.startsWith("listening "))
-      if (ready) {
+      if (ready && !started) {
+        started = true
         const [, port, rss] = ready.split(" ")
         resume(Effect.succeed({ child, port: Number(port), idleRss: Number(rss), output }))
       }
     })
-    child.once("exit", (code) => resume(Effect.fail(new Error(`abuse server exited with ${code}`))))
+    child.once("exit", (code) => {
+      if (!started) resume(Effect.fail(new Error(`abuse server exited with ${code} before listening`)))
+    })
   }),
   ({ child }) =>
     Effect.async<void>((resume) => {
-      if (child.exitCode !== null) return resume(Effect.void)
+      if (child.exitCode !== null || child.signalCode !== null) return resume(Effect.void)
       child.once("exit", () => resume(Effect.void))
       child.kill("SIGKILL")
     })
 )
 
-const percentile = (sorted: Array<number>, q: number) =>
+const percentile = (sorted: ReadonlyArray<number>, q: number) =>
   Math.round((sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] ?? 0) * 100) / 100
 
-const wellBehaved = (port: number, clients: number, requests: number) =>
+/** Sequential line requests on held connections, 10 ms apart, until `until` says stop; each answer is checked. */
+const measure = (connections: ReadonlyArray<Connection>, until: () => boolean) =>
   Effect.gen(function*() {
     const latencies: Array<number> = []
     let failed = 0
     let firstError: string | undefined
     yield* Effect.forEach(
-      Array.from({ length: clients }, (_, i) => i),
-      (client) =>
-        Effect.scoped(Effect.gen(function*() {
-          const connection = yield* Tcp.connect({ host: "127.0.0.1", port, readTimeout: "10 seconds" })
-          for (let i = 0; i < requests; i++) {
+      connections,
+      (connection, client) =>
+        Effect.gen(function*() {
+          for (let i = 0; !until(); i++) {
             const line = `client ${client} request ${i}`
             const started = performance.now()
             const answer = yield* connection.write(`${line}\n`).pipe(
@@ -93,85 +120,169 @@ const wellBehaved = (port: number, clients: number, requests: number) =>
             )
             if (answer._tag === "Right" && Buffer.from(answer.right).toString() === line) {
               latencies.push(performance.now() - started)
-            } else failed++
+            } else {
+              failed++
+              firstError ??= answer._tag === "Left" ? `${answer.left._tag}: ${answer.left.message}` : "a wrong answer"
+              return
+            }
+            yield* Effect.sleep("10 millis")
           }
-        })).pipe(Effect.catchAll((error) => Effect.sync(() => { failed += requests; firstError ??= `${error._tag}: ${error.message}` }))),
+        }),
       { concurrency: "unbounded", discard: true }
     )
-    latencies.sort((a, b) => a - b)
     if (firstError) console.error(`a well-behaved client failed: ${firstError}`)
-    return { p50: percentile(latencies, 0.5), p99: percentile(latencies, 0.99), requests: clients * requests, failed }
-  }).pipe(Effect.provide(NodeTcp.layer))
+    latencies.sort((a, b) => a - b)
+    return {
+      p50: percentile(latencies, 0.5),
+      p99: percentile(latencies, 0.99),
+      max: percentile(latencies, 1),
+      requests: latencies.length + failed,
+      failed
+    }
+  })
 
-/** Raw sockets for the attackers: they are not the code under test. */
-const openRaw = (port: number, count: number, onOpen: (socket: net.Socket) => void) => {
+const connectAll = (port: number, count: number) =>
+  Effect.forEach(
+    Array.from({ length: count }),
+    () => Tcp.connect({ host: "127.0.0.1", port, readTimeout: "30 seconds" }),
+    { concurrency: "unbounded" }
+  )
+
+/** The attackers use raw sockets: they are not the code under test. */
+const attack = (port: number, options: AbuseOptions) => {
   const sockets: Array<net.Socket> = []
-  for (let i = 0; i < count; i++) {
-    const socket = net.connect({ port, host: "127.0.0.1" })
-    socket.on("error", () => {})
-    socket.on("connect", () => onOpen(socket))
-    sockets.push(socket)
+  const openRaw = (count: number, onConnect: (socket: net.Socket) => void) => {
+    const opened: Array<net.Socket> = []
+    for (let i = 0; i < count; i++) {
+      const socket = net.connect({ port, host: "127.0.0.1" })
+      socket.on("error", () => {})
+      // Reads and discards what the server sends (but for the non-readers, which pause).
+      socket.resume()
+      socket.once("connect", () => onConnect(socket))
+      opened.push(socket)
+    }
+    sockets.push(...opened)
+    return opened
   }
-  return sockets
+  // Slowloris: a byte every second, never a whole line.
+  const slow = openRaw(options.slowloris, () => {})
+  const drip = setInterval(() => slow.forEach((socket) => socket.writable && socket.write("x")), 1000)
+  // Garbage: random bytes; most 4 KiB runs hold a newline, some lines are over the limit.
+  openRaw(options.garbage, (socket) => socket.write(randomBytes(4096)))
+  // Many lines whose answers are never read: the server's writes block, and must stop at the deadline.
+  const line = Buffer.concat([Buffer.alloc(999, "a"), Buffer.from("\n")])
+  const lines = Buffer.concat(Array.from({ length: 8 * 1024 }, () => line))
+  openRaw(options.nonReaders, (socket) => {
+    socket.pause()
+    socket.write(lines)
+  })
+  // A flood past maxConnections: those past the limit are closed at once, the rest time out idle.
+  openRaw(options.flood, () => {})
+  return {
+    stop: () => {
+      clearInterval(drip)
+      sockets.forEach((socket) => socket.destroy())
+    }
+  }
 }
+
+/** How long the attack may take to be cut off before the run stops waiting and counts what is left. */
+const attackLimitMillis = 90_000
+
+/** The server's stats now: it answers a line on its stdin with `stats {json}`. */
+const serverStats = (server: ServerProcess) =>
+  Effect.async<Record<string, number>>((resume) => {
+    const seen = server.output.length
+    const onData = () => {
+      const line = server.output.slice(seen).find((line) => line.startsWith("stats "))
+      if (line === undefined) return
+      server.child.stdout!.off("data", onData)
+      resume(Effect.succeed(JSON.parse(line.slice("stats ".length))))
+    }
+    server.child.stdout!.on("data", onData)
+    server.child.stdin!.write("\n")
+    return Effect.sync(() => server.child.stdout!.off("data", onData))
+  })
+
+const stopServer = (server: ServerProcess) =>
+  Effect.async<string, Error>((resume) => {
+    const report = () => server.output.find((line) => line.startsWith("{"))
+    server.child.stdout!.on("data", () => {
+      const line = report()
+      if (line) resume(Effect.succeed(line))
+    })
+    server.child.once("exit", (code, signal) => {
+      const line = report()
+      resume(line ? Effect.succeed(line) : Effect.fail(new Error(`abuse server exited with ${code ?? signal}`)))
+    })
+    server.child.kill("SIGTERM")
+  })
 
 export const runAbuse = (options: AbuseOptions): Effect.Effect<AbuseFigures, Error> =>
   Effect.scoped(Effect.gen(function*() {
     const server = yield* startServer
-    const unloaded = yield* wellBehaved(server.port, options.goodClients, options.goodRequests)
+    const good = yield* connectAll(server.port, options.goodClients)
+    const unloadedUntil = Date.now() + options.unloadedMillis
+    const unloaded = yield* measure(good, () => Date.now() > unloadedUntil)
 
-    const attackers: Array<net.Socket> = []
-    yield* Effect.addFinalizer(() => Effect.sync(() => attackers.forEach((socket) => socket.destroy())))
-    // Slowloris: one byte every second, never a whole line.
-    const slow = openRaw(server.port, options.slowloris, () => {})
-    const drip = setInterval(() => slow.forEach((socket) => socket.writable && socket.write("x")), 1000)
-    yield* Effect.addFinalizer(() => Effect.sync(() => clearInterval(drip)))
-    attackers.push(...slow)
-    // Garbage: random bytes, mostly without a newline within the line limit.
-    attackers.push(...openRaw(server.port, options.garbage, (socket) => socket.write(randomBytes(4096))))
-    // Clients that send many lines and never read the answers: the server's writes must stop at a deadline.
-    let nonReadersCutOff = 0
-    attackers.push(...openRaw(server.port, options.nonReaders, (socket) => {
-      socket.pause()
-      socket.on("close", () => nonReadersCutOff++)
-      // 8 MiB of valid 1000-byte lines: the echoes pile up on the server's side.
-      const line = Buffer.concat([Buffer.alloc(999, "a"), Buffer.from("\n")])
-      socket.write(Buffer.concat(Array.from({ length: 8 * 1024 }, () => line)))
-    }))
-    // A flood past maxConnections.
-    attackers.push(...openRaw(server.port, options.flood, () => {}))
-
-    yield* Effect.sleep("500 millis")
-    const loaded = yield* wellBehaved(server.port, options.goodClients, options.goodRequests)
-    // Give the deadlines time to act on every attacker.
-    yield* Effect.sleep("6 seconds")
-
-    const { child } = server
-    const report = yield* Effect.async<string, Error>((resume) => {
-      child.stdout!.on("data", () => {
-        const line = server.output.find((line) => line.startsWith("{"))
-        if (line) resume(Effect.succeed(line))
-      })
-      child.once("exit", (code) => {
-        const line = server.output.find((line) => line.startsWith("{"))
-        resume(line ? Effect.succeed(line) : Effect.fail(new Error(`abuse server exited with ${code}`)))
-      })
-      child.kill("SIGTERM")
+    const attackStarted = Date.now()
+    yield* Effect.acquireRelease(Effect.sync(() => attack(server.port, options)), (a) => Effect.sync(a.stop))
+    // Every attacker is cut off by a deadline (the line deadline is the longest), so the server
+    // ends up with the well-behaved connections alone; its own count says when.
+    // Connections still in the listen queue are not counted as active yet: wait until the server
+    // has seen every one.
+    const connections = options.goodClients + options.slowloris + options.garbage + options.nonReaders + options.flood
+    let attackEnded = 0
+    let active = Infinity
+    const cutOff = Effect.gen(function*() {
+      for (;;) {
+        yield* Effect.sleep("250 millis")
+        const stats = yield* serverStats(server)
+        active = stats.active ?? Infinity
+        const seen = (stats.accepted ?? 0) + (stats.rejected ?? 0)
+        if ((seen >= connections && active <= options.goodClients) || Date.now() - attackStarted > attackLimitMillis) break
+      }
+      attackEnded = Date.now()
     })
-    const { failures, peakRssBytes, stats } = JSON.parse(report)
-    // Per connection at most: Node's read buffer and write buffer (16 KiB each), one line, and bookkeeping.
-    const perConnection = 16 * 1024 + 16 * 1024 + limits.maxLineBytes + 16 * 1024
-    const rssBoundBytes = server.idleRss + limits.maxConnections * perConnection + 64 * 1024 * 1024
+    const [loaded] = yield* Effect.all([measure(good, () => attackEnded > 0), cutOff], { concurrency: 2 })
+    const attackersNotCutOff = active - options.goodClients
+
+    const fresh = yield* connectAll(server.port, options.goodClients)
+    const afterUntil = Date.now() + options.unloadedMillis
+    const after = yield* measure(fresh, () => Date.now() > afterUntil)
+
+    const report = JSON.parse(yield* stopServer(server))
+    const serverCrashed = report.stats === undefined ? 1 : 0
+    // Per connection at most: 64 KiB queued before the socket pauses, Node's own 16 KiB, the chunk
+    // being parsed (64 KiB) and one line; everything else is garbage not yet collected.
+    const perConnectionBuffers = 64 * 1024 + 16 * 1024 + 64 * 1024 + limits.maxLineBytes
+    const arrayBuffersBoundBytes = limits.maxConnections * perConnectionBuffers
+    // The heap: a connection's objects (socket, fiber, buffers' headers) are a few KiB; V8 lets the
+    // young and old generations grow to a few hundred MiB before it collects, whatever is live.
+    const rssBoundBytes = server.idleRss + arrayBuffersBoundBytes + limits.maxConnections * 16 * 1024 + 256 * 2 ** 20
     return {
       options,
       unloaded,
       loaded,
-      server: { stats, failures, idleRssBytes: server.idleRss, peakRssBytes, rssBoundBytes },
+      after,
+      attackSeconds: Math.round((attackEnded - attackStarted) / 100) / 10,
+      server: {
+        stats: report.stats,
+        failures: report.failures,
+        idleRssBytes: server.idleRss,
+        peakRssBytes: report.peakRssBytes,
+        peakHeapUsedBytes: report.peakHeapUsedBytes,
+        peakArrayBuffersBytes: report.peakArrayBuffersBytes,
+        rssBoundBytes,
+        arrayBuffersBoundBytes,
+        eventLoopDelayMillis: report.eventLoopDelayMillis
+      },
       invariants: {
-        goodRequestsFailed: unloaded.failed + loaded.failed,
-        peakRssOverBound: peakRssBytes > rssBoundBytes ? 1 : 0,
-        serverCrashed: 0,
-        nonReadersNotCutOff: options.nonReaders - nonReadersCutOff
+        goodRequestsFailed: unloaded.failed + loaded.failed + after.failed,
+        peakRssOverBound: report.peakRssBytes > rssBoundBytes ? 1 : 0,
+        arrayBuffersOverBound: report.peakArrayBuffersBytes > arrayBuffersBoundBytes ? 1 : 0,
+        serverCrashed,
+        attackersNotCutOff
       }
     }
-  }))
+  }).pipe(Effect.provide(NodeTcp.layer)))

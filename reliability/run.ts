@@ -1,12 +1,15 @@
 /**
  * `npm run reliability`: the full reliability suite, with its figures printed and written to
- * RELIABILITY.md. `--quick` runs the short version (the one inside `npm test`) without writing.
+ * RELIABILITY.md. `--quick` runs the short version (the one inside `npm test`) without writing
+ * and without the abuse run, which waits out the server's deadlines (about a minute).
  */
 import * as Effect from "effect/Effect"
 import * as Logger from "effect/Logger"
 import * as LogLevel from "effect/LogLevel"
 import * as fs from "node:fs"
 import * as os from "node:os"
+import { limits } from "./abuse-limits.js"
+import { runAbuse } from "./abuse.js"
 import { runChaos } from "./chaos.js"
 import { runInterruptions } from "./interruption.js"
 
@@ -24,10 +27,23 @@ const main = Effect.gen(function*() {
     Logger.withMinimumLogLevel(LogLevel.None)
   )
   console.log(JSON.stringify(interruption, null, 2))
-  const broken = [...Object.entries(chaos.invariants), ...Object.entries(interruption.invariants)].filter(
+  const abuse = quick ? undefined : yield* runAbuse({
+    slowloris: 1000,
+    garbage: 1000,
+    nonReaders: 20,
+    flood: 1000,
+    goodClients: 10,
+    unloadedMillis: 3000
+  })
+  if (abuse) console.log(JSON.stringify(abuse, null, 2))
+  const broken = [
+    ...Object.entries(chaos.invariants),
+    ...Object.entries(interruption.invariants),
+    ...Object.entries(abuse?.invariants ?? {})
+  ].filter(
     ([, value]) => value !== 0
   )
-  if (!quick) {
+  if (abuse) {
     const table = (record: Record<string, number>) =>
       Object.entries(record).sort(([a], [b]) => a.localeCompare(b)).map(([key, value]) => `| ${key} | ${value} |`).join("\n")
     fs.writeFileSync(
@@ -70,6 +86,54 @@ Invariants (each must be 0):
 | invariant | value |
 | --- | --- |
 ${table(chaos.invariants)}
+
+## 2. Abuse: a server with limits under slowloris, garbage, floods and clients that never read
+
+A line echo server in its own process (reliability/abuse-server.ts) with maxConnections ${limits.maxConnections},
+idleTimeout ${limits.idleTimeout}, writeTimeout ${limits.writeTimeout}, lines of at most ${limits.maxLineBytes} bytes and ${limits.lineDeadlineMillis / 1000} s to
+send a whole line. ${abuse.options.goodClients} well-behaved clients, connected before the attack, send a line every 10 ms and check the
+echo. Then, all at once: ${abuse.options.slowloris} slowloris connections (a byte a second, never a line), ${abuse.options.garbage} connections sending
+4 KiB of random bytes, ${abuse.options.nonReaders} clients sending 8 MiB of lines each and never reading the echoes, and a flood of
+${abuse.options.flood} more connections that send nothing. The attack lasted ${abuse.attackSeconds} s: from its start until the server had
+closed every attacking connection. Afterwards ${abuse.options.goodClients} new clients connect and are measured again.
+
+| well-behaved requests | before the attack | under attack | new clients after it |
+| --- | --- | --- | --- |
+| requests (failed) | ${abuse.unloaded.requests} (${abuse.unloaded.failed}) | ${abuse.loaded.requests} (${abuse.loaded.failed}) | ${abuse.after.requests} (${abuse.after.failed}) |
+| p50 / p99 / max latency (ms) | ${abuse.unloaded.p50} / ${abuse.unloaded.p99} / ${abuse.unloaded.max} | ${abuse.loaded.p50} / ${abuse.loaded.p99} / ${abuse.loaded.max} | ${abuse.after.p50} / ${abuse.after.p99} / ${abuse.after.max} |
+
+How the server ended the attacking connections (handler failures by tag, and its stats):
+
+| figure | value |
+| --- | --- |
+${table(abuse.server.failures)}
+${table(abuse.server.stats)}
+
+The server's memory and event loop (${(abuse.server.idleRssBytes / 2 ** 20).toFixed(0)} MiB RSS when idle):
+
+| figure | peak | bound |
+| --- | --- | --- |
+| RSS (MiB) | ${(abuse.server.peakRssBytes / 2 ** 20).toFixed(0)} | ${(abuse.server.rssBoundBytes / 2 ** 20).toFixed(0)} |
+| Buffers, \`arrayBuffers\` (MiB) | ${(abuse.server.peakArrayBuffersBytes / 2 ** 20).toFixed(1)} | ${(abuse.server.arrayBuffersBoundBytes / 2 ** 20).toFixed(0)} |
+| JavaScript heap used (MiB) | ${(abuse.server.peakHeapUsedBytes / 2 ** 20).toFixed(0)} | |
+| event-loop delay p99 / max (ms) | ${abuse.server.eventLoopDelayMillis.p99.toFixed(1)} / ${abuse.server.eventLoopDelayMillis.max.toFixed(1)} | |
+
+The bound for Buffers is what the settings allow: per connection, 64 KiB queued before the socket
+pauses, Node's 16 KiB, a 64 KiB chunk being parsed and one line. The RSS bound adds that, 16 KiB of
+objects per connection and 256 MiB of heap the garbage collector may leave uncollected, to the idle RSS.
+
+Invariants (each must be 0):
+
+| invariant | value |
+| --- | --- |
+${table(abuse.invariants)}
+
+## 3. Bad input
+
+Not a run of its own: \`test/fuzz.test.ts\` (random connect and serve options, random byte streams cut at
+random points and read by random mixes of reads), \`test/framing.test.ts\` (random frame headers and
+garbage under any chunking) and \`test/message.test.ts\` (bytes that are not the schema) run in \`npm test\`:
+each input gives a typed error or a valid result, never a defect, a hang or a crash.
 
 ## 4. Interruption at random points
 
