@@ -1,6 +1,6 @@
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
-import type * as Scope from "effect/Scope"
+import * as Scope from "effect/Scope"
 import * as net from "node:net"
 import type { Connection } from "../Connection.js"
 import * as Endpoint from "../Endpoint.js"
@@ -61,5 +61,11 @@ export const connect = (options: ConnectOptions): Effect.Effect<Connection, TcpE
   Effect.flatMap(
     Options.validate(Options.ConnectOptions, "connect", options),
     (validated) =>
-      Effect.acquireRelease(Effect.interruptible(open(validated)), (connection) => Effect.sync(connection.destroy))
+      // acquireRelease, without its copy of the caller's FiberRefs for the finalizer (half the
+      // cost of a connect's bookkeeping): destroying a socket needs none of them.
+      Effect.uninterruptibleMask((restore) =>
+        Effect.flatMap(Effect.scope, (scope) =>
+          Effect.tap(restore(open(validated)), (connection) => Scope.addFinalizer(scope, Effect.sync(connection.destroy)))
+        )
+      )
   )
