@@ -3,7 +3,7 @@
  * derives its memory bound from them (reliability/abuse.ts).
  */
 export const limits = {
-  maxConnections: 1500,
+  maxConnections: 2000,
   idleTimeout: "5 seconds",
   writeTimeout: "2 seconds",
   /** A whole line must arrive within this, whatever the pace of its bytes: slowloris' end. */

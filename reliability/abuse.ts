@@ -42,6 +42,8 @@ export interface AbuseFigures {
   readonly after: Latency
   /** Seconds from the start of the attack until the server held only the well-behaved connections. */
   readonly attackSeconds: number
+  /** The flood past maxConnections, on its own after the attack: connections refused at once. */
+  readonly flood: { readonly latency: Latency; readonly seconds: number; readonly rejected: number }
   readonly server: {
     readonly stats: Record<string, number>
     readonly failures: Record<string, number>
@@ -61,6 +63,8 @@ export interface AbuseFigures {
     readonly serverCrashed: number
     /** Attacking connections the server still held when the run stopped waiting (90 s). */
     readonly attackersNotCutOff: number
+    /** 1 if the flood past maxConnections had no connection refused. */
+    readonly floodNotRefused: number
   }
 }
 
@@ -166,7 +170,10 @@ const attack = (port: number, options: AbuseOptions) => {
   }
   // Slowloris: a byte every second, never a whole line.
   const slow = openRaw(options.slowloris, () => {})
-  const drip = setInterval(() => slow.forEach((socket) => socket.writable && socket.write("x")), 1000)
+  const drip = setInterval(() => {
+    for (const socket of slow) if (socket.writable) socket.write("x")
+    for (const socket of flood) if (socket.writable) socket.write("x")
+  }, 1000)
   // Garbage: random bytes; most 4 KiB runs hold a newline, some lines are over the limit.
   openRaw(options.garbage, (socket) => socket.write(randomBytes(4096)))
   // Many lines whose answers are never read: the server's writes block, and must stop at the deadline.
@@ -176,8 +183,10 @@ const attack = (port: number, options: AbuseOptions) => {
     socket.pause()
     socket.write(lines)
   })
-  // A flood past maxConnections: those past the limit are closed at once, the rest time out idle.
-  openRaw(options.flood, () => {})
+  // A flood past maxConnections: each holds its slot (a byte a second keeps it from idling out)
+  // until the line deadline, so that the server fills up whatever its pace of accepting; those
+  // past the limit are closed at once.
+  const flood = openRaw(options.flood, () => {})
   return {
     stop: () => {
       clearInterval(drip)
@@ -225,27 +234,40 @@ export const runAbuse = (options: AbuseOptions): Effect.Effect<AbuseFigures, Err
     const unloadedUntil = Date.now() + options.unloadedMillis
     const unloaded = yield* measure(good, () => Date.now() > unloadedUntil)
 
-    const attackStarted = Date.now()
-    yield* Effect.acquireRelease(Effect.sync(() => attack(server.port, options)), (a) => Effect.sync(a.stop))
-    // Every attacker is cut off by a deadline (the line deadline is the longest), so the server
-    // ends up with the well-behaved connections alone; its own count says when.
-    // Connections still in the listen queue are not counted as active yet: wait until the server
-    // has seen every one.
-    const connections = options.goodClients + options.slowloris + options.garbage + options.nonReaders + options.flood
-    let attackEnded = 0
-    let active = Infinity
-    const cutOff = Effect.gen(function*() {
-      for (;;) {
-        yield* Effect.sleep("250 millis")
-        const stats = yield* serverStats(server)
-        active = stats.active ?? Infinity
-        const seen = (stats.accepted ?? 0) + (stats.rejected ?? 0)
-        if ((seen >= connections && active <= options.goodClients) || Date.now() - attackStarted > attackLimitMillis) break
-      }
-      attackEnded = Date.now()
-    })
-    const [loaded] = yield* Effect.all([measure(good, () => attackEnded > 0), cutOff], { concurrency: 2 })
-    const attackersNotCutOff = active - options.goodClients
+    // Every attacker is cut off by a limit (the line deadline is the longest), so the server ends
+    // up with the well-behaved connections alone; its own count says when. Connections still in
+    // the listen queue are not counted as active yet: it must also have seen every one.
+    const underAttack = (kinds: AbuseOptions) =>
+      Effect.gen(function*() {
+        const before = yield* serverStats(server)
+        const started = Date.now()
+        const attacker = yield* Effect.acquireRelease(Effect.sync(() => attack(server.port, kinds)), (a) => Effect.sync(a.stop))
+        const connections = (before.accepted ?? 0) + (before.rejected ?? 0) + kinds.slowloris + kinds.garbage +
+          kinds.nonReaders + kinds.flood
+        let ended = 0
+        let stats = before
+        const cutOff = Effect.gen(function*() {
+          for (;;) {
+            yield* Effect.sleep("250 millis")
+            stats = yield* serverStats(server)
+            const seen = (stats.accepted ?? 0) + (stats.rejected ?? 0)
+            if ((seen >= connections && stats.active! <= options.goodClients) || Date.now() - started > attackLimitMillis) break
+          }
+          ended = Date.now()
+        })
+        const [latency] = yield* Effect.all([measure(good, () => ended > 0), cutOff], { concurrency: 2 })
+        yield* Effect.sync(attacker.stop)
+        return {
+          latency,
+          seconds: Math.round((ended - started) / 100) / 10,
+          notCutOff: (stats.active ?? 0) - options.goodClients,
+          rejected: (stats.rejected ?? 0) - (before.rejected ?? 0)
+        }
+      })
+    const main = yield* underAttack({ ...options, flood: 0 })
+    const flood = yield* underAttack({ ...options, slowloris: 0, garbage: 0, nonReaders: 0 })
+    const loaded = main.latency
+    const attackersNotCutOff = main.notCutOff + flood.notCutOff
 
     const fresh = yield* connectAll(server.port, options.goodClients)
     const afterUntil = Date.now() + options.unloadedMillis
@@ -265,7 +287,8 @@ export const runAbuse = (options: AbuseOptions): Effect.Effect<AbuseFigures, Err
       unloaded,
       loaded,
       after,
-      attackSeconds: Math.round((attackEnded - attackStarted) / 100) / 10,
+      attackSeconds: main.seconds,
+      flood: { latency: flood.latency, seconds: flood.seconds, rejected: flood.rejected },
       server: {
         stats: report.stats,
         failures: report.failures,
@@ -278,11 +301,12 @@ export const runAbuse = (options: AbuseOptions): Effect.Effect<AbuseFigures, Err
         eventLoopDelayMillis: report.eventLoopDelayMillis
       },
       invariants: {
-        goodRequestsFailed: unloaded.failed + loaded.failed + after.failed,
+        goodRequestsFailed: unloaded.failed + loaded.failed + flood.latency.failed + after.failed,
         peakRssOverBound: report.peakRssBytes > rssBoundBytes ? 1 : 0,
         arrayBuffersOverBound: report.peakArrayBuffersBytes > arrayBuffersBoundBytes ? 1 : 0,
         serverCrashed,
-        attackersNotCutOff
+        attackersNotCutOff,
+        floodNotRefused: flood.rejected > 0 ? 0 : 1
       }
     }
   }).pipe(Effect.provide(NodeTcp.layer)))

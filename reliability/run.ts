@@ -17,6 +17,7 @@ const quick = process.argv.includes("--quick")
 const seed = Number(process.env.SEED ?? 20261125)
 
 const main = Effect.gen(function*() {
+  const loadAverage = os.loadavg()[0]!.toFixed(1)
   const clients = quick ? 50 : 100
   // The server's per-connection warnings (resets are the point here) would drown the figures.
   const chaos = yield* runChaos({ requests: quick ? 3000 : 100_000, clients, seed }).pipe(
@@ -31,7 +32,7 @@ const main = Effect.gen(function*() {
     slowloris: 1000,
     garbage: 1000,
     nonReaders: 20,
-    flood: 1000,
+    flood: 3000,
     goodClients: 10,
     unloadedMillis: 3000
   })
@@ -51,7 +52,7 @@ const main = Effect.gen(function*() {
       `# Reliability figures
 
 Produced by \`npm run reliability\` (seed ${seed}) on ${new Date().toISOString().slice(0, 10)}, Node ${process.version},
-${os.cpus().length} cores (${os.cpus()[0]?.model ?? "unknown"}), ${Math.round(os.totalmem() / 2 ** 30)} GiB.
+${os.cpus().length} cores (${os.cpus()[0]?.model ?? "unknown"}), ${Math.round(os.totalmem() / 2 ** 30)} GiB, load average ${loadAverage} when it started.
 Everything runs on 127.0.0.1 and stops by itself. Clients, proxy and server share one process and
 its 2 cores, so latency here measures the whole system under chaos, not the library alone.
 
@@ -93,14 +94,15 @@ A line echo server in its own process (reliability/abuse-server.ts) with maxConn
 idleTimeout ${limits.idleTimeout}, writeTimeout ${limits.writeTimeout}, lines of at most ${limits.maxLineBytes} bytes and ${limits.lineDeadlineMillis / 1000} s to
 send a whole line. ${abuse.options.goodClients} well-behaved clients, connected before the attack, send a line every 10 ms and check the
 echo. Then, all at once: ${abuse.options.slowloris} slowloris connections (a byte a second, never a line), ${abuse.options.garbage} connections sending
-4 KiB of random bytes, ${abuse.options.nonReaders} clients sending 8 MiB of lines each and never reading the echoes, and a flood of
-${abuse.options.flood} more connections that send nothing. The attack lasted ${abuse.attackSeconds} s: from its start until the server had
-closed every attacking connection. Afterwards ${abuse.options.goodClients} new clients connect and are measured again.
+4 KiB of random bytes, and ${abuse.options.nonReaders} clients sending 8 MiB of lines each and never reading the echoes. The attack lasted
+${abuse.attackSeconds} s: from its start until the server had closed every attacking connection. Then a flood of ${abuse.options.flood} connections,
+past maxConnections, each holding its slot with a byte a second: ${abuse.flood.rejected} were refused at once, the rest cut off by the
+line deadline, in ${abuse.flood.seconds} s. Afterwards ${abuse.options.goodClients} new clients connect and are measured again.
 
-| well-behaved requests | before the attack | under attack | new clients after it |
-| --- | --- | --- | --- |
-| requests (failed) | ${abuse.unloaded.requests} (${abuse.unloaded.failed}) | ${abuse.loaded.requests} (${abuse.loaded.failed}) | ${abuse.after.requests} (${abuse.after.failed}) |
-| p50 / p99 / max latency (ms) | ${abuse.unloaded.p50} / ${abuse.unloaded.p99} / ${abuse.unloaded.max} | ${abuse.loaded.p50} / ${abuse.loaded.p99} / ${abuse.loaded.max} | ${abuse.after.p50} / ${abuse.after.p99} / ${abuse.after.max} |
+| well-behaved requests | before the attack | under attack | under the flood | new clients after it |
+| --- | --- | --- | --- | --- |
+| requests (failed) | ${abuse.unloaded.requests} (${abuse.unloaded.failed}) | ${abuse.loaded.requests} (${abuse.loaded.failed}) | ${abuse.flood.latency.requests} (${abuse.flood.latency.failed}) | ${abuse.after.requests} (${abuse.after.failed}) |
+| p50 / p99 / max latency (ms) | ${abuse.unloaded.p50} / ${abuse.unloaded.p99} / ${abuse.unloaded.max} | ${abuse.loaded.p50} / ${abuse.loaded.p99} / ${abuse.loaded.max} | ${abuse.flood.latency.p50} / ${abuse.flood.latency.p99} / ${abuse.flood.latency.max} | ${abuse.after.p50} / ${abuse.after.p99} / ${abuse.after.max} |
 
 How the server ended the attacking connections (handler failures by tag, and its stats):
 
