@@ -3,9 +3,8 @@ import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
 import * as TestClock from "effect/TestClock"
-import * as TestServices from "effect/TestServices"
 import { Tcp } from "../src/index.js"
-import { closedPort, effect, live, rawServer } from "./support/harness.js"
+import { closedPort, effect, live, rawServer, realSleep } from "./support/harness.js"
 import { fullBacklogListener } from "./support/processes.js"
 
 describe("connect", () => {
@@ -60,7 +59,7 @@ describe("connect", () => {
       const port = yield* fullBacklogListener
       const fiber = yield* Effect.fork(Tcp.connect({ host: "127.0.0.1", port, connectTimeout: "3 seconds" }))
       // Let a connect that could complete do so in real time; it must still be pending.
-      yield* TestServices.provideLive(Effect.sleep("200 millis"))
+      yield* realSleep(200)
       expect(fiber.unsafePoll()).toBeNull()
       yield* TestClock.adjust("2999 millis")
       expect(fiber.unsafePoll()).toBeNull()
@@ -79,7 +78,7 @@ describe("connect", () => {
     Effect.gen(function*() {
       const port = yield* fullBacklogListener
       const fiber = yield* Effect.fork(Tcp.connect({ host: "127.0.0.1", port }))
-      yield* TestServices.provideLive(Effect.sleep("100 millis"))
+      yield* realSleep(100)
       expect(fiber.unsafePoll()).toBeNull()
       const exit = yield* Fiber.interrupt(fiber)
       expect(Exit.isInterrupted(exit)).toBe(true)

@@ -6,14 +6,12 @@ import * as Fiber from "effect/Fiber"
 import * as Option from "effect/Option"
 import * as Stream from "effect/Stream"
 import * as TestClock from "effect/TestClock"
-import * as TestServices from "effect/TestServices"
 import { randomBytes } from "node:crypto"
 import type * as net from "node:net"
 import { Tcp } from "../src/index.js"
-import { closed, collect, effect, live, rawServer } from "./support/harness.js"
+import { closed, collect, effect, live, rawServer, realSleep } from "./support/harness.js"
 
 const text = (bytes: Uint8Array) => Buffer.from(bytes).toString()
-const realSleep = (millis: number) => TestServices.provideLive(Effect.sleep(`${millis} millis`))
 
 /** A raw peer that hands each accepted socket to `onSocket`, and a connection to it. */
 const connectTo = (onSocket: (socket: net.Socket) => void, options: Partial<Tcp.ConnectOptions> = {}) =>

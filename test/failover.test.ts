@@ -4,19 +4,10 @@ import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
 import * as Schema from "effect/Schema"
 import * as TestClock from "effect/TestClock"
-import * as TestServices from "effect/TestServices"
 import { Failover, Retry } from "../src/index.js"
-import { closedPort, effect, live, rawServer } from "./support/harness.js"
+import { closedPort, effect, eventually, live, rawServer, realSleep } from "./support/harness.js"
 import { captureLogs } from "./support/logs.js"
 import { fullBacklogListener } from "./support/processes.js"
-
-const realSleep = (millis: number) => TestServices.provideLive(Effect.sleep(`${millis} millis`))
-
-/** Polls (in real time) until `condition` holds; the test's own timeout bounds it. */
-const eventually = (condition: () => boolean) =>
-  Effect.gen(function*() {
-    while (!condition()) yield* realSleep(2)
-  })
 
 /** A listener that counts the connections it accepted and those whose client closed them. */
 const countingServer = Effect.gen(function*() {

@@ -6,19 +6,10 @@ import * as Option from "effect/Option"
 import * as Schedule from "effect/Schedule"
 import * as Schema from "effect/Schema"
 import * as TestClock from "effect/TestClock"
-import * as TestServices from "effect/TestServices"
 import type * as net from "node:net"
 import { HealthCheck, Retry, Tcp } from "../src/index.js"
-import { effect, live, rawServer } from "./support/harness.js"
+import { effect, eventually, live, rawServer, realSleep } from "./support/harness.js"
 import { captureLogs } from "./support/logs.js"
-
-const realSleep = (millis: number) => TestServices.provideLive(Effect.sleep(`${millis} millis`))
-
-/** Polls (in real time) until `condition` holds; the test's own timeout bounds it. */
-const eventually = (condition: () => boolean) =>
-  Effect.gen(function*() {
-    while (!condition()) yield* realSleep(2)
-  })
 
 type Behaviour = "PONG" | "garbage" | "stall" | "close"
 

@@ -10,14 +10,11 @@ import * as ParseResult from "effect/ParseResult"
 import * as Schema from "effect/Schema"
 import * as Stream from "effect/Stream"
 import * as TestClock from "effect/TestClock"
-import * as TestServices from "effect/TestServices"
 import * as fc from "fast-check"
 import type * as net from "node:net"
 import { type Connection, Framing, Message, Server, Tcp } from "../src/index.js"
-import { collect, effect, live, rawServer } from "./support/harness.js"
+import { collect, effect, live, rawServer, realSleep } from "./support/harness.js"
 import { captureLogs } from "./support/logs.js"
-
-const realSleep = (millis: number) => TestServices.provideLive(Effect.sleep(`${millis} millis`))
 
 class Point extends Schema.Class<Point>("Point")({ x: Schema.Number, y: Schema.Number }) {}
 const Points = Message.codec(Point)

@@ -6,20 +6,11 @@ import * as Fiber from "effect/Fiber"
 import * as Random from "effect/Random"
 import * as Scope from "effect/Scope"
 import * as TestClock from "effect/TestClock"
-import * as TestServices from "effect/TestServices"
 import * as net from "node:net"
 import { ConnectionPool, HealthCheck, TcpError } from "../src/index.js"
 import type { Connection } from "../src/Connection.js"
-import { closedPort, effect, live } from "./support/harness.js"
+import { closedPort, effect, eventually, live, realSleep } from "./support/harness.js"
 import { fullBacklogListener } from "./support/processes.js"
-
-const realSleep = (millis: number) => TestServices.provideLive(Effect.sleep(`${millis} millis`))
-
-/** Polls (in real time) until `condition` holds; the test's own timeout bounds it. */
-const eventually = (condition: () => boolean) =>
-  Effect.gen(function*() {
-    while (!condition()) yield* realSleep(2)
-  })
 
 type Mode = "echo" | "stall" | "garbage"
 

@@ -10,13 +10,10 @@ import * as ScheduleDecision from "effect/ScheduleDecision"
 import * as ScheduleIntervals from "effect/ScheduleIntervals"
 import type * as Scope from "effect/Scope"
 import * as TestClock from "effect/TestClock"
-import * as TestServices from "effect/TestServices"
 import { Retry, Tcp, TcpError } from "../src/index.js"
 import * as Endpoint from "../src/Endpoint.js"
-import { closedPort, effect, live, rawServer } from "./support/harness.js"
+import { closedPort, effect, live, rawServer, realSleep } from "./support/harness.js"
 import { captureLogs } from "./support/logs.js"
-
-const realSleep = (millis: number) => TestServices.provideLive(Effect.sleep(`${millis} millis`))
 
 /** The delays a schedule decides for `inputs`, stepped by hand (time passes as it asks). */
 const delaysOf = <In>(schedule: Schedule.Schedule<unknown, In>, inputs: ReadonlyArray<In>) =>

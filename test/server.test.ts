@@ -6,16 +6,14 @@ import * as Option from "effect/Option"
 import * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import * as TestClock from "effect/TestClock"
-import * as TestServices from "effect/TestServices"
 import { fileURLToPath } from "node:url"
 import { Server, Tcp } from "../src/index.js"
 import type { Connection } from "../src/Connection.js"
-import { collect, effect, live, rawClient, rawServer } from "./support/harness.js"
+import { collect, effect, eventually, live, rawClient, rawServer, realSleep } from "./support/harness.js"
 import { captureLogs } from "./support/logs.js"
 import { tsChild } from "./support/processes.js"
 
 const text = (bytes: Uint8Array) => Buffer.from(bytes).toString()
-const realSleep = (millis: number) => TestServices.provideLive(Effect.sleep(`${millis} millis`))
 
 /** Upper-cases every chunk and sends it back, until the client closes: the seed's server. */
 const upperCaseEcho = (connection: Connection) =>
@@ -32,12 +30,6 @@ const exchange = (port: number, message: string) =>
       return text(yield* connection.readExactly(message.length))
     })
   )
-
-/** Polls (in real time) until `condition` holds; the test's own timeout bounds it. */
-const eventually = (condition: () => boolean) =>
-  Effect.gen(function*() {
-    while (!condition()) yield* realSleep(5)
-  })
 
 describe("serve", () => {
   live("port 0 binds a free port, reports it, and serves each connection with the handler", () =>

@@ -1,11 +1,13 @@
 /**
  * Test helpers: run an Effect test with the `Tcp` service and a check that no fiber it forked is
- * still running at the end, and peers built on raw `node:net` for behaviour the library must handle.
+ * still running at the end, wait in real time under `TestClock`, and peers built on raw `node:net`
+ * for behaviour the library must handle.
  */
 import { it } from "@effect/vitest"
 import * as Effect from "effect/Effect"
 import * as Scope from "effect/Scope"
 import * as Supervisor from "effect/Supervisor"
+import * as TestServices from "effect/TestServices"
 import * as net from "node:net"
 import * as NodeTcp from "../../src/NodeTcp.js"
 import type { Tcp } from "../../src/Tcp.js"
@@ -30,6 +32,18 @@ export const effect = <A, E>(name: string, body: Body<A, E>, timeout?: number) =
 /** An Effect test with the real clock. */
 export const live = <A, E>(name: string, body: Body<A, E>, timeout?: number) =>
   it.live(name, () => leakFree(body), timeout)
+
+/**
+ * Sleeps in real time even under `TestClock`: gives sockets and the event loop time to act while
+ * the test's clock stands still.
+ */
+export const realSleep = (millis: number) => TestServices.provideLive(Effect.sleep(`${millis} millis`))
+
+/** Polls (in real time) until `condition` holds; the test's own timeout bounds it. */
+export const eventually = (condition: () => boolean) =>
+  Effect.gen(function*() {
+    while (!condition()) yield* realSleep(2)
+  })
 
 /**
  * A raw `node:net` server on 127.0.0.1 that calls `onConnection` for each client; closed, with

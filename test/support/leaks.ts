@@ -9,9 +9,36 @@ const watched = new Set([
   "TCPServerWrap",
   "TCPConnectWrap",
   "GetAddrInfoReqWrap",
-  "ProcessWrap",
-  "Timeout"
+  "ProcessWrap"
 ])
+
+/**
+ * Timers are followed one by one rather than counted: vitest's runner throttles its progress
+ * reports with a 100 ms timer of its own that may start or fire at any point of a test, so a count
+ * would see it as a leak, or let it hide one. The runner keeps its own reference to `setTimeout`,
+ * so wrapping the global sees exactly the timers set by the test, the library and Effect.
+ */
+const timers = new Set<NodeJS.Timeout>()
+
+const tracked = <F extends (...args: Array<any>) => NodeJS.Timeout>(set: F): F => {
+  const wrapper = function(this: unknown, ...args: Parameters<F>) {
+    const timer = set.apply(this, args)
+    timers.add(timer)
+    return timer
+  }
+  // Keeps `util.promisify.custom`, so `promisify(setTimeout)` still works.
+  for (const key of Object.getOwnPropertySymbols(set)) {
+    Object.defineProperty(wrapper, key, Object.getOwnPropertyDescriptor(set, key)!)
+  }
+  return wrapper as unknown as F
+}
+
+globalThis.setTimeout = tracked(globalThis.setTimeout)
+globalThis.setInterval = tracked(globalThis.setInterval)
+
+/** Node marks a timer `_destroyed` once it has fired (unless it repeats) or was cleared. */
+const pending = (timer: NodeJS.Timeout) =>
+  timer.hasRef() && !(timer as unknown as { readonly _destroyed: boolean })._destroyed
 
 const census = (): Map<string, number> => {
   const counts = new Map<string, number>()
@@ -28,6 +55,12 @@ const excess = (before: Map<string, number>): Array<string> => {
     const extra = count - (before.get(resource) ?? 0)
     if (extra > 0) leaked.push(`${extra} ${resource}`)
   }
+  let timersLeft = 0
+  for (const timer of timers) {
+    if (pending(timer)) timersLeft++
+    else timers.delete(timer)
+  }
+  if (timersLeft > 0) leaked.push(`${timersLeft} Timeout`)
   return leaked
 }
 
@@ -35,6 +68,7 @@ let baseline = new Map<string, number>()
 
 beforeEach(() => {
   baseline = census()
+  timers.clear()
 })
 
 afterEach(async () => {
