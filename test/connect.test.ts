@@ -74,6 +74,18 @@ describe("connect", () => {
       expect(error.message).toContain(`connect to 127.0.0.1:${port} timed out after 3000 ms`)
     }))
 
+  effect("a connect inside an uninterruptible region (an acquire) still fails with ConnectTimeout at its deadline", () =>
+    Effect.gen(function*() {
+      const port = yield* fullBacklogListener
+      const acquire = Effect.uninterruptible(Tcp.connect({ host: "127.0.0.1", port, connectTimeout: "3 seconds" }))
+      const fiber = yield* Effect.fork(acquire)
+      yield* realSleep(200)
+      expect(fiber.unsafePoll()).toBeNull()
+      yield* TestClock.adjust("3 seconds")
+      const error = yield* Effect.flip(Fiber.join(fiber))
+      expect(error._tag).toBe("ConnectTimeout")
+    }))
+
   effect("interrupting a pending connect destroys the half-open socket", () =>
     Effect.gen(function*() {
       const port = yield* fullBacklogListener

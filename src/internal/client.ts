@@ -63,9 +63,13 @@ export const connect = (options: ConnectOptions): Effect.Effect<Connection, TcpE
     (validated) =>
       // acquireRelease, without its copy of the caller's FiberRefs for the finalizer (half the
       // cost of a connect's bookkeeping): destroying a socket needs none of them.
-      Effect.uninterruptibleMask((restore) =>
+      // The attempt is interruptible whatever the caller's region (a connect inside an acquire must
+      // still obey its timeout); its release is registered before anything can interrupt again.
+      Effect.uninterruptible(
         Effect.flatMap(Effect.scope, (scope) =>
-          Effect.tap(restore(open(validated)), (connection) => Scope.addFinalizer(scope, Effect.sync(connection.destroy)))
-        )
+          Effect.tap(
+            Effect.interruptible(open(validated)),
+            (connection) => Scope.addFinalizer(scope, Effect.sync(connection.destroy))
+          ))
       )
   )
