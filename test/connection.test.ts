@@ -9,7 +9,7 @@ import * as TestClock from "effect/TestClock"
 import { randomBytes } from "node:crypto"
 import type * as net from "node:net"
 import { Tcp } from "../src/index.js"
-import { closed, collect, effect, live, rawServer, realSleep } from "./support/harness.js"
+import { closed, collect, effect, eventually, live, rawServer, realSleep } from "./support/harness.js"
 
 const text = (bytes: Uint8Array) => Buffer.from(bytes).toString()
 
@@ -199,6 +199,31 @@ describe("Connection reads", () => {
       const { connection } = yield* connectTo((socket) => socket.end(data))
       const chunks = yield* Stream.runCollect(connection.stream)
       expect(Buffer.concat(Chunk.toArray(chunks)).equals(data)).toBe(true)
+    }))
+
+  live("a read queue that never empties keeps no slot for the chunks already read", () =>
+    Effect.gen(function*() {
+      // 6,000 writes of 10 bytes, one per turn of the event loop: thousands of separate chunks,
+      // all queued (60,000 bytes, under the mark where the socket pauses).
+      const writes = 6000
+      const { connection } = yield* connectTo((socket) => {
+        let sent = 0
+        const next = (): void => {
+          if (sent++ === writes) return
+          socket.write(Buffer.alloc(10, 1))
+          setImmediate(next)
+        }
+        next()
+      })
+      // White-box: the queue's array and the index of its first unread chunk.
+      const internals = connection as unknown as { readonly queue: ReadonlyArray<unknown>; readonly head: number; readonly queued: number }
+      yield* eventually(() => internals.queued === writes * 10)
+      const chunks = internals.queue.length - internals.head
+      expect(chunks).toBeGreaterThan(2000)
+      // Read all but 10 chunks: the queue never empties, yet the slots of what was read are dropped.
+      for (let i = 0; i < chunks - 10; i++) yield* connection.read
+      expect(internals.queue.length - internals.head).toBe(10)
+      expect(internals.head).toBeLessThan(1024)
     }))
 
   live("a slow reader applies backpressure: a peer sending 64 MiB cannot run far ahead of it", () =>

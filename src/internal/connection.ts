@@ -119,6 +119,11 @@ export class NodeConnection implements Connection {
     if (this.head === this.queue.length) {
       this.queue = []
       this.head = 0
+    } else if (this.head >= 1024 && this.head * 2 >= this.queue.length) {
+      // A queue that never quite empties (a reader just behind its sender) would otherwise keep a
+      // slot for every chunk ever received.
+      this.queue = this.queue.slice(this.head)
+      this.head = 0
     }
     this.queued -= chunk.length
     if (this.paused && this.queued < highWaterMark) {
