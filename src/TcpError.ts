@@ -517,7 +517,7 @@ export const classify: {
   if (code === undefined) return failure()
   switch (operation) {
     case "connect":
-      if (isDnsCode(code, syscall)) return new DnsLookupFailed({ ...fields, transient: dnsTransient.has(code) })
+      if (isDnsCode(code, syscall)) return new DnsLookupFailed({ ...fields, transient: dnsTransient.has(code) }, unchecked)
       switch (code) {
         case "ECONNREFUSED":
           return new ConnectionRefused(fields, unchecked)
@@ -569,7 +569,7 @@ export const classify: {
       }
       return failure()
     case "listen":
-      if (isDnsCode(code, syscall)) return new DnsLookupFailed({ ...fields, transient: dnsTransient.has(code) })
+      if (isDnsCode(code, syscall)) return new DnsLookupFailed({ ...fields, transient: dnsTransient.has(code) }, unchecked)
       switch (code) {
         case "EADDRINUSE":
           return new AddressInUse(fields, unchecked)

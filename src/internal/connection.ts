@@ -167,6 +167,8 @@ export class NodeConnection implements Connection {
   /** Closes the connection so that every later operation fails with `error`. */
   impose(error: TcpError.IdleTimeout): void {
     if (this.imposed === undefined) this.imposed = error
+    // Every later read reports `error`: nothing queued will be read.
+    this.clearQueue()
     if (!this.socket.destroyed) this.socket.destroy()
     this.wakeReaders()
   }
