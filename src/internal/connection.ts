@@ -1,6 +1,5 @@
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
-import * as Exit from "effect/Exit"
 import * as Option from "effect/Option"
 import * as Sink from "effect/Sink"
 import * as Stream from "effect/Stream"
@@ -8,6 +7,7 @@ import type * as net from "node:net"
 import type { Connection, ConnectionState, ReadUntilOptions } from "../Connection.js"
 import * as Endpoint from "../Endpoint.js"
 import * as TcpError from "../TcpError.js"
+import { ByteQueue } from "./byteQueue.js"
 
 /** @internal */
 export interface ConnectionOptions {
@@ -22,48 +22,42 @@ const defaultReadUntilMax = 64 * 1024
 const unchecked = { disableValidation: true } as const
 const invalid = (issues: string) => new TcpError.InvalidOptions({ operation: "read", issues }, unchecked)
 
-type Restore = <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
-
-/** The last `size` bytes of `chunks`. */
-const tail = (chunks: ReadonlyArray<Buffer>, size: number): Buffer => {
-  const parts: Array<Buffer> = []
-  for (let i = chunks.length - 1; i >= 0 && size > 0; i--) {
-    const chunk = chunks[i]!
-    const part = chunk.length > size ? chunk.subarray(chunk.length - size) : chunk
-    parts.unshift(part)
-    size -= part.length
-  }
-  return parts.length === 1 ? parts[0]! : Buffer.concat(parts)
-}
-const none = Option.none()
+const noneEffect = Effect.succeed(Option.none<Uint8Array>())
 const openState: ConnectionState = { _tag: "Open" }
 const closedState: ConnectionState = { _tag: "Closed" }
 
 /**
  * Bytes received and not yet read, per connection, before the socket is paused: past this, Node
- * stops reading from the kernel, the kernel's window fills and the peer's writes block. Node's
- * own buffer (16 KiB) and one chunk in flight (64 KiB at most) come on top.
+ * stops reading from the kernel, the kernel's window fills and the peer's writes block. A reader
+ * waiting for more (`readExactly(n)`, `readUntil` up to `maxBytes`) raises the mark by what it
+ * needs; Node's own buffer (16 KiB) and one chunk in flight (64 KiB at most) come on top.
  */
 const highWaterMark = 64 * 1024
 
+/** Waiters left behind by interrupted reads are dropped (woken, to no effect) past this many. */
+const maxWaiters = 16
+
 /**
  * A Node socket behind the `Connection` interface. The socket flows: each chunk Node reads goes
- * into a queue, synchronously in its 'data' event, and reads take from the queue. Past
- * `highWaterMark` queued bytes the socket is paused, and it resumes once reads drain the queue
- * below it. (Node's paused mode, 'readable' + read(), costs a tick and a pass through the stream
+ * into a byte queue, synchronously in its 'data' event, and reads take from the queue. Past the
+ * high-water mark the socket is paused, and it resumes once reads drain the queue below it.
+ * (Node's paused mode, 'readable' + read(), costs a tick and a pass through the stream
  * machinery per chunk; this costs an array push.)
+ *
+ * A read never holds bytes across a wait: it waits, without taking anything, until the queue
+ * holds what it needs (or the stream ended), then takes it in one synchronous step. So an
+ * interrupted read loses nothing, and no read needs an uninterruptible region or a finalizer:
+ * both cost more than the rest of a read.
  *
  * @internal
  */
 export class NodeConnection implements Connection {
   readonly remoteAddress: Endpoint.Endpoint
   readonly localAddress: Endpoint.Endpoint
-  /** Bytes given back by a read that took more than it returned: read first. */
-  private leftover: Buffer | undefined = undefined
-  /** Chunks Node delivered, oldest first from `head`, not yet read; `queued` bytes in all. */
-  private queue: Array<Buffer> = []
-  private head = 0
-  private queued = 0
+  /** Bytes Node delivered and no read has taken yet. */
+  private readonly bytes = new ByteQueue()
+  /** Bytes ever taken from `bytes`: a resumed `readUntil` knows from it whether its scan still holds. */
+  private consumed = 0
   private paused = false
   private eof = false
   private writeEnded = false
@@ -73,11 +67,14 @@ export class NodeConnection implements Connection {
   /** A typed error imposed from outside (the server's idle limit), reported by every later operation. */
   private imposed: TcpError.IdleTimeout | undefined = undefined
   private readWaiters: Array<() => void> = []
+  /** The most bytes a waiting reader needs queued at once; raises the pause mark while it waits. */
+  private wanted = 0
   private readonly readTimeoutMillis: number | undefined
   private readonly writeTimeoutMillis: number | undefined
-  private readonly waitReadable: Effect.Effect<void, TcpError.ReadError>
   readonly socket: net.Socket
   private readonly options: ConnectionOptions
+  private streamValue: Stream.Stream<Uint8Array, TcpError.ReadError> | undefined = undefined
+  private sinkValue: Sink.Sink<void, Uint8Array | string, never, TcpError.WriteError> | undefined = undefined
 
   constructor(socket: net.Socket, options: ConnectionOptions) {
     this.socket = socket
@@ -86,7 +83,6 @@ export class NodeConnection implements Connection {
     this.localAddress = Endpoint.make(socket.localAddress ?? "unknown", socket.localPort ?? 0)
     this.readTimeoutMillis = options.readTimeout && Duration.toMillis(options.readTimeout)
     this.writeTimeoutMillis = options.writeTimeout && Duration.toMillis(options.writeTimeout)
-    this.waitReadable = this.makeWaitReadable()
     socket.on("data", this.onData)
     socket.on("end", this.onEnd)
     socket.on("error", this.onError)
@@ -95,14 +91,14 @@ export class NodeConnection implements Connection {
 
   private readonly wakeReaders = (): void => {
     const waiters = this.readWaiters
+    this.wanted = 0
     if (waiters.length === 0) return
     this.readWaiters = []
     for (const wake of waiters) wake()
   }
   private readonly onData = (chunk: Buffer): void => {
-    this.queue.push(chunk)
-    this.queued += chunk.length
-    if (this.queued >= highWaterMark && !this.paused) {
+    this.bytes.push(chunk)
+    if (!this.paused && this.bytes.length >= highWaterMark + this.wanted) {
       this.paused = true
       this.socket.pause()
     }
@@ -110,35 +106,27 @@ export class NodeConnection implements Connection {
     if (this.readWaiters.length > 0) this.wakeReaders()
   }
 
-  /** The oldest queued chunk; the socket resumes once the queue is below its mark. */
-  private dequeue(): Buffer | undefined {
-    if (this.head === this.queue.length) return undefined
-    const chunk = this.queue[this.head]!
-    this.queue[this.head] = undefined as unknown as Buffer
-    this.head++
-    if (this.head === this.queue.length) {
-      this.queue = []
-      this.head = 0
-    } else if (this.head >= 1024 && this.head * 2 >= this.queue.length) {
-      // A queue that never quite empties (a reader just behind its sender) would otherwise keep a
-      // slot for every chunk ever received.
-      this.queue = this.queue.slice(this.head)
-      this.head = 0
-    }
-    this.queued -= chunk.length
-    if (this.paused && this.queued < highWaterMark) {
+  /** Resumes a paused socket once the queue is below the mark. */
+  private resumeIfRoom(): void {
+    if (this.paused && this.bytes.length < highWaterMark + this.wanted) {
       this.paused = false
       if (!this.socket.destroyed) this.socket.resume()
     }
+  }
+  private takeChunk(): Buffer {
+    const chunk = this.bytes.takeChunk()
+    this.consumed += chunk.length
+    this.resumeIfRoom()
     return chunk
   }
-
-  private clearQueue(): void {
-    this.leftover = undefined
-    this.queue = []
-    this.head = 0
-    this.queued = 0
+  private takeBytes(size: number, skip: number): Buffer {
+    const taken = this.bytes.take(size)
+    if (skip > 0) this.bytes.skip(skip)
+    this.consumed += size + skip
+    this.resumeIfRoom()
+    return taken
   }
+
   private readonly onEnd = (): void => {
     this.eof = true
     this.wakeReaders()
@@ -151,7 +139,7 @@ export class NodeConnection implements Connection {
   /** Destroys the socket; what was pending fails with `SocketClosed`. */
   readonly destroy = (): void => {
     this.closedByUs = true
-    this.clearQueue()
+    this.bytes.clear()
     if (!this.socket.destroyed) this.socket.destroy()
     this.wakeReaders()
   }
@@ -159,7 +147,7 @@ export class NodeConnection implements Connection {
   /** Destroys the socket abortively (RST). */
   readonly resetNow = (): void => {
     this.closedByUs = true
-    this.clearQueue()
+    this.bytes.clear()
     if (!this.socket.destroyed) this.socket.resetAndDestroy()
     this.wakeReaders()
   }
@@ -168,7 +156,7 @@ export class NodeConnection implements Connection {
   impose(error: TcpError.IdleTimeout): void {
     if (this.imposed === undefined) this.imposed = error
     // Every later read reports `error`: nothing queued will be read.
-    this.clearQueue()
+    this.bytes.clear()
     if (!this.socket.destroyed) this.socket.destroy()
     this.wakeReaders()
   }
@@ -180,38 +168,41 @@ export class NodeConnection implements Connection {
   // ---------------------------------------------------------------------------
   // reading
 
-  /**
-   * Takes what is available without waiting: a chunk, `null` at EOF, `undefined` when the
-   * caller must wait, or an error.
-   */
-  private take(): Buffer | null | undefined | TcpError.ReadError {
+  /** Why no read can take bytes any more (closed by us, or an imposed error), else undefined. */
+  private readBlocked(): TcpError.ReadError | undefined {
     if (this.imposed !== undefined) return this.imposed
     if (this.closedByUs) return this.closedError("read", "closed")
-    const leftover = this.leftover
-    if (leftover !== undefined) {
-      this.leftover = undefined
-      return leftover
-    }
-    // Bytes that arrived before an error are still read first, as the kernel would.
-    const chunk = this.dequeue()
-    if (chunk !== undefined) return chunk
+    return undefined
+  }
+
+  /**
+   * Once the queued bytes cannot satisfy a read: the error or end that comes after them, or
+   * undefined when the read must wait. Bytes that arrived before an error are read first, as the
+   * kernel would.
+   */
+  private afterQueued(): TcpError.ReadError | null | undefined {
     if (this.failure !== undefined) return TcpError.classify(this.failure, "read", this.remoteAddress)
     if (this.eof) return null
     if (this.socket.destroyed) return this.closedError("read", "closed")
     return undefined
   }
 
-  private makeWaitReadable(): Effect.Effect<void, TcpError.ReadError> {
+  /**
+   * Waits until more bytes arrive or the stream ends, for a reader that needs `room` bytes
+   * queued at once. Interruptible, and it takes nothing, so interrupting it loses nothing. No
+   * canceler: a waiter left by an interrupted wait is dropped at the next wake (resuming an
+   * interrupted wait does nothing), and there are never more than `maxWaiters` of them.
+   */
+  private waitFor(room: number): Effect.Effect<void, TcpError.ReadError> {
     const wait = Effect.async<void>((resume) => {
-      // The fiber may have yielded since `take` found nothing, and 'data' or 'end' may have
-      // fired meanwhile with nobody listening: look again before waiting for the next event.
-      if (this.readyToTake()) return resume(Effect.void)
-      const wake = () => resume(Effect.void)
-      this.readWaiters.push(wake)
-      return Effect.sync(() => {
-        const i = this.readWaiters.indexOf(wake)
-        if (i >= 0) this.readWaiters.splice(i, 1)
-      })
+      // Something may have happened since the caller looked, with nobody listening yet.
+      if (this.bytes.length >= room || this.readBlocked() !== undefined || this.afterQueued() !== undefined) {
+        return resume(Effect.void)
+      }
+      if (room > this.wanted) this.wanted = room
+      this.resumeIfRoom()
+      if (this.readWaiters.length >= maxWaiters) this.wakeReaders()
+      this.readWaiters.push(() => resume(Effect.void))
     })
     const millis = this.readTimeoutMillis
     if (millis === undefined) return wait
@@ -226,36 +217,37 @@ export class NodeConnection implements Connection {
     })
   }
 
-  /** Whether `take` would return something other than "wait". */
-  private readyToTake(): boolean {
-    return this.leftover !== undefined || this.queued > 0 || this.eof || this.failure !== undefined ||
-      this.imposed !== undefined || this.closedByUs || this.socket.destroyed
+  private readNow(): Effect.Effect<Option.Option<Uint8Array>, TcpError.ReadError> {
+    const blocked = this.readBlocked()
+    if (blocked !== undefined) return Effect.fail(blocked)
+    if (this.bytes.length > 0) return Effect.succeed(Option.some(this.takeChunk()))
+    const after = this.afterQueued()
+    if (after === null) return noneEffect
+    if (after !== undefined) return Effect.fail(after)
+    return Effect.flatMap(this.waitFor(1), this.readAgain)
   }
+  private readonly readAgain = () => this.readNow()
 
-  /**
-   * The next chunk, or `null` at EOF. Only the wait is interruptible (`restore`): a chunk once
-   * taken from the socket always reaches the continuation, so an interruption cannot drop it.
-   */
-  private pullWith(restore: Restore): Effect.Effect<Buffer | null, TcpError.ReadError> {
-    const pull: Effect.Effect<Buffer | null, TcpError.ReadError> = Effect.suspend(() => {
-      const taken = this.take()
-      if (taken === undefined) return Effect.zipRight(restore(this.waitReadable), pull)
-      if (taken === null || Buffer.isBuffer(taken)) return Effect.succeed(taken)
-      return Effect.fail(taken)
-    })
-    return pull
+  readonly read: Effect.Effect<Option.Option<Uint8Array>, TcpError.ReadError> = Effect.suspend(this.readAgain)
+
+  private readExactlyNow(size: number): Effect.Effect<Uint8Array, TcpError.ReadError | TcpError.UnexpectedEof> {
+    const blocked = this.readBlocked()
+    if (blocked !== undefined) return Effect.fail(blocked)
+    if (this.bytes.length >= size) return Effect.succeed(this.takeBytes(size, 0))
+    const after = this.afterQueued()
+    if (after === null) {
+      return Effect.fail(
+        new TcpError.UnexpectedEof({
+          operation: "read",
+          endpoint: this.remoteAddress,
+          expected: size,
+          received: this.bytes.length
+        }, unchecked)
+      )
+    }
+    if (after !== undefined) return Effect.fail(after)
+    return Effect.flatMap(this.waitFor(size), () => this.readExactlyNow(size))
   }
-
-  /** Gives bytes back, to be read first next time. */
-  private unread(chunks: ReadonlyArray<Buffer>): void {
-    if (chunks.length === 0 || this.closedByUs) return
-    const all = this.leftover === undefined ? chunks : [...chunks, this.leftover]
-    this.leftover = all.length === 1 ? all[0] : Buffer.concat(all)
-  }
-
-  readonly read: Effect.Effect<Option.Option<Uint8Array>, TcpError.ReadError> = Effect.uninterruptibleMask((
-    restore
-  ) => Effect.map(this.pullWith(restore), (chunk) => (chunk === null ? none : Option.some(chunk))))
 
   readonly readExactly = (
     size: number
@@ -264,54 +256,7 @@ export class NodeConnection implements Connection {
       return Effect.fail(invalid(`readExactly: the size must be a non-negative integer, got ${size}`))
     }
     if (size === 0) return Effect.succeed(new Uint8Array(0))
-    return Effect.uninterruptibleMask((restore) => {
-      const chunks: Array<Buffer> = []
-      let received = 0
-      const accept = (chunk: Buffer): Uint8Array | undefined => {
-        if (received + chunk.length < size) {
-          chunks.push(chunk)
-          received += chunk.length
-          return undefined
-        }
-        const needed = size - received
-        if (needed < chunk.length) this.leftover = chunk.subarray(needed)
-        if (chunks.length === 0) return chunk.subarray(0, needed)
-        chunks.push(chunk.subarray(0, needed))
-        received = 0
-        const result = Buffer.concat(chunks, size)
-        chunks.length = 0
-        return result
-      }
-      const loop: Effect.Effect<Uint8Array, TcpError.ReadError | TcpError.UnexpectedEof> = Effect.flatMap(
-        this.pullWith(restore),
-        (chunk) => {
-          if (chunk === null) {
-            return Effect.fail(
-              new TcpError.UnexpectedEof({ operation: "read", endpoint: this.remoteAddress, expected: size, received }, unchecked)
-            )
-          }
-          const done = accept(chunk)
-          return done === undefined ? loop : Effect.succeed(done)
-        }
-      )
-      // Fast path: everything is already here.
-      for (;;) {
-        const taken = this.take()
-        if (taken === undefined || taken === null || !Buffer.isBuffer(taken)) {
-          this.unread(chunks)
-          chunks.length = 0
-          received = 0
-          break
-        }
-        const done = accept(taken)
-        if (done !== undefined) return Effect.succeed(done)
-      }
-      // On failure or interruption (only possible while waiting), what was taken goes back.
-      return Effect.onExit(loop, (exit) => {
-        if (Exit.isFailure(exit)) this.unread(chunks)
-        return Effect.void
-      })
-    })
+    return Effect.suspend(() => this.readExactlyNow(size))
   }
 
   readonly readUntil = (
@@ -327,60 +272,51 @@ export class NodeConnection implements Connection {
     if (!Number.isSafeInteger(maxBytes) || maxBytes < 0) {
       return Effect.fail(invalid(`readUntil: maxBytes must be a non-negative integer, got ${maxBytes}`))
     }
-    return Effect.uninterruptibleMask((restore) => {
-      // The chunks before the delimiter are kept apart and joined once: no copy per chunk.
-      const chunks: Array<Buffer> = []
-      let length = 0
-      const tooLarge = (size: number) =>
-        new TcpError.FrameTooLarge({ operation: "read", endpoint: this.remoteAddress, size, maxBytes }, unchecked)
-      /** Where the delimiter starts, counting from the first buffered byte, or -1. */
-      const find = (chunk: Buffer): number => {
-        const overlap = Math.min(needle.length - 1, length)
-        if (overlap > 0) {
-          // A delimiter that starts in the bytes already buffered and ends in this chunk.
-          const boundary = Buffer.concat([tail(chunks, overlap), chunk.subarray(0, needle.length - 1)])
-          const at = boundary.indexOf(needle)
-          if (at >= 0 && at < overlap) return length - overlap + at
-        }
-        const at = chunk.indexOf(needle)
-        return at >= 0 ? length + at : -1
+    const tooLarge = (size: number) =>
+      new TcpError.FrameTooLarge({ operation: "read", endpoint: this.remoteAddress, size, maxBytes }, unchecked)
+    // Positions before `scanned` cannot start the delimiter, as long as nobody else took bytes.
+    let scanned = 0
+    let consumedAt = this.consumed
+    const attempt = (): Effect.Effect<
+      Uint8Array,
+      TcpError.ReadError | TcpError.UnexpectedEof | TcpError.FrameTooLarge
+    > => {
+      const blocked = this.readBlocked()
+      if (blocked !== undefined) return Effect.fail(blocked)
+      if (this.consumed !== consumedAt) {
+        scanned = 0
+        consumedAt = this.consumed
       }
-      const loop: Effect.Effect<
-        Uint8Array,
-        TcpError.ReadError | TcpError.UnexpectedEof | TcpError.FrameTooLarge
-      > = Effect.flatMap(this.pullWith(restore), (chunk) => {
-        if (chunk === null) {
-          return Effect.fail(new TcpError.UnexpectedEof({ operation: "read", endpoint: this.remoteAddress, received: length }, unchecked))
-        }
-        const at = find(chunk)
-        chunks.push(chunk)
-        length += chunk.length
-        if (at >= 0) {
-          if (at > maxBytes) return Effect.fail(tooLarge(at))
-          const all = chunks.length === 1 ? chunk : Buffer.concat(chunks, length)
-          chunks.length = 0
-          length = 0
-          const rest = at + needle.length
-          if (rest < all.length) this.leftover = all.subarray(rest)
-          return Effect.succeed(all.subarray(0, at))
-        }
-        // Without the delimiter, at most its length - 1 trailing bytes can still start it.
-        if (length - (needle.length - 1) > maxBytes) return Effect.fail(tooLarge(length))
-        return loop
-      })
-      return Effect.onExit(loop, (exit) => {
-        if (Exit.isFailure(exit)) this.unread(chunks)
-        return Effect.void
-      })
-    })
+      const queued = this.bytes.length
+      const at = this.bytes.indexOf(needle, scanned)
+      if (at >= 0) {
+        if (at > maxBytes) return Effect.fail(tooLarge(at))
+        return Effect.succeed(this.takeBytes(at, needle.length))
+      }
+      // Without the delimiter, at most its length - 1 trailing bytes can still start it.
+      if (queued - (needle.length - 1) > maxBytes) return Effect.fail(tooLarge(queued))
+      scanned = Math.max(0, queued - needle.length + 1)
+      const after = this.afterQueued()
+      if (after === null) {
+        return Effect.fail(
+          new TcpError.UnexpectedEof({ operation: "read", endpoint: this.remoteAddress, received: queued }, unchecked)
+        )
+      }
+      if (after !== undefined) return Effect.fail(after)
+      // Wake at the next byte, and let up to the limit and the delimiter queue up meanwhile.
+      return Effect.flatMap(this.waitFor(Math.min(queued + 1, maxBytes + needle.length)), attempt)
+    }
+    return Effect.suspend(attempt)
   }
 
-  readonly stream: Stream.Stream<Uint8Array, TcpError.ReadError> = Stream.repeatEffectOption(
-    Effect.flatMap(
-      Effect.mapError(this.read, Option.some),
-      (chunk) => (chunk._tag === "None" ? Effect.fail(Option.none()) : Effect.succeed(chunk.value))
+  get stream(): Stream.Stream<Uint8Array, TcpError.ReadError> {
+    return this.streamValue ??= Stream.repeatEffectOption(
+      Effect.flatMap(
+        Effect.mapError(this.read, Option.some),
+        (chunk) => (chunk._tag === "None" ? Effect.fail(Option.none()) : Effect.succeed(chunk.value))
+      )
     )
-  )
+  }
 
   // ---------------------------------------------------------------------------
   // writing
@@ -423,10 +359,8 @@ export class NodeConnection implements Connection {
           done(Effect.fail(this.writeFailure() ?? TcpError.classify(error, "write", this.remoteAddress)))
         }
       }
+      // No canceler (it would cost more than the write): resuming an interrupted wait does nothing.
       if (settled !== undefined) resume(settled)
-      return Effect.sync(() => {
-        resume = undefined
-      })
     })
     const millis = this.writeTimeoutMillis
     if (millis === undefined) return wait
@@ -462,7 +396,9 @@ export class NodeConnection implements Connection {
       })
     })
 
-  readonly sink: Sink.Sink<void, Uint8Array | string, never, TcpError.WriteError> = Sink.forEach(this.write)
+  get sink(): Sink.Sink<void, Uint8Array | string, never, TcpError.WriteError> {
+    return this.sinkValue ??= Sink.forEach(this.write)
+  }
 
   readonly endWrite: Effect.Effect<void, TcpError.WriteError> = Effect.suspend(() => {
     if (this.writeEnded && !this.closedByUs && this.imposed === undefined) return Effect.void
