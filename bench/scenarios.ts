@@ -213,9 +213,18 @@ export const scenarios: ReadonlyArray<Scenario> = [
     name: "storm",
     title: "Connection storm",
     description:
-      "5,000 connections opened at once to an echo server listening with a backlog of 5,000, each doing one exchange: connect, write 64 bytes, read the 64 bytes back, close. Seconds until every connection is done, the server's peak resident memory (maxRSS) and its resident memory once listening, before the storm.",
+      "5,000 connections opened at once to an echo server listening with a backlog of 5,000, each doing one exchange: connect, write 64 bytes, read the 64 bytes back, close. Seconds until every connection is done, the server's peak resident memory (maxRSS) and its resident memory once listening, before the storm. effect-tcp's echo handler is a loop of `read` and `write`; the last row runs the README's `connection.stream.pipe(Stream.run(connection.sink))` instead, to show what starting a Stream costs per connection.",
     params: sizes,
-    variants: sameOnBothEnds("echo", "storm"),
+    variants: [
+      ...sameOnBothEnds("echo", "storm"),
+      {
+        id: "ours-stream",
+        implementation: "ours",
+        label: "effect-tcp, handler as a Stream",
+        server: { implementation: "ours", job: "echo-stream" },
+        client: { implementation: "ours", job: "storm" }
+      }
+    ],
     baseline: "raw",
     notApplicable: [],
     measures: [

@@ -79,7 +79,14 @@ const serve = (job: ServerJob, params: Params) =>
           yield* connection.endWrite
           yield* expectEnd(connection, "source")
         }),
-      echo: (connection) => connection.stream.pipe(Stream.run(connection.sink)),
+      echo: (connection) => {
+        const loop: Effect.Effect<void, unknown> = Effect.flatMap(
+          connection.read,
+          (data) => Option.isNone(data) ? Effect.void : Effect.zipRight(connection.write(data.value), loop)
+        )
+        return loop
+      },
+      "echo-stream": (connection) => connection.stream.pipe(Stream.run(connection.sink)),
       "frame-source": () => Effect.dieMessage("the frame source is raw node:net only")
     }
 

@@ -109,6 +109,7 @@ const serve = (job: ServerJob, params: Params) =>
         }).pipe(Effect.scoped),
       echo: (socket) =>
         Effect.flatMap(socket.writer, (write) => socket.run(write)).pipe(cleanClose, Effect.scoped),
+      "echo-stream": () => Effect.dieMessage("the stream echo is effect-tcp only"),
       "frame-source": () => Effect.dieMessage("the frame source is raw node:net only")
     }
     const handle = handlers[job]

@@ -15,6 +15,8 @@ export type ServerJob =
   | "source"
   /** sends back every byte it receives */
   | "echo"
+  /** the same, written as `connection.stream` run into `connection.sink` (effect-tcp only) */
+  | "echo-stream"
   /** waits for one byte, then sends `totalBytes` of length-prefixed frames (raw node:net only) */
   | "frame-source"
 

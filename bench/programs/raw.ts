@@ -81,6 +81,9 @@ const serve = (job: ServerJob, params: Params): void => {
     echo: (socket) => {
       socket.pipe(socket)
     },
+    "echo-stream": () => {
+      throw new Error("the stream echo is effect-tcp only")
+    },
     "frame-source": (socket) => {
       const { blocks } = frameCounts(params.totalBytes, params.frameBytes)
       socket.once("data", () => pump(socket, block!, blocks, () => socket.end()))
