@@ -229,6 +229,37 @@ describe("serve", () => {
       expect(yield* slow.read).toEqual(Option.none())
     }))
 
+  live("a handler's finalizers run in its connection's scope when it ends, while the socket is still open", () =>
+    Effect.gen(function*() {
+      const exits: Array<Exit.Exit<unknown, unknown>> = []
+      const scope = yield* Scope.make()
+      const server = yield* Server.serve({ port: 0 }, (connection) =>
+        Effect.gen(function*() {
+          yield* Effect.addFinalizer((exit) =>
+            Effect.zipRight(Effect.sync(() => exits.push(exit)), Effect.ignore(connection.write("bye\n")))
+          )
+          const request = text(yield* connection.readUntil("\n"))
+          if (request === "wait") return yield* Effect.never
+          yield* connection.write(`${request}!\n`)
+        })).pipe(Scope.extend(scope))
+      const port = server.address.port
+      // Ends by itself: the finalizer sees success and can still write.
+      const done = yield* Tcp.connect({ host: "127.0.0.1", port })
+      yield* done.write("hi\n")
+      expect(text(yield* done.readExactly(8))).toBe("hi!\nbye\n")
+      expect(yield* done.read).toEqual(Option.none())
+      expect(exits.map(Exit.isSuccess)).toEqual([true])
+      // Interrupted by the shutdown: the finalizer sees the interruption, and still writes first.
+      const waiting = yield* Tcp.connect({ host: "127.0.0.1", port })
+      yield* waiting.write("wait\n")
+      yield* eventually(() => Effect.runSync(server.stats).active === 1)
+      yield* Scope.close(scope, Exit.void)
+      expect(exits.length).toBe(2)
+      expect(Exit.isInterrupted(exits[1]!)).toBe(true)
+      expect(text(yield* waiting.readExactly(4))).toBe("bye\n")
+      expect(yield* waiting.read).toEqual(Option.none())
+    }))
+
   live("a restarted server binds its port again while the old connections are in TIME_WAIT (SO_REUSEADDR)", () =>
     Effect.gen(function*() {
       const first = yield* Scope.make()
