@@ -1,3 +1,5 @@
+import * as Channel from "effect/Channel"
+import * as Chunk from "effect/Chunk"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
@@ -309,13 +311,34 @@ export class NodeConnection implements Connection {
     return Effect.suspend(attempt)
   }
 
+  /** Every chunk queued, at least one (so a consumer behind the network catches up in one pull), or `null` at EOF. */
+  private readBatchNow(): Effect.Effect<Chunk.Chunk<Uint8Array> | null, TcpError.ReadError> {
+    const blocked = this.readBlocked()
+    if (blocked !== undefined) return Effect.fail(blocked)
+    if (this.bytes.length > 0) {
+      const chunks: Array<Uint8Array> = []
+      while (this.bytes.length > 0) chunks.push(this.takeChunk())
+      return Effect.succeed(Chunk.unsafeFromArray(chunks))
+    }
+    const after = this.afterQueued()
+    if (after === null) return Effect.succeed(null)
+    if (after !== undefined) return Effect.fail(after)
+    return Effect.flatMap(this.waitFor(1), () => this.readBatchNow())
+  }
+
+  /**
+   * A channel written by hand rather than `Stream.repeatEffectOption(read)`: about 1 us less per
+   * element, and each pull emits everything queued.
+   */
   get stream(): Stream.Stream<Uint8Array, TcpError.ReadError> {
-    return this.streamValue ??= Stream.repeatEffectOption(
-      Effect.flatMap(
-        Effect.mapError(this.read, Option.some),
-        (chunk) => (chunk._tag === "None" ? Effect.fail(Option.none()) : Effect.succeed(chunk.value))
+    if (this.streamValue !== undefined) return this.streamValue
+    const pull = Effect.suspend(() => this.readBatchNow())
+    const loop: Channel.Channel<Chunk.Chunk<Uint8Array>, unknown, TcpError.ReadError, unknown, void, unknown> = Channel
+      .flatMap(
+        Channel.fromEffect(pull),
+        (chunks) => chunks === null ? Channel.void : Channel.flatMap(Channel.write(chunks), () => loop)
       )
-    )
+    return this.streamValue = Stream.fromChannel(loop)
   }
 
   // ---------------------------------------------------------------------------
