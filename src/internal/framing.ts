@@ -371,21 +371,26 @@ export const makeReader = (connection: Connection, framing: Framing): FrameReade
     return Effect.flatMap(fill, (more) => (more ? read : noFrame))
   })
 
-  // Every frame held, at least one; so a stream of frames moves in chunks, not frame by frame.
-  const readChunk: Effect.Effect<Chunk.Chunk<Uint8Array>, Option.Option<ReadFrameError>> = Effect.suspend(() => {
+  // Every frame held, at least one, or null at the end: a stream of frames moves in chunks, not
+  // frame by frame, through a channel written by hand (about 1 us less per pull than
+  // Stream.repeatEffectChunkOption).
+  const readChunk: Effect.Effect<Chunk.Chunk<Uint8Array> | null, ReadFrameError> = Effect.suspend(() => {
     if (next < ready.length) return Effect.succeed(Chunk.unsafeFromArray(take()))
-    if (failure !== undefined) return Effect.fail(Option.some(failure))
-    if (ended) return Effect.fail(Option.none())
-    return Effect.flatMap(
-      Effect.mapError(fill, Option.some),
-      (more) => (more ? readChunk : Effect.fail(Option.none()))
-    )
+    if (failure !== undefined) return Effect.fail(failure)
+    if (ended) return endOfFrames
+    return Effect.flatMap(fill, (more) => (more ? readChunk : endOfFrames))
   })
+  const frames: Channel.Channel<Chunk.Chunk<Uint8Array>, unknown, ReadFrameError, unknown, void, unknown> = Channel
+    .flatMap(
+      Channel.fromEffect(readChunk),
+      (chunk) => chunk === null ? Channel.void : Channel.flatMap(Channel.write(chunk), () => frames)
+    )
 
-  return { read, stream: Stream.repeatEffectChunkOption(readChunk) }
+  return { read, stream: Stream.fromChannel(frames) }
 }
 
 const noFrame = Effect.succeed(Option.none<Uint8Array>())
+const endOfFrames = Effect.succeed(null)
 
 /**
  * Writes frames queued by many fibers, all that queued up while the previous write was in
