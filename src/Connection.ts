@@ -43,8 +43,8 @@ export interface ReadUntilOptions {
  * Reads are pulled: the socket stays paused until a read asks for bytes, so a consumer that
  * reads slowly slows the peer down through TCP flow control instead of buffering in memory.
  *
- * Interruption: an interrupted `read`, `readExactly` or `readUntil` loses no bytes; whatever it
- * had taken is kept for the next read. An interrupted `write` cannot take back bytes Node has
+ * Interruption: an interrupted `read`, `readExactly` or `readUntil` loses no bytes: a read takes
+ * nothing from the connection until it can complete, then takes its bytes in one step. An interrupted `write` cannot take back bytes Node has
  * accepted: they are still sent, so after interrupting a write the stream position is unknown
  * and the connection should be closed.
  *
