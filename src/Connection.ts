@@ -43,10 +43,16 @@ export interface ReadUntilOptions {
  * Reads are pulled: the socket stays paused until a read asks for bytes, so a consumer that
  * reads slowly slows the peer down through TCP flow control instead of buffering in memory.
  *
- * Interruption: an interrupted `read`, `readExactly` or `readUntil` loses no bytes: a read takes
- * nothing from the connection until it can complete, then takes its bytes in one step. An interrupted `write` cannot take back bytes Node has
- * accepted: they are still sent, so after interrupting a write the stream position is unknown
- * and the connection should be closed.
+ * Interruption: a `read`, `readExactly` or `readUntil` interrupted while it waits loses no bytes:
+ * a read takes nothing from the connection until it can complete, then takes its bytes in one
+ * step. (As with Effect's `Queue.take`, an interruption that lands just after a read completed,
+ * at one of the fiber's periodic yields, discards the value it returned.) An interrupted `write`
+ * cannot take back bytes Node has accepted: they are still sent, so after interrupting a write
+ * the stream position is unknown and the connection should be closed.
+ *
+ * Concurrent reads on one connection each take whole pieces of the stream, in the order they
+ * complete; a `readExactly(n)` waits until all `n` bytes are there at once, so a concurrent
+ * `read` loop can take them first.
  *
  * @since 0.1.0
  * @category models

@@ -226,6 +226,37 @@ describe("Connection reads", () => {
       expect(text(yield* Fiber.join(patient))).toBe("hello")
     }))
 
+  live("40 reads waiting at once on an idle connection all get their byte, and the process keeps running meanwhile", () =>
+    Effect.gen(function*() {
+      const { connection, peer } = yield* connectTo(() => {})
+      const readers = yield* Effect.forEach(
+        Array.from({ length: 40 }),
+        () => Effect.fork(connection.readExactly(1)),
+        { concurrency: "unbounded" }
+      )
+      // Timers still fire while they wait (more waiters than the stale-waiter limit must not spin).
+      yield* realSleep(50)
+      peer.write(Buffer.alloc(40, 7))
+      const bytes = yield* Effect.forEach(readers, Fiber.join)
+      expect(bytes.map((b) => b[0])).toEqual(Array(40).fill(7))
+    }))
+
+  live("a stream stopped after its first element leaves the next chunk for the next read", () =>
+    Effect.gen(function*() {
+      const { connection, peer } = yield* connectTo(() => {})
+      // Three chunks queued before anyone reads.
+      for (const letter of ["a", "b", "c"]) {
+        yield* Effect.async<void>((resume) => {
+          peer.write(letter.repeat(1000), () => resume(Effect.void))
+        })
+        yield* realSleep(10)
+      }
+      yield* eventually(() => (connection as unknown as { readonly bytes: QueueInternals }).bytes.length === 3000)
+      const first = yield* connection.stream.pipe(Stream.take(1), Stream.runCollect)
+      expect(Chunk.toArray(first).map(text)).toEqual(["a".repeat(1000)])
+      expect(text(yield* connection.readExactly(2000))).toBe("b".repeat(1000) + "c".repeat(1000))
+    }))
+
   live("stream yields every byte until the peer's FIN", () =>
     Effect.gen(function*() {
       const data = randomBytes(1024 * 1024)

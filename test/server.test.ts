@@ -233,7 +233,7 @@ describe("serve", () => {
     Effect.gen(function*() {
       const exits: Array<Exit.Exit<unknown, unknown>> = []
       const scope = yield* Scope.make()
-      const server = yield* Server.serve({ port: 0 }, (connection) =>
+      const server = yield* Server.serve({ port: 0, drainTimeout: "0 millis" }, (connection) =>
         Effect.gen(function*() {
           yield* Effect.addFinalizer((exit) =>
             Effect.zipRight(Effect.sync(() => exits.push(exit)), Effect.ignore(connection.write("bye\n")))
@@ -258,6 +258,35 @@ describe("serve", () => {
       expect(Exit.isInterrupted(exits[1]!)).toBe(true)
       expect(text(yield* waiting.readExactly(4))).toBe("bye\n")
       expect(yield* waiting.read).toEqual(Option.none())
+    }))
+
+  live("a handler that throws instead of returning an Effect is logged and counted, and the server goes on", () =>
+    Effect.gen(function*() {
+      const logs = captureLogs()
+      let calls = 0
+      const server = yield* Server.serve({ port: 0 }, (connection) => {
+        if (++calls === 1) throw new Error("handler threw")
+        return connection.write("served\n")
+      }).pipe(Effect.provide(logs.layer))
+      const port = server.address.port
+      const first = yield* Tcp.connect({ host: "127.0.0.1", port })
+      expect(yield* first.read).toEqual(Option.none())
+      const second = yield* Tcp.connect({ host: "127.0.0.1", port })
+      expect(text(yield* second.readUntil("\n"))).toBe("served")
+      yield* eventually(() => logs.entries.some((entry) => entry.message.startsWith("handler failed")))
+      const failure = logs.entries.find((entry) => entry.message.startsWith("handler failed"))!
+      expect(failure).toMatchObject({ level: "ERROR", annotations: { connectionId: 1 } })
+      expect(failure.cause).toContain("Error: handler threw")
+      expect(yield* server.stats).toMatchObject({ accepted: 2, failed: 1 })
+    }))
+
+  live("a connection closes when its handler ends, even with a child fiber blocked on it uninterruptibly", () =>
+    Effect.gen(function*() {
+      const server = yield* Server.serve({ port: 0 }, (connection) =>
+        Effect.asVoid(Effect.fork(Effect.uninterruptible(connection.readExactly(4)))))
+      const client = yield* Tcp.connect({ host: "127.0.0.1", port: server.address.port })
+      expect(yield* client.read).toEqual(Option.none())
+      yield* eventually(() => Effect.runSync(server.stats).active === 0)
     }))
 
   live("a restarted server binds its port again while the old connections are in TIME_WAIT (SO_REUSEADDR)", () =>

@@ -2,6 +2,7 @@ import * as Channel from "effect/Channel"
 import * as Chunk from "effect/Chunk"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import type * as Fiber from "effect/Fiber"
 import * as Option from "effect/Option"
 import * as Sink from "effect/Sink"
 import * as Stream from "effect/Stream"
@@ -25,6 +26,7 @@ const unchecked = { disableValidation: true } as const
 const invalid = (issues: string) => new TcpError.InvalidOptions({ operation: "read", issues }, unchecked)
 
 const noneEffect = Effect.succeed(Option.none<Uint8Array>())
+const endOfStream = Effect.succeed(null)
 const openState: ConnectionState = { _tag: "Open" }
 const closedState: ConnectionState = { _tag: "Closed" }
 
@@ -36,8 +38,14 @@ const closedState: ConnectionState = { _tag: "Closed" }
  */
 const highWaterMark = 64 * 1024
 
-/** Waiters left behind by interrupted reads are dropped (woken, to no effect) past this many. */
+/** Past this many waiters, those whose fiber has ended (interrupted reads) are dropped. */
 const maxWaiters = 16
+
+/** A read waiting for bytes: its fiber, to tell a live wait from one left by an interrupted read. */
+interface Waiter {
+  readonly fiber: Fiber.RuntimeFiber<unknown, unknown>
+  readonly wake: () => void
+}
 
 /**
  * A Node socket behind the `Connection` interface. The socket flows: each chunk Node reads goes
@@ -68,15 +76,15 @@ export class NodeConnection implements Connection {
   private failure: unknown = undefined
   /** A typed error imposed from outside (the server's idle limit), reported by every later operation. */
   private imposed: TcpError.IdleTimeout | undefined = undefined
-  private readWaiters: Array<() => void> = []
+  private readWaiters: Array<Waiter> = []
+  /** When `readWaiters` reaches this, the stale ones are dropped; it grows with the live ones. */
+  private waiterLimit = maxWaiters
   /** The most bytes a waiting reader needs queued at once; raises the pause mark while it waits. */
   private wanted = 0
   private readonly readTimeoutMillis: number | undefined
   private readonly writeTimeoutMillis: number | undefined
   readonly socket: net.Socket
   private readonly options: ConnectionOptions
-  private streamValue: Stream.Stream<Uint8Array, TcpError.ReadError> | undefined = undefined
-  private sinkValue: Sink.Sink<void, Uint8Array | string, never, TcpError.WriteError> | undefined = undefined
 
   constructor(socket: net.Socket, options: ConnectionOptions) {
     this.socket = socket
@@ -96,7 +104,19 @@ export class NodeConnection implements Connection {
     this.wanted = 0
     if (waiters.length === 0) return
     this.readWaiters = []
-    for (const wake of waiters) wake()
+    this.waiterLimit = maxWaiters
+    for (const waiter of waiters) waiter.wake()
+  }
+
+  /**
+   * Drops the waiters of reads that were interrupted (their fiber has ended: resuming them would do
+   * nothing), and makes room for twice the live ones, so that many live readers never make this
+   * run at every wait.
+   */
+  private dropStaleWaiters(): void {
+    const live = this.readWaiters.filter((waiter) => waiter.fiber.unsafePoll() === null)
+    this.readWaiters = live
+    this.waiterLimit = Math.max(maxWaiters, 2 * live.length)
   }
   private readonly onData = (chunk: Buffer): void => {
     this.bytes.push(chunk)
@@ -192,20 +212,23 @@ export class NodeConnection implements Connection {
   /**
    * Waits until more bytes arrive or the stream ends, for a reader that needs `room` bytes
    * queued at once. Interruptible, and it takes nothing, so interrupting it loses nothing. No
-   * canceler: a waiter left by an interrupted wait is dropped at the next wake (resuming an
-   * interrupted wait does nothing), and there are never more than `maxWaiters` of them.
+   * canceler (it would more than double the cost of a wait): a waiter left by an interrupted wait
+   * is dropped at the next wake, or once `waiterLimit` waiters pile up, whichever comes first;
+   * resuming it meanwhile would do nothing.
    */
   private waitFor(room: number): Effect.Effect<void, TcpError.ReadError> {
-    const wait = Effect.async<void>((resume) => {
-      // Something may have happened since the caller looked, with nobody listening yet.
-      if (this.bytes.length >= room || this.readBlocked() !== undefined || this.afterQueued() !== undefined) {
-        return resume(Effect.void)
-      }
-      if (room > this.wanted) this.wanted = room
-      this.resumeIfRoom()
-      if (this.readWaiters.length >= maxWaiters) this.wakeReaders()
-      this.readWaiters.push(() => resume(Effect.void))
-    })
+    const wait = Effect.withFiberRuntime<void>((fiber) =>
+      Effect.async<void>((resume) => {
+        // Something may have happened since the caller looked, with nobody listening yet.
+        if (this.bytes.length >= room || this.readBlocked() !== undefined || this.afterQueued() !== undefined) {
+          return resume(Effect.void)
+        }
+        if (room > this.wanted) this.wanted = room
+        this.resumeIfRoom()
+        if (this.readWaiters.length >= this.waiterLimit) this.dropStaleWaiters()
+        this.readWaiters.push({ fiber, wake: () => resume(Effect.void) })
+      })
+    )
     const millis = this.readTimeoutMillis
     if (millis === undefined) return wait
     return Effect.timeoutFail(wait, {
@@ -311,34 +334,28 @@ export class NodeConnection implements Connection {
     return Effect.suspend(attempt)
   }
 
-  /** Every chunk queued, at least one (so a consumer behind the network catches up in one pull), or `null` at EOF. */
-  private readBatchNow(): Effect.Effect<Chunk.Chunk<Uint8Array> | null, TcpError.ReadError> {
+  /** The next chunk, or `null` at EOF: one chunk per pull, so a stream stopped early leaves the rest queued. */
+  private pullNow(): Effect.Effect<Uint8Array | null, TcpError.ReadError> {
     const blocked = this.readBlocked()
     if (blocked !== undefined) return Effect.fail(blocked)
-    if (this.bytes.length > 0) {
-      const chunks: Array<Uint8Array> = []
-      while (this.bytes.length > 0) chunks.push(this.takeChunk())
-      return Effect.succeed(Chunk.unsafeFromArray(chunks))
-    }
+    if (this.bytes.length > 0) return Effect.succeed(this.takeChunk())
     const after = this.afterQueued()
-    if (after === null) return Effect.succeed(null)
+    if (after === null) return endOfStream
     if (after !== undefined) return Effect.fail(after)
-    return Effect.flatMap(this.waitFor(1), () => this.readBatchNow())
+    return Effect.flatMap(this.waitFor(1), () => this.pullNow())
   }
 
-  /**
-   * A channel written by hand rather than `Stream.repeatEffectOption(read)`: about 1 us less per
-   * element, and each pull emits everything queued.
-   */
-  get stream(): Stream.Stream<Uint8Array, TcpError.ReadError> {
-    if (this.streamValue !== undefined) return this.streamValue
-    const pull = Effect.suspend(() => this.readBatchNow())
+  /** A channel written by hand rather than `Stream.repeatEffectOption(read)`: about 1 us less per element. */
+  readonly stream: Stream.Stream<Uint8Array, TcpError.ReadError> = Stream.fromChannel(this.makeStreamChannel())
+
+  private makeStreamChannel(): Channel.Channel<Chunk.Chunk<Uint8Array>, unknown, TcpError.ReadError, unknown, void, unknown> {
+    const pull = Effect.suspend(() => this.pullNow())
     const loop: Channel.Channel<Chunk.Chunk<Uint8Array>, unknown, TcpError.ReadError, unknown, void, unknown> = Channel
       .flatMap(
         Channel.fromEffect(pull),
-        (chunks) => chunks === null ? Channel.void : Channel.flatMap(Channel.write(chunks), () => loop)
+        (chunk) => chunk === null ? Channel.void : Channel.flatMap(Channel.write(Chunk.of(chunk)), () => loop)
       )
-    return this.streamValue = Stream.fromChannel(loop)
+    return loop
   }
 
   // ---------------------------------------------------------------------------
@@ -419,9 +436,7 @@ export class NodeConnection implements Connection {
       })
     })
 
-  get sink(): Sink.Sink<void, Uint8Array | string, never, TcpError.WriteError> {
-    return this.sinkValue ??= Sink.forEach(this.write)
-  }
+  readonly sink: Sink.Sink<void, Uint8Array | string, never, TcpError.WriteError> = Sink.forEach(this.write)
 
   readonly endWrite: Effect.Effect<void, TcpError.WriteError> = Effect.suspend(() => {
     if (this.writeEnded && !this.closedByUs && this.imposed === undefined) return Effect.void

@@ -101,13 +101,20 @@ export const serve = <E, R>(
     }
 
     const handle = (connection: NodeConnection, lastActivity: { at: number } | undefined) => {
+      // Suspended: a handler that throws instead of returning an Effect is a defect of its fiber.
+      const run = Effect.suspend(() => handler(connection))
       const body = lastActivity !== undefined && idleMillis !== undefined
-        ? Effect.zipRight(Effect.forkScoped(watchIdle(connection, lastActivity, idleMillis)), handler(connection))
-        : handler(connection)
+        ? Effect.zipRight(Effect.forkScoped(watchIdle(connection, lastActivity, idleMillis)), run)
+        : run
       return Effect.flatMap(Scope.make(), (scope) =>
         Effect.zipRight(
           FiberRef.update(FiberRef.currentContext, Context.add(Scope.Scope, scope)),
-          Effect.onExit(body as Effect.Effect<unknown, E>, (exit) => Scope.close(scope, exit))
+          // The socket is destroyed after the handler's finalizers (they may still use it) and
+          // before the fiber's children are interrupted and awaited (one blocked on it wakes).
+          Effect.onExit(
+            body as Effect.Effect<unknown, E>,
+            (exit) => Effect.zipRight(Scope.close(scope, exit), Effect.sync(connection.destroy))
+          )
         )).pipe(Effect.catchAllCause(logFailure))
     }
 
@@ -138,7 +145,6 @@ export const serve = <E, R>(
       })
       fibers.add(fiber)
       fiber.addObserver(() => {
-        // After the handler's scope closed: its finalizers may still have used the socket.
         connection.destroy()
         fibers.delete(fiber)
         connections.delete(connection)
