@@ -19,7 +19,7 @@ const implementations: ReadonlyArray<Implementation> = ["raw", "platform", "ours
 
 export const usage = `usage: npm run bench -- [--rounds N] [--only <scenario,...>] [--impl <raw,platform,ours>] [--quick] [--no-write] [--tsx]
 
-  --rounds N        runs of each row (default 3)
+  --rounds N        runs of each row (default 5)
   --only a,b        scenarios: ${scenarioNames.join(", ")}
   --impl a,b        implementations: ${implementations.join(", ")}
   --quick           tiny sizes, to check that everything runs
@@ -38,7 +38,7 @@ const list = <A extends string>(option: string, value: string | undefined, allow
 
 /** Parses the arguments after `npm run bench --`; throws with a message for anything unknown. */
 export const parse = (args: ReadonlyArray<string>): Options => {
-  let rounds = 3
+  let rounds = 5
   let only: ReadonlyArray<string> = scenarioNames
   let impl: ReadonlyArray<Implementation> = implementations
   let quick = false

@@ -220,12 +220,15 @@ export const benchmarksMarkdown = (result: SuiteResult, allLines: ReadonlyArray<
 effect-tcp side by side with raw \`node:net\` and with \`@effect/platform\`'s \`NodeSocket\` /
 \`NodeSocketServer\` (Effect 3), on 127.0.0.1. Each implementation is written the way its
 documentation shows, with the same chunk sizes and the same work; the programs are in
-\`bench/programs/\` (\`raw.ts\`, \`platform.ts\`, \`ours.ts\`).
+\`bench/programs/\` (\`raw.ts\`, \`platform.ts\`, \`ours.ts\`). The echo servers (echo, rr-seq,
+rr-pipe, storm, pool) are \`socket.pipe(socket)\` for raw \`node:net\`, \`socket.run(write)\` for
+\`@effect/platform\`, and a loop of \`read\` and \`write\` for effect-tcp; the storm has a row for
+effect-tcp's \`connection.stream\` run into \`connection.sink\` as well.
 
 ## How to run
 
 \`\`\`sh
-npm run bench                                              # every scenario, 3 rounds; rewrites this file
+npm run bench                                              # every scenario, 5 rounds; rewrites this file
 npm run bench -- --only rr-seq --rounds 3 --no-write       # one scenario, print only
 npm run bench -- --only storm,framing --impl raw,ours --no-write
 npm run bench -- --quick --rounds 1 --no-write             # tiny sizes: a smoke test of the harness
@@ -233,7 +236,7 @@ npm run bench -- --quick --rounds 1 --no-write             # tiny sizes: a smoke
 
 | option | meaning |
 | --- | --- |
-| \`--rounds N\` | runs of each row (default 3); the table shows the median and the spread |
+| \`--rounds N\` | runs of each row (default 5); the table shows the median and the spread |
 | \`--only a,b\` | only these scenarios: ${scenarios.map((s) => `\`${s.name}\``).join(", ")} |
 | \`--impl a,b\` | only these implementations: \`raw\`, \`platform\`, \`ours\` (ratios need the baseline row) |
 | \`--quick\` | a few MiB, a few hundred round trips, 50 connections: checks that everything runs |
