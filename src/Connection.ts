@@ -40,8 +40,10 @@ export interface ReadUntilOptions {
 /**
  * A TCP connection. Every method is an `Effect` with a precise error; none throws.
  *
- * Reads are pulled: the socket stays paused until a read asks for bytes, so a consumer that
- * reads slowly slows the peer down through TCP flow control instead of buffering in memory.
+ * Reads apply backpressure: a connection reads ahead until 64 KiB wait unread (more while a
+ * `readExactly` or `readUntil` waits for more), then stops reading from the socket until reads
+ * drain it, so a consumer that reads slowly slows the peer down through TCP flow control instead
+ * of buffering in memory.
  *
  * Interruption: a `read`, `readExactly` or `readUntil` interrupted while it waits loses no bytes:
  * a read takes nothing from the connection until it can complete, then takes its bytes in one

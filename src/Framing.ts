@@ -215,7 +215,9 @@ export interface FrameReader {
   readonly read: Effect.Effect<Option.Option<Uint8Array>, ReadError | DecodeError>
   /**
    * The frames, until the peer closes between two of them; each pull yields every frame already
-   * held, so frames move in chunks rather than one by one.
+   * held, so frames move in chunks rather than one by one. A stream stopped early (`take`,
+   * `runHead`, an interruption) drops the frames of its last chunk that it did not emit, and the
+   * reader has lost its place: to stop after some frames and read on, use `read`.
    */
   readonly stream: Stream.Stream<Uint8Array, ReadError | DecodeError>
 }

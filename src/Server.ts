@@ -73,8 +73,11 @@ export interface Server {
 
 /**
  * A connection handler. It runs in its own fiber with a `Scope` that closes with the connection;
- * when it ends, the connection is closed. Its failures and defects are logged with the peer's
- * address and a connection id, and never affect the server or other connections.
+ * when it ends, its scope's finalizers run (the socket still open), then the connection is
+ * closed, then fibers it forked with `Effect.fork` are interrupted: a child whose finalizers must
+ * still use the socket belongs in the scope (`Effect.forkScoped`). Its failures and defects are
+ * logged with the peer's address and a connection id, and never affect the server or other
+ * connections.
  *
  * @since 0.1.0
  * @category models

@@ -280,13 +280,24 @@ describe("serve", () => {
       expect(yield* server.stats).toMatchObject({ accepted: 2, failed: 1 })
     }))
 
-  live("a connection closes when its handler ends, even with a child fiber blocked on it uninterruptibly", () =>
+  live("a connection closes when its handler ends, even with a child blocked on it uninterruptibly and a finalizer that dies", () =>
     Effect.gen(function*() {
+      const logs = captureLogs()
       const server = yield* Server.serve({ port: 0 }, (connection) =>
-        Effect.asVoid(Effect.fork(Effect.uninterruptible(connection.readExactly(4)))))
-      const client = yield* Tcp.connect({ host: "127.0.0.1", port: server.address.port })
-      expect(yield* client.read).toEqual(Option.none())
+        Effect.gen(function*() {
+          yield* Effect.fork(Effect.uninterruptible(connection.readExactly(4)))
+          if (text(yield* connection.readExactly(1)) === "d") {
+            yield* Effect.addFinalizer(() => Effect.die(new Error("finalizer bug")))
+          }
+        })).pipe(Effect.provide(logs.layer))
+      for (const first of ["k", "d"]) {
+        const client = yield* Tcp.connect({ host: "127.0.0.1", port: server.address.port })
+        yield* client.write(first)
+        expect(yield* client.read).toEqual(Option.none())
+      }
       yield* eventually(() => Effect.runSync(server.stats).active === 0)
+      expect(yield* server.stats).toMatchObject({ accepted: 2, failed: 1 })
+      yield* eventually(() => logs.entries.some((entry) => entry.cause.includes("finalizer bug")))
     }))
 
   live("a restarted server binds its port again while the old connections are in TIME_WAIT (SO_REUSEADDR)", () =>

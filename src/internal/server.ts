@@ -113,7 +113,8 @@ export const serve = <E, R>(
           // before the fiber's children are interrupted and awaited (one blocked on it wakes).
           Effect.onExit(
             body as Effect.Effect<unknown, E>,
-            (exit) => Effect.zipRight(Scope.close(scope, exit), Effect.sync(connection.destroy))
+            // `ensuring`: a finalizer that fails must not leave the socket open.
+            (exit) => Effect.ensuring(Scope.close(scope, exit), Effect.sync(connection.destroy))
           )
         )).pipe(Effect.catchAllCause(logFailure))
     }
