@@ -17,13 +17,18 @@ export const Port = Schema.Int.pipe(
 )
 
 /**
- * A host name or an IP address literal, never empty.
+ * A host name or an IP address literal: never empty, and without spaces, NUL or other control
+ * characters (the resolver would cut the name at a NUL, which defeats an allow-list of hosts).
  *
  * @since 0.1.0
  * @category schemas
  */
 export const Host = Schema.String.pipe(
-  Schema.nonEmptyString({ message: () => "a host must not be empty" })
+  Schema.nonEmptyString({ message: () => "a host must not be empty" }),
+  Schema.pattern(/^[^\s\u0000-\u001f\u007f-\u009f]+$/, {
+    message: (issue) =>
+      `a host must not contain spaces or control characters, got ${JSON.stringify(issue.actual)}`
+  })
 )
 
 /**

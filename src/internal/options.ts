@@ -4,8 +4,18 @@ import * as Either from "effect/Either"
 import * as Option from "effect/Option"
 import * as ParseResult from "effect/ParseResult"
 import * as Schema from "effect/Schema"
+import * as net from "node:net"
 import { Host, Port } from "../Endpoint.js"
 import * as TcpError from "../TcpError.js"
+
+const badNumber = (value: unknown) =>
+  (typeof value === "number" && !(value >= 0)) || (typeof value === "bigint" && value < 0)
+
+/** Inputs that `Duration.decode` would quietly turn into zero. */
+const negativeOrNaN = (input: unknown): boolean =>
+  badNumber(input) ||
+  (typeof input === "string" && input.trimStart().startsWith("-")) ||
+  (Array.isArray(input) && input.some(badNumber))
 
 /** A non-negative, finite `Duration.DurationInput` (a number of milliseconds, "5 seconds", a Duration). */
 export const DurationOption: Schema.Schema<Duration.Duration, Duration.DurationInput> = Schema.transformOrFail(
@@ -14,16 +24,15 @@ export const DurationOption: Schema.Schema<Duration.Duration, Duration.DurationI
   {
   strict: true,
   decode: (input, _, ast) => {
-    // Duration.decode clamps negative numbers to zero: reject them before it does.
-    const negative = (typeof input === "number" || typeof input === "bigint") && input < 0
-    const decoded = negative ? undefined : Option.getOrUndefined(Duration.decodeUnknown(input))
+    // Duration.decode takes NaN, negative numbers, "-5 seconds" and [-5, 0] for zero: reject them first.
+    const decoded = negativeOrNaN(input) ? undefined : Option.getOrUndefined(Duration.decodeUnknown(input))
     if (decoded === undefined || !Duration.isFinite(decoded) || Duration.toMillis(decoded) < 0) {
       return ParseResult.fail(
         new ParseResult.Type(
           ast,
           input,
           `expected a finite, non-negative duration (milliseconds, or a string like "5 seconds"), got ${
-            typeof input === "string" ? JSON.stringify(input) : String(input)
+            typeof input === "string" ? JSON.stringify(input) : Array.isArray(input) ? `[${input.join(", ")}]` : String(input)
           }`
         )
       )
@@ -40,6 +49,13 @@ const ConnectPort = Schema.Int.pipe(
 const PositiveInt = (what: string) =>
   Schema.Int.pipe(Schema.greaterThanOrEqualTo(1, { message: () => `${what} is an integer of at least 1` }))
 
+/** The address a client binds before connecting: Node takes an IP literal only, and throws on a name. */
+const LocalAddress = Host.pipe(
+  Schema.filter((host) => net.isIP(host) !== 0, {
+    message: (issue) => `localAddress must be an IP address of this machine, got ${JSON.stringify(issue.actual)}`
+  })
+)
+
 /** @internal */
 export const ConnectOptions = Schema.Struct({
   host: Host,
@@ -50,7 +66,7 @@ export const ConnectOptions = Schema.Struct({
   keepAlive: Schema.optional(Schema.Boolean),
   keepAliveInitialDelay: Schema.optional(DurationOption),
   noDelay: Schema.optional(Schema.Boolean),
-  localAddress: Schema.optional(Host)
+  localAddress: Schema.optional(LocalAddress)
 })
 
 /** @internal */
