@@ -254,6 +254,11 @@ export class UnexpectedEof extends Schema.TaggedError<UnexpectedEof>()("Unexpect
   received: Schema.Number
 }) {
   override get message(): string {
+    if (this.received === 0) {
+      return this.expected === undefined
+        ? `${where(this)} failed: the peer closed the connection before a message began (no byte of it arrived)`
+        : `${where(this)} failed: the peer closed the connection before any of the ${this.expected} bytes expected`
+    }
     return this.expected === undefined
       ? `${where(this)} failed: the peer closed the connection in the middle of a message (${this.received} bytes received)`
       : `${where(this)} failed: the peer closed the connection after ${this.received} of ${this.expected} bytes`

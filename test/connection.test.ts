@@ -6,6 +6,7 @@ import * as Fiber from "effect/Fiber"
 import * as Option from "effect/Option"
 import * as Stream from "effect/Stream"
 import * as TestClock from "effect/TestClock"
+import { type ChildProcess, spawn } from "node:child_process"
 import { randomBytes } from "node:crypto"
 import type * as net from "node:net"
 import { Tcp } from "../src/index.js"
@@ -528,4 +529,81 @@ describe("Connection close", () => {
       yield* closed(peer!)
       expect(peerSawEnd).toBe(true)
     }))
+})
+
+/** Forks a write too big for the kernel to take at once and waits until it is pending in Node. */
+const pendingWrite = <E>(write: Effect.Effect<void, E>) =>
+  Effect.gen(function*() {
+    const fiber = yield* Effect.fork(write)
+    yield* realSleep(50)
+    expect(fiber.unsafePoll()).toBeNull()
+    return fiber
+  })
+
+/** A node process that accepts one connection on 127.0.0.1 and never reads from it. */
+const nonReadingProcess = Effect.acquireRelease(
+  Effect.async<{ readonly child: ChildProcess; readonly port: number }, Error>((resume) => {
+    const child = spawn(process.execPath, [
+      "-e",
+      `const server = require("node:net").createServer({ pauseOnConnect: true }, () => {})
+       server.listen(0, "127.0.0.1", () => process.stdout.write(server.address().port + "\\n"))`
+    ], { stdio: ["ignore", "pipe", "inherit"] })
+    child.stdout!.once("data", (line: Buffer) => resume(Effect.succeed({ child, port: Number(line.toString()) })))
+    child.once("error", (error) => resume(Effect.fail(error)))
+  }),
+  ({ child }) =>
+    Effect.async<void>((resume) => {
+      if (child.exitCode !== null || child.signalCode !== null) return resume(Effect.void)
+      child.once("exit", () => resume(Effect.void))
+      child.kill("SIGKILL")
+    })
+)
+
+describe("Connection writes succeed only when their bytes reached the kernel", () => {
+  const big = Buffer.alloc(64 * 1024 * 1024)
+
+  live("a write waiting when another fiber closes the connection fails with SocketClosed", () =>
+    Effect.gen(function*() {
+      const { connection } = yield* connectTo((socket) => socket.pause())
+      const fiber = yield* pendingWrite(connection.write(big))
+      yield* connection.close
+      const error = yield* Effect.flip(Fiber.join(fiber))
+      expect(error).toMatchObject({ _tag: "SocketClosed", operation: "write", reason: "closed" })
+    }))
+
+  live("a write waiting when another fiber resets the connection fails with SocketClosed", () =>
+    Effect.gen(function*() {
+      const { connection } = yield* connectTo((socket) => socket.pause())
+      const fiber = yield* pendingWrite(connection.write(big))
+      yield* connection.reset
+      expect(yield* Effect.flip(Fiber.join(fiber))).toMatchObject({ _tag: "SocketClosed", reason: "closed" })
+    }))
+
+  live("writeAll waiting when the connection is closed fails with SocketClosed", () =>
+    Effect.gen(function*() {
+      const { connection } = yield* connectTo((socket) => socket.pause())
+      const fiber = yield* pendingWrite(connection.writeAll([Buffer.from("header"), big, Buffer.from("trailer")]))
+      yield* connection.close
+      expect(yield* Effect.flip(Fiber.join(fiber))).toMatchObject({ _tag: "SocketClosed", reason: "closed" })
+    }))
+
+  live("a write waiting when the peer resets fails with ConnectionReset", () =>
+    Effect.gen(function*() {
+      const { connection, peer } = yield* connectTo((socket) => socket.pause())
+      const fiber = yield* pendingWrite(connection.write(big))
+      peer.resetAndDestroy()
+      const error = yield* Effect.flip(Fiber.join(fiber))
+      expect(["ConnectionReset", "BrokenPipe"]).toContain(error._tag)
+      expect(error).toMatchObject({ operation: "write" })
+    }))
+
+  live("a 256 MiB write to a peer process killed with SIGKILL half-way fails with ConnectionReset or BrokenPipe", () =>
+    Effect.gen(function*() {
+      const { child, port } = yield* nonReadingProcess
+      const connection = yield* Tcp.connect({ host: "127.0.0.1", port })
+      const fiber = yield* pendingWrite(connection.write(Buffer.alloc(256 * 1024 * 1024)))
+      child.kill("SIGKILL")
+      const error = yield* Effect.flip(Fiber.join(fiber))
+      expect(["ConnectionReset", "BrokenPipe"]).toContain(error._tag)
+    }), 20_000)
 })

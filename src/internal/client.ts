@@ -1,5 +1,7 @@
+import type * as Clock from "effect/Clock"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
 import * as Scope from "effect/Scope"
 import * as net from "node:net"
 import type { Connection } from "../Connection.js"
@@ -11,10 +13,19 @@ import * as Options from "./options.js"
 
 type Validated = typeof Options.ConnectOptions.Type
 
-const open = (options: Validated): Effect.Effect<NodeConnection, TcpError.ConnectError> => {
+/** The socket of an attempt, kept where the attempt's end can destroy it whatever won the race. */
+interface Attempt {
+  socket: net.Socket | undefined
+}
+
+const open = (
+  options: Validated,
+  clock: Clock.Clock,
+  attempt: Attempt
+): Effect.Effect<NodeConnection, TcpError.ConnectError> => {
   const endpoint = Endpoint.make(options.host, options.port)
-  const attempt = Effect.async<NodeConnection, TcpError.ConnectError>((resume) => {
-    const socket = net.connect({
+  const connecting = Effect.async<NodeConnection, TcpError.ConnectError>((resume) => {
+    const socket = attempt.socket = net.connect({
       host: options.host,
       port: options.port,
       allowHalfOpen: true,
@@ -28,7 +39,8 @@ const open = (options: Validated): Effect.Effect<NodeConnection, TcpError.Connec
       const connection = new NodeConnection(socket, {
         readTimeout: options.readTimeout,
         writeTimeout: options.writeTimeout,
-        onActivity: undefined
+        onActivity: undefined,
+        clock
       })
       socket.off("connect", onConnect)
       socket.off("error", onError)
@@ -48,8 +60,8 @@ const open = (options: Validated): Effect.Effect<NodeConnection, TcpError.Connec
     })
   })
   const timeout = options.connectTimeout
-  if (timeout === undefined) return attempt
-  return Effect.timeoutFail(attempt, {
+  if (timeout === undefined) return connecting
+  return Effect.timeoutFail(connecting, {
     duration: timeout,
     onTimeout: () =>
       new TcpError.ConnectTimeout({ operation: "connect", endpoint, timeoutMillis: Duration.toMillis(timeout) })
@@ -63,13 +75,20 @@ export const connect = (options: ConnectOptions): Effect.Effect<Connection, TcpE
     (validated) =>
       // acquireRelease by hand: it would copy the caller's FiberRefs for the finalizer (a fifth of
       // a connect's CPU), and destroying a socket needs none of them. The attempt is interruptible
-      // whatever the caller's region (inside an acquire it must still obey its timeout); its
-      // release is registered before anything can interrupt again.
+      // whatever the caller's region (inside an acquire it must still obey its timeout). Whatever
+      // ends it, the socket has an owner: on success the scope, before anything can interrupt
+      // again; otherwise it is destroyed at once, also when the deadline won a race against a
+      // connect that had just completed (the race then drops the connection it made).
       Effect.uninterruptible(
-        Effect.flatMap(Effect.scope, (scope) =>
-          Effect.tap(
-            Effect.interruptible(open(validated)),
-            (connection) => Scope.addFinalizer(scope, Effect.sync(connection.destroy))
-          ))
+        Effect.flatMap(Effect.scope, (scope) => {
+          const attempt: Attempt = { socket: undefined }
+          return Effect.onExit(
+            Effect.interruptible(Effect.flatMap(Effect.clock, (clock) => open(validated, clock, attempt))),
+            (exit) =>
+              Exit.isSuccess(exit)
+                ? Scope.addFinalizer(scope, exit.value.release)
+                : Effect.sync(() => attempt.socket?.destroy())
+          )
+        })
       )
   )

@@ -1,5 +1,6 @@
 import * as Channel from "effect/Channel"
 import * as Chunk from "effect/Chunk"
+import type * as Clock from "effect/Clock"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import type * as Fiber from "effect/Fiber"
@@ -10,7 +11,8 @@ import type * as net from "node:net"
 import type { Connection, ConnectionState, ReadUntilOptions } from "../Connection.js"
 import * as Endpoint from "../Endpoint.js"
 import * as TcpError from "../TcpError.js"
-import { ByteQueue } from "./byteQueue.js"
+import { ByteQueue, DelimiterSearch } from "./byteQueue.js"
+import { Deadline } from "./deadline.js"
 
 /** @internal */
 export interface ConnectionOptions {
@@ -18,6 +20,8 @@ export interface ConnectionOptions {
   readonly writeTimeout: Duration.Duration | undefined
   /** Called with nothing whenever bytes move; used by the server's idle limit. */
   readonly onActivity: (() => void) | undefined
+  /** The clock of the read and write deadlines (`TestClock` in tests). */
+  readonly clock: Clock.Clock
 }
 
 const defaultReadUntilMax = 64 * 1024
@@ -40,10 +44,26 @@ const highWaterMark = 64 * 1024
 /** Past this many waiters, those whose fiber has ended (interrupted reads) are dropped. */
 const maxWaiters = 16
 
-/** A read waiting for bytes: its fiber, to tell a live wait from one left by an interrupted read. */
-interface Waiter {
+/**
+ * A read or a write waiting: its fiber, to tell a live wait from one left by an interrupted
+ * operation; when it began, for its deadline; and how to resume it.
+ */
+interface Waiter<E> {
   readonly fiber: Fiber.RuntimeFiber<unknown, unknown>
-  readonly wake: () => void
+  readonly since: number
+  readonly resume: (effect: Effect.Effect<void, E>) => void
+}
+
+/**
+ * Node calls a pending write back without an error when the socket is destroyed before the write
+ * completed: such a write is not known to have reached the kernel.
+ */
+const unconfirmed = new Error("the connection was destroyed before the write completed")
+
+/** libuv's count of bytes that pending writes still have for the kernel; it falls as the kernel takes them. */
+const writeQueueSize = (socket: net.Socket): number => {
+  const handle = (socket as unknown as { readonly _handle: { readonly writeQueueSize?: number } | null })._handle
+  return handle?.writeQueueSize ?? 0
 }
 
 /**
@@ -75,13 +95,21 @@ export class NodeConnection implements Connection {
   private failure: unknown = undefined
   /** A typed error imposed from outside (the server's idle limit), reported by every later operation. */
   private imposed: TcpError.IdleTimeout | undefined = undefined
-  private readWaiters: Array<Waiter> = []
+  private readWaiters: Array<Waiter<TcpError.ReadTimeout>> = []
   /** When `readWaiters` reaches this, the stale ones are dropped; it grows with the live ones. */
   private waiterLimit = maxWaiters
   /** The most bytes a waiting reader needs queued at once; raises the pause mark while it waits. */
   private wanted = 0
   private readonly readTimeoutMillis: number | undefined
   private readonly writeTimeoutMillis: number | undefined
+  private readonly clock: Clock.Clock
+  private readonly readDeadline: Deadline | undefined
+  private readonly writeDeadline: Deadline | undefined
+  /** Writes waiting for their callback, when a write deadline watches them. */
+  private writeWaiters: Array<Waiter<TcpError.WriteTimeout>> = []
+  /** `writeQueueSize` when last looked at, and when it was last seen to change or a write completed. */
+  private lastWriteQueueSize = 0
+  private lastWriteProgressAt = 0
   readonly socket: net.Socket
   private readonly options: ConnectionOptions
 
@@ -92,6 +120,13 @@ export class NodeConnection implements Connection {
     this.localAddress = Endpoint.make(socket.localAddress ?? "unknown", socket.localPort ?? 0)
     this.readTimeoutMillis = options.readTimeout && Duration.toMillis(options.readTimeout)
     this.writeTimeoutMillis = options.writeTimeout && Duration.toMillis(options.writeTimeout)
+    this.clock = options.clock
+    this.readDeadline = this.readTimeoutMillis === undefined
+      ? undefined
+      : new Deadline(options.clock, (now) => this.expireReads(now))
+    this.writeDeadline = this.writeTimeoutMillis === undefined
+      ? undefined
+      : new Deadline(options.clock, (now) => this.expireWrites(now))
     socket.on("data", this.onData)
     socket.on("end", this.onEnd)
     socket.on("error", this.onError)
@@ -104,7 +139,7 @@ export class NodeConnection implements Connection {
     if (waiters.length === 0) return
     this.readWaiters = []
     this.waiterLimit = maxWaiters
-    for (const waiter of waiters) waiter.wake()
+    for (const waiter of waiters) waiter.resume(Effect.void)
   }
 
   /**
@@ -125,6 +160,90 @@ export class NodeConnection implements Connection {
     }
     if (this.options.onActivity) this.options.onActivity()
     if (this.readWaiters.length > 0) this.wakeReaders()
+  }
+
+  /**
+   * The read deadline's check: fails the reads that have waited `readTimeout` without a byte (a
+   * byte wakes every reader, and one that still needs more waits anew), and says when the next
+   * one is due.
+   */
+  private expireReads(now: number): number | undefined {
+    const millis = this.readTimeoutMillis!
+    if (this.socket.destroyed || this.readWaiters.length === 0) return undefined
+    let next: number | undefined
+    const waiting: Array<Waiter<TcpError.ReadTimeout>> = []
+    const overdue: Array<Waiter<TcpError.ReadTimeout>> = []
+    for (const waiter of this.readWaiters) {
+      if (waiter.fiber.unsafePoll() !== null) continue
+      const left = waiter.since + millis - now
+      if (left <= 0) {
+        overdue.push(waiter)
+      } else {
+        waiting.push(waiter)
+        if (next === undefined || left < next) next = left
+      }
+    }
+    this.readWaiters = waiting
+    if (waiting.length === 0) this.wanted = 0
+    if (overdue.length > 0) {
+      const timedOut = Effect.fail(
+        new TcpError.ReadTimeout({ operation: "read", endpoint: this.remoteAddress, timeoutMillis: millis }, unchecked)
+      )
+      for (const waiter of overdue) waiter.resume(timedOut)
+    }
+    return next
+  }
+
+  /**
+   * When bytes of a pending write last went to the kernel, as far as can be told: a write's
+   * callback, or libuv's queue of unwritten bytes seen to change since the last look (Node's own
+   * socket timeout looks the same way). The write deadline and the server's idle limit call it.
+   */
+  writeProgressAt(now: number): number {
+    const queued = writeQueueSize(this.socket)
+    if (queued !== this.lastWriteQueueSize) {
+      this.lastWriteQueueSize = queued
+      this.lastWriteProgressAt = now
+    }
+    return this.lastWriteProgressAt
+  }
+
+  private writeProgressed(): void {
+    this.lastWriteQueueSize = writeQueueSize(this.socket)
+    this.lastWriteProgressAt = this.clock.unsafeCurrentTimeMillis()
+    if (this.options.onActivity) this.options.onActivity()
+  }
+
+  /**
+   * The write deadline's check: fails the writes that have moved no byte to the kernel for
+   * `writeTimeout`. It looks four times per `writeTimeout`, so a write that stalls fails between
+   * one and one and a quarter `writeTimeout` after its last byte moved.
+   */
+  private expireWrites(now: number): number | undefined {
+    const millis = this.writeTimeoutMillis!
+    if (this.socket.destroyed || this.writeWaiters.length === 0) return undefined
+    const progressAt = this.writeProgressAt(now)
+    let next: number | undefined
+    const waiting: Array<Waiter<TcpError.WriteTimeout>> = []
+    const overdue: Array<Waiter<TcpError.WriteTimeout>> = []
+    for (const waiter of this.writeWaiters) {
+      if (waiter.fiber.unsafePoll() !== null) continue
+      const left = Math.max(waiter.since, progressAt) + millis - now
+      if (left <= 0) {
+        overdue.push(waiter)
+      } else {
+        waiting.push(waiter)
+        if (next === undefined || left < next) next = left
+      }
+    }
+    this.writeWaiters = waiting
+    if (overdue.length > 0) {
+      const timedOut = Effect.fail(
+        new TcpError.WriteTimeout({ operation: "write", endpoint: this.remoteAddress, timeoutMillis: millis }, unchecked)
+      )
+      for (const waiter of overdue) waiter.resume(timedOut)
+    }
+    return next === undefined ? undefined : Math.min(next, Math.max(1, millis / 4))
   }
 
   /** Resumes a paused socket once the queue is below the mark. */
@@ -163,7 +282,23 @@ export class NodeConnection implements Connection {
     this.bytes.clear()
     if (!this.socket.destroyed) this.socket.destroy()
     this.wakeReaders()
+    this.stopDeadlines()
   }
+
+  private stopDeadlines(): void {
+    this.readDeadline?.unsafeStop()
+    this.writeDeadline?.unsafeStop()
+  }
+
+  /**
+   * Destroys the socket and waits until the deadlines' fibers have ended: the release of the
+   * connection's scope.
+   */
+  readonly release: Effect.Effect<void> = Effect.suspend(() => {
+    this.destroy()
+    if (this.readDeadline === undefined && this.writeDeadline === undefined) return Effect.void
+    return Effect.zipRight(this.readDeadline?.stop ?? Effect.void, this.writeDeadline?.stop ?? Effect.void)
+  })
 
   /** Destroys the socket abortively (RST). */
   readonly resetNow = (): void => {
@@ -171,6 +306,7 @@ export class NodeConnection implements Connection {
     this.bytes.clear()
     if (!this.socket.destroyed) this.socket.resetAndDestroy()
     this.wakeReaders()
+    this.stopDeadlines()
   }
 
   /** Closes the connection so that every later operation fails with `error`. */
@@ -180,6 +316,7 @@ export class NodeConnection implements Connection {
     this.bytes.clear()
     if (!this.socket.destroyed) this.socket.destroy()
     this.wakeReaders()
+    this.stopDeadlines()
   }
 
   private closedError(operation: TcpError.Operation, reason: "closed" | "write side ended") {
@@ -216,8 +353,9 @@ export class NodeConnection implements Connection {
    * resuming it meanwhile would do nothing.
    */
   private waitFor(room: number): Effect.Effect<void, TcpError.ReadError> {
-    const wait = Effect.withFiberRuntime<void>((fiber) =>
-      Effect.async<void>((resume) => {
+    const deadline = this.readDeadline
+    const wait = Effect.withFiberRuntime<void, TcpError.ReadTimeout>((fiber) =>
+      Effect.async<void, TcpError.ReadTimeout>((resume) => {
         // Something may have happened since the caller looked, with nobody listening yet.
         if (this.bytes.length >= room || this.readBlocked() !== undefined || this.afterQueued() !== undefined) {
           return resume(Effect.void)
@@ -225,20 +363,11 @@ export class NodeConnection implements Connection {
         if (room > this.wanted) this.wanted = room
         this.resumeIfRoom()
         if (this.readWaiters.length >= this.waiterLimit) this.dropStaleWaiters()
-        this.readWaiters.push({ fiber, wake: () => resume(Effect.void) })
+        this.readWaiters.push({ fiber, since: deadline ? this.clock.unsafeCurrentTimeMillis() : 0, resume })
       })
     )
-    const millis = this.readTimeoutMillis
-    if (millis === undefined) return wait
-    return Effect.timeoutFail(wait, {
-      duration: Duration.millis(millis),
-      onTimeout: () =>
-        new TcpError.ReadTimeout({
-          operation: "read",
-          endpoint: this.remoteAddress,
-          timeoutMillis: millis
-        }, unchecked)
-    })
+    const arm = deadline?.arm()
+    return arm === undefined ? wait : Effect.zipRight(arm, wait)
   }
 
   private readNow(): Effect.Effect<Option.Option<Uint8Array>, TcpError.ReadError> {
@@ -298,8 +427,8 @@ export class NodeConnection implements Connection {
     }
     const tooLarge = (size: number) =>
       new TcpError.FrameTooLarge({ operation: "read", endpoint: this.remoteAddress, size, maxBytes }, unchecked)
-    // Positions before `scanned` cannot start the delimiter, as long as nobody else took bytes.
-    let scanned = 0
+    // The search carries its state across waits, so each byte is looked at once, as long as nobody else took bytes.
+    const search = new DelimiterSearch(needle)
     let consumedAt = this.consumed
     const attempt = (): Effect.Effect<
       Uint8Array,
@@ -308,18 +437,17 @@ export class NodeConnection implements Connection {
       const blocked = this.readBlocked()
       if (blocked !== undefined) return Effect.fail(blocked)
       if (this.consumed !== consumedAt) {
-        scanned = 0
+        search.reset()
         consumedAt = this.consumed
       }
       const queued = this.bytes.length
-      const at = this.bytes.indexOf(needle, scanned)
+      const at = this.bytes.search(search)
       if (at >= 0) {
         if (at > maxBytes) return Effect.fail(tooLarge(at))
         return Effect.succeed(this.takeBytes(at, needle.length))
       }
-      // Without the delimiter, at most its length - 1 trailing bytes can still start it.
-      if (queued - (needle.length - 1) > maxBytes) return Effect.fail(tooLarge(queued))
-      scanned = Math.max(0, queued - needle.length + 1)
+      // Without the delimiter, only the start of it that the bytes end with may still not belong to the result.
+      if (queued - search.matched > maxBytes) return Effect.fail(tooLarge(queued))
       const after = this.afterQueued()
       if (after === null) {
         return Effect.fail(
@@ -354,23 +482,29 @@ export class NodeConnection implements Connection {
   private writeFailure(): TcpError.WriteError | undefined {
     if (this.imposed !== undefined) return this.imposed
     if (this.closedByUs) return this.closedError("write", "closed")
-    if (this.failure !== undefined) return TcpError.classify(this.failure, "write", this.remoteAddress)
+    // `errored` is set as the socket is destroyed, a turn before its 'error' event.
+    const failure = this.failure ?? this.socket.errored ?? undefined
+    if (failure !== undefined) return TcpError.classify(failure, "write", this.remoteAddress)
     if (this.writeEnded) return this.closedError("write", "write side ended")
     if (this.socket.destroyed) return this.closedError("write", "closed")
     return undefined
   }
 
-  /** Waits for a write (or end) callback; a `null` result means success. */
+  /**
+   * Waits for a write (or end) callback. Success only when Node reports the bytes written and
+   * the socket is still alive: a write cut short by a close, a reset or the peer's death fails
+   * with what ended the connection.
+   */
   private awaitCallback(
     register: (callback: (error?: Error | null) => void) => void
   ): Effect.Effect<void, TcpError.WriteError> {
+    const socket = this.socket
     let settled: Error | null | undefined = undefined
     let resume: ((error: Error | null) => void) | undefined
     register((error) => {
-      settled = error ?? null
+      settled = error ?? (socket.destroyed ? unconfirmed : null)
       resume?.(settled)
     })
-    const socket = this.socket
     if (
       settled === null ||
       (settled === undefined && !socket.destroyed && socket.errored === null && socket.writableLength === 0)
@@ -379,26 +513,52 @@ export class NodeConnection implements Connection {
       if (this.options.onActivity) this.options.onActivity()
       return Effect.void
     }
-    const wait = Effect.async<void, TcpError.WriteError>((done) => {
-      resume = (error) => {
-        resume = undefined
-        if (error === null) {
-          if (this.options.onActivity) this.options.onActivity()
-          done(Effect.void)
-        } else {
-          done(Effect.fail(this.writeFailure() ?? TcpError.classify(error, "write", this.remoteAddress)))
+    const deadline = this.writeDeadline
+    if (deadline === undefined) {
+      return Effect.async<void, TcpError.WriteError>((done) => {
+        resume = (error) => {
+          resume = undefined
+          done(this.writeSettled(error))
         }
-      }
-      // No canceler (it would cost more than the write): resuming an interrupted wait does nothing.
-      if (settled !== undefined) resume(settled)
-    })
-    const millis = this.writeTimeoutMillis
-    if (millis === undefined) return wait
-    return Effect.timeoutFail(wait, {
-      duration: Duration.millis(millis),
-      onTimeout: () =>
-        new TcpError.WriteTimeout({ operation: "write", endpoint: this.remoteAddress, timeoutMillis: millis }, unchecked)
-    })
+        // No canceler (it would cost more than the write): resuming an interrupted wait does nothing.
+        if (settled !== undefined) resume(settled)
+      })
+    }
+    // The bytes left in libuv's queue now are the mark that progress is measured from.
+    if (this.writeWaiters.length === 0) this.lastWriteQueueSize = writeQueueSize(socket)
+    const wait = Effect.withFiberRuntime<void, TcpError.WriteError>((fiber) =>
+      Effect.async<void, TcpError.WriteError>((done) => {
+        const waiter: Waiter<TcpError.WriteTimeout> = {
+          fiber,
+          since: this.clock.unsafeCurrentTimeMillis(),
+          resume: (effect) => {
+            resume = undefined
+            done(effect)
+          }
+        }
+        resume = (error) => {
+          resume = undefined
+          const index = this.writeWaiters.indexOf(waiter)
+          if (index >= 0) this.writeWaiters.splice(index, 1)
+          done(this.writeSettled(error))
+        }
+        if (settled !== undefined) return resume(settled)
+        this.writeWaiters.push(waiter)
+      })
+    )
+    const arm = deadline.arm()
+    return arm === undefined ? wait : Effect.zipRight(arm, wait)
+  }
+
+  private writeSettled(error: Error | null): Effect.Effect<void, TcpError.WriteError> {
+    if (error === null) {
+      this.writeProgressed()
+      return Effect.void
+    }
+    return Effect.fail(
+      this.writeFailure() ??
+        (error === unconfirmed ? this.closedError("write", "closed") : TcpError.classify(error, "write", this.remoteAddress))
+    )
   }
 
   readonly write = (data: Uint8Array | string): Effect.Effect<void, TcpError.WriteError> =>
