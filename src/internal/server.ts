@@ -71,7 +71,9 @@ export const serve = <E, R>(
 
     const watchIdle = (connection: NodeConnection, lastActivity: { at: number }, idle: number) => {
       const loop: Effect.Effect<void> = Effect.suspend(() => {
-        const quiet = clock.unsafeCurrentTimeMillis() - lastActivity.at
+        const now = clock.unsafeCurrentTimeMillis()
+        // Bytes that a pending write hands to the kernel are activity, though no callback says so.
+        const quiet = now - Math.max(lastActivity.at, connection.writeProgressAt(now))
         if (quiet < idle) return Effect.flatMap(Effect.sleep(Duration.millis(idle - quiet)), () => loop)
         const error = new TcpError.IdleTimeout({
           operation: "read",
@@ -114,7 +116,7 @@ export const serve = <E, R>(
           Effect.onExit(
             body as Effect.Effect<unknown, E>,
             // `ensuring`: a finalizer that fails must not leave the socket open.
-            (exit) => Effect.ensuring(Scope.close(scope, exit), Effect.sync(connection.destroy))
+            (exit) => Effect.ensuring(Scope.close(scope, exit), connection.release)
           )
         )).pipe(Effect.catchAllCause(logFailure))
     }
@@ -133,7 +135,8 @@ export const serve = <E, R>(
         writeTimeout: validated.writeTimeout,
         onActivity: lastActivity && (() => {
           lastActivity.at = clock.unsafeCurrentTimeMillis()
-        })
+        }),
+        clock
       })
       connections.add(connection)
       const annotations = baseAnnotations.pipe(
