@@ -135,6 +135,15 @@ const roundTripVerify = (run: RunReport, params: Params) =>
 
 const bulkSummary = "1 GiB in writes of 64 KiB"
 
+/** effect-tcp's row again, its client connecting with `readTimeout` and `writeTimeout` set, as production code does. */
+const withTimeouts = (serverJob: ServerJob, clientJob: ClientJob): Variant => ({
+  id: "ours-timeouts",
+  implementation: "ours",
+  label: "effect-tcp, readTimeout + writeTimeout",
+  server: { implementation: "ours", job: serverJob },
+  client: { implementation: "ours", job: clientJob }
+})
+
 export const scenarios: ReadonlyArray<Scenario> = [
   {
     name: "upload",
@@ -157,9 +166,9 @@ export const scenarios: ReadonlyArray<Scenario> = [
     name: "download",
     title: "Bulk download",
     description:
-      `The client sends one byte; the server answers with ${bulkSummary} and half-closes; the client checks and discards them. MB/s from the client's byte to the last byte received.`,
+      `The client sends one byte; the server answers with ${bulkSummary} and half-closes; the client checks and discards them. MB/s from the client's byte to the last byte received. The last row is effect-tcp's client with \`readTimeout\` and \`writeTimeout\` of 30 s, as production code sets them.`,
     params: sizes,
-    variants: sameOnBothEnds("source", "download"),
+    variants: [...sameOnBothEnds("source", "download"), withTimeouts("source", "download-timeouts")],
     baseline: "raw",
     notApplicable: [],
     measures: [megabytesPerSecond(0.9)],
@@ -181,9 +190,9 @@ export const scenarios: ReadonlyArray<Scenario> = [
     name: "rr-seq",
     title: "Sequential request/response",
     description:
-      "100,000 round trips on one connection to an echo server: write a 64-byte request, read its 64-byte response, then the next. Round trips per second, and the median (p50) and 99th percentile (p99) of the round-trip times in µs.",
+      "100,000 round trips on one connection to an echo server: write a 64-byte request, read its 64-byte response, then the next. Round trips per second, and the median (p50) and 99th percentile (p99) of the round-trip times in µs. The last row is effect-tcp's client with `readTimeout` and `writeTimeout` of 30 s, as production code sets them.",
     params: sizes,
-    variants: sameOnBothEnds("echo", "rr-seq"),
+    variants: [...sameOnBothEnds("echo", "rr-seq"), withTimeouts("echo", "rr-seq-timeouts")],
     baseline: "raw",
     notApplicable: [],
     measures: [

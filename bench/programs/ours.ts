@@ -103,6 +103,10 @@ const serve = (job: ServerJob, params: Params) =>
 
 const connect = (port: number) => Tcp.connect({ host, port })
 
+/** What production code sets: every wait bounded (generous, so that none fires here). */
+const timeouts = { readTimeout: "30 seconds", writeTimeout: "30 seconds" } as const
+const connectWithTimeouts = (port: number) => Tcp.connect({ host, port, ...timeouts })
+
 const upload = (port: number, params: Params) =>
   Effect.gen(function*() {
     const connection = yield* connect(port)
@@ -116,9 +120,9 @@ const upload = (port: number, params: Params) =>
     return { seconds: seconds(start, end), bytes: params.totalBytes }
   })
 
-const download = (port: number, params: Params) =>
+const download = (port: number, params: Params, open = connect) =>
   Effect.gen(function*() {
-    const connection = yield* connect(port)
+    const connection = yield* open(port)
     const check = new StreamCheck("download", params.totalBytes, bulkByte(params.chunkBytes))
     let end = 0
     const start = now()
@@ -179,8 +183,8 @@ const sequential = (
     return { seconds: seconds(start, now()), roundTrips: latencies.recorded, ...latencies.summary() }
   })
 
-const held = (port: number, params: Params) =>
-  Effect.flatMap(connect(port), (connection) => sequential((f) => f(connection), params))
+const held = (port: number, params: Params, open = connect) =>
+  Effect.flatMap(open(port), (connection) => sequential((f) => f(connection), params))
 
 const pooled = (port: number, params: Params) =>
   Effect.gen(function*() {
@@ -272,8 +276,10 @@ type Client = (port: number, params: Params) => Effect.Effect<Parameters<typeof 
 const clients: Partial<Record<ClientJob, Client>> = {
   upload: (port, params) => Effect.scoped(upload(port, params)),
   download: (port, params) => Effect.scoped(download(port, params)),
+  "download-timeouts": (port, params) => Effect.scoped(download(port, params, connectWithTimeouts)),
   echo: (port, params) => Effect.scoped(echo(port, params)),
   "rr-seq": (port, params) => Effect.scoped(held(port, params)),
+  "rr-seq-timeouts": (port, params) => Effect.scoped(held(port, params, connectWithTimeouts)),
   "rr-pipe": (port, params) => Effect.scoped(pipelined(port, params)),
   storm,
   "pool-held": (port, params) => Effect.scoped(held(port, params)),

@@ -24,8 +24,12 @@ export type ServerJob =
 export type ClientJob =
   | "upload"
   | "download"
+  /** the same, on a connection with readTimeout and writeTimeout set (effect-tcp only) */
+  | "download-timeouts"
   | "echo"
   | "rr-seq"
+  /** the same, on a connection with readTimeout and writeTimeout set (effect-tcp only) */
+  | "rr-seq-timeouts"
   | "rr-pipe"
   | "storm"
   | "pool-held"
