@@ -5,7 +5,8 @@
  *
  * Each connection runs in its own fiber, so a client that resets, stalls or sends garbage
  * affects nobody else. Every error is logged by its tag. SIGINT or SIGTERM shuts it down
- * gracefully (exit 0); a port that cannot be bound prints the error and exits 1.
+ * gracefully: no new connections, the open ones get up to 5 s (drainTimeout) to finish, then
+ * exit 0. A port that cannot be bound prints the error and exits 1.
  */
 import { NodeRuntime } from "@effect/platform-node"
 import { Console, Effect, Stream } from "effect"

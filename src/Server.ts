@@ -29,7 +29,10 @@ export interface ServeOptions {
   readonly maxConnections?: number
   /** Close a connection on which no byte moved (in either direction) for this long, failing its operations with `IdleTimeout`. */
   readonly idleTimeout?: Duration.DurationInput
-  /** On shutdown, how long running handlers may take to finish before they are interrupted; default 5 seconds. */
+  /**
+   * On shutdown, how long running handlers may take to finish before they are interrupted; default
+   * 5 seconds. Interrupted handlers get one more second for their finalizers, then every socket is destroyed.
+   */
   readonly drainTimeout?: Duration.DurationInput
   /** Read deadline of every connection (see `ConnectOptions.readTimeout`). */
   readonly readTimeout?: Duration.DurationInput
@@ -56,11 +59,20 @@ export interface ServerStats {
   readonly idleClosed: number
   /** Handlers that ended with a failure or a defect (each was logged). */
   readonly failed: number
+  /**
+   * Handlers still running when the shutdown gave up on them: interrupted at `drainTimeout`, they
+   * had not ended a second later (uninterruptible work), so their sockets were destroyed and the
+   * server's scope closed without them (logged as a warning). Each fiber ends when its work does.
+   */
+  readonly abandoned: number
 }
 
 /**
- * A listening server. It runs until the scope it was started in closes: then it stops
- * accepting, lets handlers finish until `drainTimeout`, interrupts the rest and closes every socket.
+ * A listening server. It runs until the scope it was started in closes, or the fiber owning that
+ * scope is interrupted (as `NodeRuntime.runMain` does on SIGINT and SIGTERM): then it stops
+ * accepting, lets handlers finish until `drainTimeout`, interrupts the rest and closes every
+ * socket. A handler still running one second after its interruption is abandoned (see
+ * `ServerStats.abandoned`), so the scope closes within `drainTimeout` plus one second.
  *
  * @since 0.1.0
  * @category models

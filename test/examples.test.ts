@@ -3,9 +3,10 @@
  */
 import { describe, expect, it } from "@effect/vitest"
 import * as Effect from "effect/Effect"
+import * as Fiber from "effect/Fiber"
 import * as fs from "node:fs"
 import { file, run } from "./support/examples.js"
-import { closedPort, live, rawClient } from "./support/harness.js"
+import { closedPort, collect, eventually, live, rawClient } from "./support/harness.js"
 
 const startServer = (args: ReadonlyArray<string> = ["--port", "0"]) =>
   Effect.gen(function*() {
@@ -41,6 +42,35 @@ describe("examples", () => {
       expect(yield* server.exitCode).toBe(0)
       expect(server.lines.slice(-2)).toEqual(["shutting down: no new connections, draining the open ones", "server closed"])
     }), 60_000)
+
+  for (const signal of ["SIGTERM", "SIGINT"] as const) {
+    live(`robust-server on ${signal} drains: 20 clients in the middle of their exchange are still answered, then it exits 0`, () =>
+      Effect.gen(function*() {
+        const { port, server } = yield* startServer()
+        const clients = yield* Effect.forEach(Array.from({ length: 20 }, (_, i) => i), (i) =>
+          Effect.gen(function*() {
+            const socket = yield* rawClient(Number(port))
+            let received = ""
+            socket.on("data", (chunk: Buffer) => received += chunk.toString())
+            socket.write(`client ${i}, part one; `)
+            return { socket, i, received: () => received }
+          }))
+        // Every client has its first answer: each one's handler is running.
+        yield* eventually(() => clients.every((client) => client.received() === `CLIENT ${client.i}, PART ONE; `))
+        server.child.kill(signal)
+        yield* server.line(/^shutting down: no new connections, draining the open ones$/)
+        const ends = yield* Effect.forEach(clients, (client) =>
+          Effect.gen(function*() {
+            const ended = yield* Effect.fork(collect(client.socket))
+            client.socket.end("part two")
+            yield* Fiber.join(ended)
+            return client.received()
+          }), { concurrency: "unbounded" })
+        expect(ends).toEqual(clients.map((client) => `CLIENT ${client.i}, PART ONE; PART TWO`))
+        expect(yield* server.exitCode).toBe(0)
+        expect(server.lines.at(-1)).toBe("server closed")
+      }), 60_000)
+  }
 
   live("fault-proxy: the client gets every answer right through slicing and resets", () =>
     Effect.gen(function*() {

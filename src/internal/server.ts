@@ -16,6 +16,9 @@ import { NodeConnection } from "./connection.js"
 import * as Options from "./options.js"
 
 const defaultDrainTimeout = Duration.seconds(5)
+// How long handlers interrupted at drainTimeout have to run their finalizers (the socket still
+// open) before their sockets are destroyed and the shutdown stops waiting for them.
+const interruptGrace = Duration.seconds(1)
 
 const listen = (
   server: net.Server,
@@ -63,9 +66,11 @@ export const serve = <E, R>(
     let rejected = 0
     let idleClosed = 0
     let failed = 0
+    let abandoned = 0
     let nextId = 0
     let stopping = false
-    const fibers = new Set<Fiber.RuntimeFiber<unknown, never>>()
+    // Each handler's fiber, with its connection's id.
+    const fibers = new Map<Fiber.RuntimeFiber<unknown, never>, number>()
     const connections = new Set<NodeConnection>()
     let onDrained: (() => void) | undefined
 
@@ -147,7 +152,7 @@ export const serve = <E, R>(
         updateRefs: (refs, fiberId) =>
           FiberRefs.updateAs(refs, { fiberId, fiberRef: FiberRef.currentLogAnnotations, value: annotations })
       })
-      fibers.add(fiber)
+      fibers.set(fiber, id)
       fiber.addObserver(() => {
         connection.destroy()
         fibers.delete(fiber)
@@ -160,6 +165,19 @@ export const serve = <E, R>(
     // Once listening, errors (such as EMFILE on accept) are logged; they must not crash the process.
     server.on("error", (error) => runFork(Effect.logWarning("server error", error)))
 
+    // Resolves once every handler has ended, or after `timeout` on the server's clock. Interruptible
+    // so that its deadline can end it inside the shutdown, which nothing else may cut.
+    const drained = (timeout: Duration.Duration) =>
+      Effect.interruptible(Effect.async<void>((resume) => {
+        onDrained = () => resume(Effect.void)
+        if (fibers.size === 0) onDrained()
+        return Effect.sync(() => {
+          onDrained = undefined
+        })
+      })).pipe(Effect.timeout(timeout), Effect.ignore)
+
+    // A release, so uninterruptible: interrupting the fiber that owns the scope (as NodeRuntime
+    // does on SIGINT and SIGTERM) drains exactly like closing it.
     const shutdown = Effect.gen(function*() {
       stopping = true
       // Stop accepting now; the callback comes once every accepted socket is gone too.
@@ -173,14 +191,25 @@ export const serve = <E, R>(
         if (serverClosed) return resume(Effect.void)
         onServerClosed = () => resume(Effect.void)
       })
+      if (fibers.size > 0) yield* drained(drainTimeout)
       if (fibers.size > 0) {
-        const drained = Effect.async<void>((resume) => {
-          onDrained = () => resume(Effect.void)
-          if (fibers.size === 0) onDrained()
-        })
-        yield* Effect.timeout(drained, drainTimeout).pipe(Effect.ignore, Effect.interruptible)
+        // Sent without waiting: a handler that ignores interruption must not hold the shutdown.
+        const shutdownFiber = yield* Effect.fiberId
+        for (const fiber of fibers.keys()) fiber.unsafeInterruptAsFork(shutdownFiber)
+        yield* drained(interruptGrace)
       }
-      yield* Fiber.interruptAll(Array.from(fibers))
+      if (fibers.size > 0) {
+        const ids = Array.from(fibers.values())
+        abandoned += ids.length
+        const one = ids.length === 1
+        yield* Effect.logWarning(
+          `${ids.length} handler${one ? "" : "s"} still running ${Duration.toMillis(interruptGrace)} ms after ${
+            one ? "it was" : "they were"
+          } interrupted at drainTimeout (connection${one ? "" : "s"} ${ids.slice(0, 10).join(", ")}${
+            ids.length > 10 ? ", ..." : ""
+          }): abandoned, ${one ? "its socket" : "their sockets"} destroyed`
+        )
+      }
       for (const connection of connections) connection.destroy()
       yield* closed
     })
@@ -191,7 +220,8 @@ export const serve = <E, R>(
       accepted,
       rejected,
       idleClosed,
-      failed
+      failed,
+      abandoned
     }))
     return { address: Endpoint.make(address.address, address.port), stats } satisfies Server
   })
