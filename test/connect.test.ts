@@ -107,7 +107,15 @@ describe("connect", () => {
       ["a negative timeout", { host: "127.0.0.1", port: 80, connectTimeout: -1 }, "expected a finite, non-negative duration"],
       ["a timeout that is no duration", { host: "127.0.0.1", port: 80, readTimeout: "soon" }, `got "soon"`],
       ["an infinite timeout", { host: "127.0.0.1", port: 80, writeTimeout: Infinity }, "expected a finite, non-negative duration"],
-      ["noDelay not a boolean", { host: "127.0.0.1", port: 80, noDelay: "yes" }, `Expected boolean, actual "yes"`]
+      ["noDelay not a boolean", { host: "127.0.0.1", port: 80, noDelay: "yes" }, `Expected boolean, actual "yes"`],
+      ["a NaN timeout", { host: "127.0.0.1", port: 80, readTimeout: NaN }, "expected a finite, non-negative duration (milliseconds, or a string like \"5 seconds\"), got NaN"],
+      ["a negative timeout written as a string", { host: "127.0.0.1", port: 80, readTimeout: "-5 seconds" }, `got "-5 seconds"`],
+      ["a negative timeout written as [seconds, nanos]", { host: "127.0.0.1", port: 80, connectTimeout: [-5, 0] }, "got [-5, 0]"],
+      ["a timeout in exponent notation, which Duration cannot parse", { host: "127.0.0.1", port: 80, writeTimeout: "1e3 millis" }, `got "1e3 millis"`],
+      ["a host with a NUL byte, which the resolver would cut", { host: "127.0.0.1\u0000evil.example", port: 80 }, "a host must not contain spaces or control characters, got \"127.0.0.1\\u0000evil.example\""],
+      ["a host with a space", { host: "127.0.0.1 evil.example", port: 80 }, "a host must not contain spaces or control characters"],
+      ["a host with a line feed", { host: "example.invalid\nHost: x", port: 80 }, "a host must not contain spaces or control characters"],
+      ["a localAddress that is no IP address", { host: "127.0.0.1", port: 80, localAddress: "foo" }, `localAddress must be an IP address of this machine, got "foo"`]
     ]
     for (const [what, options, expected] of cases) {
       effect(what, () =>

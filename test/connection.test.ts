@@ -607,3 +607,34 @@ describe("Connection writes succeed only when their bytes reached the kernel", (
       expect(["ConnectionReset", "BrokenPipe"]).toContain(error._tag)
     }), 20_000)
 })
+
+describe("UnexpectedEof says where the stream ended", () => {
+  live("a peer that closes between two lines: readUntil fails saying no byte of the next message came", () =>
+    Effect.gen(function*() {
+      const { connection, port } = yield* connectTo((socket) => socket.end("one line\n"))
+      expect(text(yield* connection.readUntil("\n"))).toBe("one line")
+      const error = yield* Effect.flip(connection.readUntil("\n"))
+      expect(error).toMatchObject({ _tag: "UnexpectedEof", received: 0 })
+      expect(error.message).toBe(
+        `read on the connection with 127.0.0.1:${port} failed: the peer closed the connection before a message began (no byte of it arrived)`
+      )
+    }))
+
+  live("a peer that closes in the middle of a line: readUntil fails with how many bytes of it came", () =>
+    Effect.gen(function*() {
+      const { connection, port } = yield* connectTo((socket) => socket.end("half a li"))
+      const error = yield* Effect.flip(connection.readUntil("\n"))
+      expect(error.message).toBe(
+        `read on the connection with 127.0.0.1:${port} failed: the peer closed the connection in the middle of a message (9 bytes received)`
+      )
+    }))
+
+  live("readExactly at a clean end says none of the expected bytes came", () =>
+    Effect.gen(function*() {
+      const { connection, port } = yield* connectTo((socket) => socket.end())
+      const error = yield* Effect.flip(connection.readExactly(4))
+      expect(error.message).toBe(
+        `read on the connection with 127.0.0.1:${port} failed: the peer closed the connection before any of the 4 bytes expected`
+      )
+    }))
+})
