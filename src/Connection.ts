@@ -85,9 +85,11 @@ export interface Connection {
     options?: ReadUntilOptions
   ) => Effect.Effect<Uint8Array, ReadError | UnexpectedEof | FrameTooLarge | InvalidOptions>
   /**
-   * Sends all of `data` (strings as UTF-8), like `sendall`: succeeds once every byte was handed
-   * to the operating system, waiting while the peer does not read. Fails with `WriteTimeout`
-   * when the connection has a `writeTimeout` and the bytes are not taken in time.
+   * Sends all of `data` (strings as UTF-8), like `sendall`: succeeds only once every byte was
+   * handed to the operating system, waiting while the peer does not read. If the connection ends
+   * first, it fails with what ended it: `SocketClosed` after `close` or `reset` (from any fiber),
+   * `ConnectionReset` or `BrokenPipe` when the peer resets or dies. Fails with `WriteTimeout` when
+   * the connection has a `writeTimeout` and the system took none of its bytes for that long.
    */
   readonly write: (data: Uint8Array | string) => Effect.Effect<void, WriteError>
   /**

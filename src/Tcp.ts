@@ -19,7 +19,7 @@ import type { ConnectError, ListenError } from "./TcpError.js"
  * @category models
  */
 export interface ConnectOptions {
-  /** Host name or IP address. */
+  /** Host name or IP address; spaces, NUL and other control characters are `InvalidOptions`. */
   readonly host: string
   /** Port, 1 to 65535. */
   readonly port: number
@@ -27,7 +27,10 @@ export interface ConnectOptions {
   readonly connectTimeout?: Duration.DurationInput
   /** Fail a read with `ReadTimeout` when no byte arrives for this long. Default: wait forever. */
   readonly readTimeout?: Duration.DurationInput
-  /** Fail a write with `WriteTimeout` when the system does not take its bytes for this long. Default: wait forever. */
+  /**
+   * Fail a write with `WriteTimeout` when the system takes none of its bytes for this long: a large
+   * write that keeps moving does not time out. Default: wait forever.
+   */
   readonly writeTimeout?: Duration.DurationInput
   /** Enable TCP keep-alive probes, so a dead peer is noticed even on an idle connection. Default false. */
   readonly keepAlive?: boolean
@@ -35,7 +38,7 @@ export interface ConnectOptions {
   readonly keepAliveInitialDelay?: Duration.DurationInput
   /** Disable Nagle's algorithm, so small writes leave at once. Default true. */
   readonly noDelay?: boolean
-  /** Local address to connect from. */
+  /** Local IP address to connect from (an address of this machine; a name is `InvalidOptions`). */
   readonly localAddress?: string
 }
 
