@@ -42,8 +42,8 @@ const program = Effect.gen(function*() {
     max: 3,
     readTimeout: "2 seconds",
     acquireTimeout: "5 seconds",
-    // A connection idle for 100 ms or more is checked before it is lent.
-    healthCheck: HealthCheck.probe({ request: "PING\n", expect: "PONG\n", timeout: "500 millis" }),
+    // A new connection, and one idle for 100 ms or more, is checked before it is lent.
+    healthCheck: yield* HealthCheck.probe({ request: "PING\n", expect: "PONG\n", timeout: "500 millis" }),
     validateAfterIdle: "100 millis"
   })
   const printStats = (when: string) =>

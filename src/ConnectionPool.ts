@@ -27,11 +27,12 @@
  *
  * - Borrowing can be interrupted at any point (waiting, connecting, validating): nothing leaks.
  *   An item obtained too late is returned; a connection whose health check was interrupted is closed.
- * - A `use` whose function is interrupted closes its connection (and the pool replaces it): an
- *   interrupted write may have sent part of its bytes and an interrupted read leaves a reply
- *   unread, so the stream is out of step. The same holds for a failure that is a `TcpError` or a
- *   `HealthCheckFailed`, and for a defect. Any other failure (your own errors) returns the
- *   connection to the pool.
+ * - A connection goes back to the pool only when its use succeeded. A use that failed (with any
+ *   error: a `TcpError`, a `TimeoutException` of your `Effect.timeout`, your own protocol error),
+ *   died or was interrupted closes its connection, and the pool replaces it: an interrupted write
+ *   may have sent part of its bytes and an abandoned read leaves its reply on the way, which the
+ *   next borrower would read as the answer to its own request. `keepOnFailure` names the failures
+ *   of yours after which the stream is known to be in step.
  * - Giving a connection back is uninterruptible and immediate.
  *
  * @since 0.1.0
@@ -98,7 +99,8 @@ export class TooManyWaiters extends Schema.TaggedError<TooManyWaiters>()("TooMan
 
 /**
  * What borrowing can fail with: the connect's error (a new connection was needed and could not
- * be opened), a health check that failed on a new connection, the acquire timeout, or too many waiters.
+ * be opened), the health check of a new connection (with `healthCheck`), the acquire timeout, or
+ * too many waiters.
  *
  * @since 0.1.0
  * @category models
@@ -125,9 +127,9 @@ export interface PoolOptions {
   /** A connection older than this is closed instead of being lent or returned. Default: no limit. */
   readonly maxLifetime?: Duration.DurationInput
   /**
-   * A borrower that gets no connection within this (queueing, connecting, probing included) fails
-   * with `PoolTimeout`. A borrow that finds an idle connection at once is not timed: its health
-   * check, if any, has its own deadline. Default 30 seconds.
+   * A borrower that gets no connection within this fails with `PoolTimeout`: it bounds everything
+   * until your function gets a connection, queueing, connecting and health checks included. Default
+   * 30 seconds.
    */
   readonly acquireTimeout?: Duration.DurationInput
   /**
@@ -136,13 +138,23 @@ export interface PoolOptions {
    */
   readonly maxWaiters?: number
   /**
-   * A protocol check (such as `HealthCheck.ping`) run on borrow, when the connection was idle
-   * for `validateAfterIdle` or more, and on idle connections every `validationInterval`. A
-   * connection that fails it is closed and another one lent. Without it, connections are still
-   * checked without traffic: an idle connection that the peer closes (FIN), resets (RST) or
-   * sends unexpected bytes on is closed at once.
+   * A protocol check (such as `HealthCheck.redisPing`) run on borrow, before a new connection's
+   * first use (a completed connect proves only that the kernel answered the handshake, as it does
+   * for a frozen server) and when a connection was idle for `validateAfterIdle` or more, and on
+   * idle connections every `validationInterval`. An idle connection that fails it is closed and
+   * another one lent; a new one that fails it fails the borrower with `HealthCheckFailed`. Without
+   * it, connections are still checked without traffic: an idle connection that the peer closes
+   * (FIN), resets (RST) or sends unexpected bytes on is closed at once.
    */
   readonly healthCheck?: Probe
+  /**
+   * Which failures of a `use` (or of a `get`'s scope) leave the connection in step, so that it
+   * goes back to the pool instead of being closed: for instance a "not found" your protocol
+   * reads as a whole reply, `Predicate.isTagged("NotFound")`. Called with each failure of the
+   * use's cause. A `TcpError`, a `HealthCheckFailed`, a defect or an interruption always closes the
+   * connection, and so does a predicate that throws. Default: every failure closes it.
+   */
+  readonly keepOnFailure?: (error: unknown) => boolean
   /** Skip the borrow-time health check for a connection returned less than this ago. Default 1 second. */
   readonly validateAfterIdle?: Duration.DurationInput
   /**
@@ -181,9 +193,8 @@ export interface PoolStats {
  */
 export interface ConnectionPool<E = ConnectError> {
   /**
-   * Borrows a connection for `f`: it goes back to the pool when `f` succeeds or fails with an
-   * error of your own, and is closed (and replaced) when `f` fails with a `TcpError` or a
-   * `HealthCheckFailed`, dies or is interrupted.
+   * Borrows a connection for `f`: it goes back to the pool when `f` succeeds, and is closed (and
+   * replaced) when `f` fails, dies or is interrupted, unless `keepOnFailure` accepts the failure.
    */
   readonly use: <A, E2, R>(
     f: (connection: Connection) => Effect.Effect<A, E2, R>
@@ -210,14 +221,14 @@ export interface ConnectionPool<E = ConnectError> {
  * const program = Effect.gen(function*() {
  *   const pool = yield* ConnectionPool.make({
  *     host: "localhost",
- *     port: 8080,
+ *     port: 6379,
  *     readTimeout: "5 seconds",
  *     max: 10,
  *     acquireTimeout: "2 seconds",
- *     healthCheck: HealthCheck.ping
+ *     healthCheck: HealthCheck.redisPing
  *   })
  *   const reply = yield* pool.use((connection) =>
- *     Effect.zipRight(connection.write("GET key\n"), connection.readUntil("\n"))
+ *     Effect.zipRight(connection.write("INCR visits\r\n"), connection.readUntil("\r\n"))
  *   )
  *   yield* Effect.log(Buffer.from(reply).toString(), yield* pool.stats)
  * }).pipe(

@@ -109,7 +109,9 @@ export interface ProbeOptions {
 
 /**
  * A request/response probe: sends `request`, reads the reply and compares it, all within
- * `timeout`. Throws a `RangeError` at once for a timeout that is not a finite, non-negative duration.
+ * `timeout`. Building it is an Effect that fails with `InvalidOptions` for a bad option (a
+ * timeout that is not a finite, non-negative duration, a request that is not bytes): no
+ * constructor of this library throws.
  *
  * Interruption: an interrupted probe may leave its request sent and its reply unread; close the
  * connection (or do not reuse it for a request/response exchange).
@@ -119,16 +121,15 @@ export interface ProbeOptions {
  * import { Effect } from "effect"
  * import { HealthCheck, NodeTcp, Tcp } from "effect-tcp"
  *
- * // A line protocol: "PING\n" must be answered by "+PONG\n" within 500 ms.
- * const check = HealthCheck.probe({
- *   request: "PING\n",
- *   expect: (reply) => Buffer.from(reply).toString() === "+PONG",
- *   readReply: (connection) => connection.readUntil("\n"),
- *   timeout: "500 millis"
- * })
- *
  * const program = Effect.gen(function*() {
- *   const connection = yield* Tcp.connect({ host: "localhost", port: 6379 })
+ *   // A line protocol: "HEALTH?\n" must be answered by a line starting "+OK" within 500 ms.
+ *   const check = yield* HealthCheck.probe({
+ *     request: "HEALTH?\n",
+ *     expect: (reply) => Buffer.from(reply).toString().startsWith("+OK"),
+ *     readReply: (connection) => connection.readUntil("\n"),
+ *     timeout: "500 millis"
+ *   })
+ *   const connection = yield* Tcp.connect({ host: "localhost", port: 7000 })
  *   yield* check(connection)
  * }).pipe(
  *   Effect.catchTag("HealthCheckFailed", (e) => Effect.logWarning(e.message)),
@@ -140,10 +141,11 @@ export interface ProbeOptions {
  * @since 0.1.0
  * @category constructors
  */
-export const probe: (options?: ProbeOptions) => Probe = internal.probe
+export const probe: (options?: ProbeOptions) => Effect.Effect<Probe, TcpError.InvalidOptions> = internal.probe
 
 /**
- * The seed's health check: sends `PING`, expects exactly `PONG` within 1 second.
+ * The seed's health check: sends `PING` (no line ending), expects exactly the 4 bytes `PONG`
+ * within 1 second. For Redis, use {@link redisPing}.
  *
  * @example
  * ```ts
@@ -160,6 +162,31 @@ export const probe: (options?: ProbeOptions) => Probe = internal.probe
  * @category probes
  */
 export const ping: Probe = internal.ping
+
+/**
+ * Redis's health check (and that of servers speaking its protocol, RESP: Valkey, KeyDB, ...):
+ * sends `PING` as a RESP command and expects the line `+PONG` (ending in CRLF) within 1 second.
+ * An error reply, such as `-NOAUTH Authentication required.` from a server that wants a
+ * password, fails with `WrongReply` showing the whole line. For another deadline, build the same
+ * check with {@link probe}: `{ request: "PING\r\n", expect: "+PONG", readReply: (c) => c.readUntil("\r\n"), timeout }`.
+ *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import { ConnectionPool, HealthCheck, NodeTcp } from "effect-tcp"
+ *
+ * const program = Effect.gen(function*() {
+ *   const pool = yield* ConnectionPool.make({ host: "localhost", port: 6379, healthCheck: HealthCheck.redisPing })
+ *   return yield* pool.use((connection) =>
+ *     Effect.zipRight(connection.write("INCR visits\r\n"), connection.readUntil("\r\n"))
+ *   )
+ * }).pipe(Effect.scoped, Effect.provide(NodeTcp.layer))
+ * ```
+ *
+ * @since 0.1.0
+ * @category probes
+ */
+export const redisPing: Probe = internal.redisPing
 
 /**
  * Options of {@link heartbeat}.

@@ -10,6 +10,7 @@ import type * as net from "node:net"
 import { HealthCheck, Retry, Tcp } from "../src/index.js"
 import { effect, eventually, live, rawServer, realSleep } from "./support/harness.js"
 import { captureLogs } from "./support/logs.js"
+import { redisServer, resp } from "./support/redis.js"
 
 type Behaviour = "PONG" | "garbage" | "stall" | "close"
 
@@ -125,22 +126,39 @@ describe("HealthCheck.probe", () => {
         })
       })
       const connection = yield* Tcp.connect({ host: "127.0.0.1", port })
-      const healthy = HealthCheck.probe({
+      const healthy = yield* HealthCheck.probe({
         request: "HEALTH?\n",
         expect: (reply) => Buffer.from(reply).toString().startsWith("+OK"),
         readReply: (c) => c.readUntil("\n"),
         timeout: "200 millis"
       })
       yield* healthy(connection)
-      const picky = HealthCheck.probe({ request: "HEALTH?\n", expect: (reply) => reply.length === 0, readReply: (c) => c.readUntil("\n") })
+      const picky = yield* HealthCheck.probe({ request: "HEALTH?\n", expect: (reply) => reply.length === 0, readReply: (c) => c.readUntil("\n") })
       const error = yield* Effect.flip(picky(connection))
       expect(error.reason).toEqual({ _tag: "WrongReply", expected: "a reply the check accepts", received: `"+OK uptime=42"` })
     }))
 
-  effect("rejects a bad timeout at once with a RangeError", () =>
-    Effect.sync(() => {
-      expect(() => HealthCheck.probe({ timeout: -1 })).toThrow("timeout must be a finite, non-negative duration")
-      expect(() => HealthCheck.probe({ timeout: "soon" as any })).toThrow(RangeError)
+  effect("a bad option fails building the probe with InvalidOptions, and never throws", () =>
+    Effect.gen(function*() {
+      const cases: Array<[Record<string, unknown>, string]> = [
+        [{ timeout: -1 }, "got -1"],
+        [{ timeout: NaN }, "got NaN"],
+        [{ timeout: "-5 seconds" }, `got "-5 seconds"`],
+        [{ timeout: [-5, 0] }, "got [-5, 0]"],
+        [{ timeout: "soon" }, `got "soon"`],
+        [{ request: 42 }, "42"],
+        [{ expect: 42 }, "42"],
+        [{ readReply: "line" }, `"line"`]
+      ]
+      for (const [options, issue] of cases) {
+        const built = Effect.suspend(() => HealthCheck.probe(options as HealthCheck.ProbeOptions))
+        const error = yield* Effect.flip(built)
+        expect(error).toMatchObject({ _tag: "InvalidOptions", operation: "read" })
+        expect(error.issues).toContain(issue)
+      }
+      expect((yield* Effect.flip(HealthCheck.probe({ timeout: "-5 seconds" }))).message).toBe(
+        `invalid read options: HealthCheck.probe: timeout: expected a finite, non-negative duration (milliseconds, or a string like "5 seconds"), got "-5 seconds"`
+      )
     }))
 })
 
@@ -229,5 +247,64 @@ describe("HealthCheck.heartbeat", () => {
       const exit = yield* Effect.scoped(HealthCheck.heartbeat(connection)).pipe(Effect.exit)
       expect(Exit.isSuccess(exit)).toBe(true)
       // The harness fails the test if the heartbeat's fiber were still running.
+    }))
+})
+
+describe("HealthCheck against redis-server", () => {
+  live("redisPing passes against a real redis-server, many times over one connection", () =>
+    Effect.gen(function*() {
+      const redis = yield* redisServer
+      const connection = yield* Tcp.connect({ host: "127.0.0.1", port: redis.port })
+      for (let i = 0; i < 3; i++) yield* HealthCheck.redisPing(connection)
+      // In step: the next exchange reads its own reply.
+      yield* connection.write(resp("ECHO", "after the probes"))
+      expect(Buffer.from(yield* connection.readUntil("\r\n")).toString()).toBe("$16")
+      expect(Buffer.from(yield* connection.readUntil("\r\n")).toString()).toBe("after the probes")
+    }))
+
+  live("the seed's ping is not Redis's: redisPing exists because Redis wants a line and answers one", () =>
+    Effect.gen(function*() {
+      const redis = yield* redisServer
+      // Redis reads an inline command up to its line ending: "PING" alone is never answered.
+      const connection = yield* Tcp.connect({ host: "127.0.0.1", port: redis.port })
+      const error = yield* Effect.flip(HealthCheck.ping(connection))
+      expect(error.reason).toEqual({ _tag: "Timeout", timeoutMillis: 1000 })
+    }))
+
+  live("an error reply (a server that wants a password) fails redisPing with WrongReply showing the whole line", () =>
+    Effect.gen(function*() {
+      const redis = yield* redisServer
+      expect(yield* redis.command("CONFIG", "SET", "requirepass", "secret")).toBe("+OK\r\n")
+      const connection = yield* Tcp.connect({ host: "127.0.0.1", port: redis.port })
+      const error = yield* Effect.flip(HealthCheck.redisPing(connection))
+      expect(error.reason).toEqual({
+        _tag: "WrongReply",
+        expected: `"+PONG"`,
+        received: `"-NOAUTH Authentication required."`
+      })
+      expect(error.transient).toBe(false)
+    }))
+
+  effect("a heartbeat with redisPing closes its connection when the server freezes (SIGSTOP)", () =>
+    Effect.gen(function*() {
+      const redis = yield* redisServer
+      yield* Effect.addFinalizer(() => redis.thaw)
+      const logs = captureLogs()
+      const connection = yield* Tcp.connect({ host: "127.0.0.1", port: redis.port })
+      yield* redis.command("CONFIG", "RESETSTAT")
+      const heartbeat = yield* HealthCheck.heartbeat(connection, { probe: HealthCheck.redisPing, schedule: Schedule.spaced("5 seconds") }).pipe(
+        Effect.provide(logs.layer)
+      )
+      yield* TestClock.adjust("5 seconds")
+      // Redis counts the PING it answered.
+      while (!(yield* redis.command("INFO", "commandstats")).includes("cmdstat_ping:calls=1,")) yield* realSleep(2)
+      expect(yield* heartbeat.failure).toEqual(Option.none())
+      yield* redis.freeze
+      yield* TestClock.adjust("5 seconds")
+      yield* realSleep(20)
+      yield* TestClock.adjust("1 second")
+      const failure = yield* heartbeat.awaitFailure
+      expect(failure.reason).toEqual({ _tag: "Timeout", timeoutMillis: 1000 })
+      expect(yield* connection.state).toEqual({ _tag: "Closed" })
     }))
 })

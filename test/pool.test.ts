@@ -1,16 +1,20 @@
 import { describe, expect } from "@effect/vitest"
+import * as Data from "effect/Data"
 import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
+import * as Predicate from "effect/Predicate"
 import * as Random from "effect/Random"
 import * as Scope from "effect/Scope"
 import * as TestClock from "effect/TestClock"
 import * as net from "node:net"
 import { ConnectionPool, HealthCheck, TcpError } from "../src/index.js"
 import type { Connection } from "../src/Connection.js"
-import { closedPort, effect, eventually, live, realSleep } from "./support/harness.js"
+import type * as Tcp from "../src/Tcp.js"
+import { closedPort, effect, eventually, live, rawServer, realSleep } from "./support/harness.js"
 import { fullBacklogListener } from "./support/processes.js"
+import { type Redis, redisServer, resp } from "./support/redis.js"
 
 type Mode = "echo" | "stall" | "garbage"
 
@@ -284,47 +288,116 @@ describe("ConnectionPool", () => {
       expect(yield* pool.stats).toMatchObject({ idle: 1, opened: 3, closed: 2 })
     }))
 
-  live("a new connection that fails its health check fails the borrower with HealthCheckFailed", () =>
+  live("a new connection is probed before its first use: one that fails its health check fails the borrower with HealthCheckFailed", () =>
     Effect.gen(function*() {
       const server = yield* restartableServer
       server.state.mode = "garbage"
-      const pool = yield* poolOf(server, { healthCheck: HealthCheck.ping, validateAfterIdle: 0 })
+      const pool = yield* poolOf(server, { healthCheck: HealthCheck.ping })
       const error = yield* Effect.flip(pool.use((c) => exchange(c)))
       expect(error).toMatchObject({ _tag: "HealthCheckFailed", reason: { _tag: "WrongReply", received: `"PANG"` } })
       expect(yield* pool.stats).toMatchObject({ idle: 0, inUse: 0, closed: 1 })
     }))
 
-  live("use returns the connection after success or a failure of your own, and closes it after a TcpError, a defect or an interruption", () =>
+  effect("a use that fails, even by its own timeout, closes its connection: the next borrower never reads the reply to another's request", () =>
+    Effect.gen(function*() {
+      // A line server that answers "reply to <line>", the first reply only once the test says so.
+      const received: Array<string> = []
+      let releaseFirst = () => {}
+      const { port } = yield* rawServer((socket) => {
+        let pending = ""
+        socket.on("data", (chunk: Buffer) => {
+          pending += chunk.toString()
+          for (let end = pending.indexOf("\n"); end >= 0; end = pending.indexOf("\n")) {
+            const line = pending.slice(0, end)
+            pending = pending.slice(end + 1)
+            received.push(line)
+            const answer = () => socket.writable && socket.write(`reply to ${line}\n`)
+            if (line === "first") releaseFirst = answer
+            else answer()
+          }
+        })
+      })
+      const pool = yield* ConnectionPool.make({ host: "127.0.0.1", port, max: 1 })
+      const request = (line: string) =>
+        pool.use((c) =>
+          c.write(`${line}\n`).pipe(
+            Effect.zipRight(c.readUntil("\n")),
+            Effect.map((reply) => Buffer.from(reply).toString()),
+            Effect.timeout("50 millis")
+          )
+        )
+      const first = yield* Effect.fork(request("first"))
+      yield* eventually(() => received.includes("first"))
+      yield* TestClock.adjust("50 millis")
+      expect((yield* Effect.flip(Fiber.join(first)))._tag).toBe("TimeoutException")
+      // The late reply arrives, on a connection that must not be lent again.
+      releaseFirst()
+      expect(yield* request("second")).toBe("reply to second")
+      expect(yield* pool.stats).toMatchObject({ opened: 2, closed: 1, idle: 1 })
+    }))
+
+  live("use returns the connection only after success; any failure, a defect or an interruption closes it", () =>
     Effect.gen(function*() {
       const server = yield* restartableServer
       const pool = yield* poolOf(server, { max: 1 })
       const portOf = pool.use((c) => Effect.succeed(c.localAddress.port))
       const first = yield* portOf
-      expect(yield* Effect.flip(pool.use(() => Effect.fail("not found" as const)))).toBe("not found")
       expect(yield* portOf).toBe(first)
 
-      const failed = yield* Effect.flip(pool.use((c) => c.readExactly(100).pipe(Effect.timeout("10 millis"))))
-      expect(failed._tag).toBe("TimeoutException")
-      expect(yield* portOf).toBe(first) // a failure of your own, even a timeout: returned
+      expect(yield* Effect.flip(pool.use(() => Effect.fail("not found" as const)))).toBe("not found")
+      const second = yield* portOf
+      expect(second).not.toBe(first) // a failure of your own: closed, the stream may be out of step
 
       const reset = yield* Effect.flip(pool.use((c) =>
         Effect.fail(new TcpError.ConnectionReset({ operation: "read", endpoint: c.remoteAddress }))
       ))
       expect(reset._tag).toBe("ConnectionReset")
-      const second = yield* portOf
-      expect(second).not.toBe(first)
+      const third = yield* portOf
+      expect(third).not.toBe(second)
 
       const died = yield* Effect.exit(pool.use(() => Effect.die("bug")))
       expect(Exit.isFailure(died)).toBe(true)
-      const third = yield* portOf
-      expect(third).not.toBe(second)
+      const fourth = yield* portOf
+      expect(fourth).not.toBe(third)
 
       const fiber = yield* Effect.fork(pool.use((c) => c.readExactly(100)))
       yield* eventually(() => Effect.runSync(pool.stats).inUse === 1)
       yield* Fiber.interrupt(fiber)
-      expect(yield* portOf).not.toBe(third)
-      yield* eventually(() => server.state.ended === 3)
-      expect(yield* pool.stats).toMatchObject({ opened: 4, closed: 3, idle: 1 })
+      expect(yield* portOf).not.toBe(fourth)
+      yield* eventually(() => server.state.ended === 4)
+      expect(yield* pool.stats).toMatchObject({ opened: 5, closed: 4, idle: 1 })
+    }))
+
+  live("keepOnFailure names the failures that leave the connection in step: those return it, the rest still close it", () =>
+    Effect.gen(function*() {
+      const server = yield* restartableServer
+      class NotFound extends Data.TaggedError("NotFound")<{}> {}
+      const pool = yield* poolOf(server, { max: 1, keepOnFailure: Predicate.isTagged("NotFound") })
+      const portOf = pool.use((c) => Effect.succeed(c.localAddress.port))
+      const first = yield* portOf
+
+      // The whole reply was read, then found to mean "not found": the stream is in step.
+      const notFound = yield* Effect.flip(pool.use((c) => Effect.zipRight(exchange(c), new NotFound())))
+      expect(notFound._tag).toBe("NotFound")
+      expect(yield* portOf).toBe(first)
+
+      expect(yield* Effect.flip(pool.use(() => Effect.fail("other" as const)))).toBe("other")
+      const second = yield* portOf
+      expect(second).not.toBe(first)
+
+      // The connection's own failures close it whatever the predicate says.
+      const everything = yield* poolOf(server, { max: 1, keepOnFailure: () => true })
+      const before = yield* everything.use((c) => Effect.succeed(c.localAddress.port))
+      const timedOut = yield* Effect.flip(everything.use((c) =>
+        Effect.fail(new TcpError.ReadTimeout({ operation: "read", endpoint: c.remoteAddress, timeoutMillis: 10 }))
+      ))
+      expect(timedOut._tag).toBe("ReadTimeout")
+      expect(yield* everything.use((c) => Effect.succeed(c.localAddress.port))).not.toBe(before)
+
+      const throwing = yield* poolOf(server, { max: 1, keepOnFailure: () => { throw new Error("bug") } })
+      const kept = yield* throwing.use((c) => Effect.succeed(c.localAddress.port))
+      expect(yield* Effect.flip(throwing.use(() => new NotFound()))).toBeInstanceOf(NotFound)
+      expect(yield* throwing.use((c) => Effect.succeed(c.localAddress.port))).not.toBe(kept)
     }))
 
   live("get lends a connection until its scope closes, with the same rules", () =>
@@ -340,6 +413,9 @@ describe("ConnectionPool", () => {
       const failing = Effect.scoped(Effect.flatMap(pool.get, (c) => Effect.flatMap(exchange(c), () => Effect.fail(new TcpError.BrokenPipe({ operation: "write", endpoint: c.remoteAddress })))))
       expect((yield* Effect.flip(failing))._tag).toBe("BrokenPipe")
       expect(yield* pool.stats).toMatchObject({ inUse: 0, idle: 0, closed: 1 })
+      const mine = Effect.scoped(Effect.flatMap(pool.get, (c) => Effect.zipRight(exchange(c), Effect.fail("mine" as const))))
+      expect(yield* Effect.flip(mine)).toBe("mine")
+      expect(yield* pool.stats).toMatchObject({ inUse: 0, idle: 0, closed: 2 })
     }))
 
   live("invalidate closes a borrowed connection now and the pool replaces it", () =>
@@ -390,13 +466,27 @@ describe("ConnectionPool", () => {
   effect("rejects bad options with InvalidOptions before any connect", () =>
     Effect.gen(function*() {
       const port = yield* closedPort
+      const notADuration = (value: string) =>
+        `expected a finite, non-negative duration (milliseconds, or a string like "5 seconds"), got ${value}`
       const cases: Array<[Record<string, unknown>, string]> = [
         [{ min: 3, max: 2 }, "min (3) must not exceed max (2)"],
         [{ max: 0 }, "max must be an integer of at least 1, got 0"],
-        [{ acquireTimeout: -1 }, "acquireTimeout must be a finite, non-negative duration, got -1"],
+        [{ acquireTimeout: -1 }, `acquireTimeout: ${notADuration("-1")}`],
         [{ maxWaiters: 1.5 }, "maxWaiters must be an integer of at least 0, got 1.5"],
+        [{ validationInterval: 0 }, "validationInterval must be more than 0"],
+        [{ keepOnFailure: "NotFound" }, "keepOnFailure must be a function, got string"],
         [{ port: 70000 }, "a port to connect to is an integer from 1 to 65535"]
       ]
+      // Duration.decode takes each of these for 0 (or throws): every duration of the pool refuses them.
+      for (const name of ["idleTimeToLive", "maxLifetime", "acquireTimeout", "validateAfterIdle", "validationInterval"]) {
+        cases.push(
+          [{ [name]: NaN }, `${name}: ${notADuration("NaN")}`],
+          [{ [name]: "-5 seconds" }, `${name}: ${notADuration(`"-5 seconds"`)}`],
+          [{ [name]: [-5, 0] }, `${name}: ${notADuration("[-5, 0]")}`],
+          [{ [name]: "1e3 millis" }, `${name}: ${notADuration(`"1e3 millis"`)}`],
+          [{ [name]: Infinity }, `${name}: ${notADuration("Infinity")}`]
+        )
+      }
       for (const [options, issue] of cases) {
         const error = yield* Effect.flip(ConnectionPool.make({ host: "127.0.0.1", port, ...options }))
         expect(error).toMatchObject({ _tag: "InvalidOptions", operation: "connect" })
@@ -412,5 +502,131 @@ describe("ConnectionPool", () => {
         yield* Effect.forEach([1, 2, 3], () => pool.use((c) => exchange(c)), { concurrency: "unbounded" })
       }))
       yield* eventually(() => server.state.ended === 3)
+    }))
+})
+
+describe("ConnectionPool against redis-server", () => {
+  const redisPool = (redis: Redis, options: ConnectionPool.PoolOptions & Partial<Tcp.ConnectOptions> = {}) =>
+    ConnectionPool.make({ host: "127.0.0.1", port: redis.port, ...options })
+
+  /** PING as Redis clients send it, and the reply line. */
+  const ping = (connection: Connection) =>
+    Effect.zipRight(connection.write(resp("PING")), connection.readUntil("\r\n")).pipe(
+      Effect.map((reply) => Buffer.from(reply).toString())
+    )
+
+  effect("idle connections to a healthy, quiet server stay open whatever the readTimeout: the watcher's read waits for the peer, not for the deadline", () =>
+    Effect.gen(function*() {
+      const redis = yield* redisServer
+      const pool = yield* redisPool(redis, { readTimeout: "1 second", min: 2 })
+      yield* eventually(() => Effect.runSync(pool.stats).idle === 2)
+      const ports = new Set(Array.from(yield* Effect.forEach([1, 2], () => pool.use((c) => Effect.succeed(c.localAddress.port)), { concurrency: "unbounded" })))
+      // Seven readTimeouts and more, each a chance for a watcher to take the silence for a dead peer.
+      for (let step = 0; step < 16; step++) {
+        yield* TestClock.adjust("500 millis")
+        yield* realSleep(5)
+      }
+      expect(yield* pool.stats).toMatchObject({ idle: 2, opened: 2, closed: 0 })
+      expect(yield* redis.connectedClients).toBe(2)
+      // The same two connections, still answering; a use's own read still has its deadline.
+      const lent = yield* Effect.forEach([1, 2], () =>
+        pool.use((c) => Effect.map(ping(c), (reply) => [reply, c.localAddress.port] as const)), { concurrency: "unbounded" })
+      expect(lent.map(([reply]) => reply)).toEqual(["+PONG", "+PONG"])
+      expect(new Set(lent.map(([, port]) => port))).toEqual(ports)
+      const stuck = yield* Effect.forkScoped(pool.use((c) => c.readExactly(1)))
+      yield* realSleep(20)
+      yield* TestClock.adjust("1250 millis")
+      expect(yield* Effect.flip(Fiber.join(stuck))).toMatchObject({ _tag: "ReadTimeout", timeoutMillis: 1000 })
+    }))
+
+  // Borrowers are forked in the test's scope: a failing test interrupts them before the pool waits for its connections.
+  effect("with the server frozen (SIGSTOP), a borrow from a new pool fails within acquireTimeout: the new connection's probe is part of the borrow", () =>
+    Effect.gen(function*() {
+      const redis = yield* redisServer
+      yield* Effect.addFinalizer(() => redis.thaw)
+      // The kernel still completes handshakes for the frozen process: only a probe shows it is not answering.
+      yield* redis.freeze
+      const slowPing = yield* HealthCheck.probe({
+        request: "PING\r\n",
+        expect: "+PONG",
+        readReply: (c) => c.readUntil("\r\n"),
+        timeout: "5 seconds"
+      })
+      const pool = yield* redisPool(redis, { healthCheck: slowPing, acquireTimeout: "2 seconds" })
+      let lent = 0
+      const borrower = yield* Effect.forkScoped(pool.use((c) => Effect.zipRight(Effect.sync(() => lent++), ping(c))))
+      yield* eventually(() => Effect.runSync(pool.stats).connecting === 0 && Effect.runSync(pool.stats).inUse === 1)
+      yield* realSleep(20)
+      expect(lent).toBe(0)
+      yield* TestClock.adjust("1999 millis")
+      yield* realSleep(20)
+      expect(borrower.unsafePoll()).toBeNull()
+      yield* TestClock.adjust("1 millis")
+      const error = yield* Effect.flip(Fiber.join(borrower))
+      expect(error).toMatchObject({ _tag: "PoolTimeout", timeoutMillis: 2000 })
+      expect(lent).toBe(0)
+      // The connection whose probe was cut is out of step: closed, never lent.
+      expect(yield* pool.stats).toMatchObject({ idle: 0, inUse: 0, opened: 1, closed: 1 })
+
+      // With HealthCheck.redisPing (1 s) the probe's own deadline comes first.
+      const quick = yield* redisPool(redis, { healthCheck: HealthCheck.redisPing, acquireTimeout: "2 seconds" })
+      const second = yield* Effect.forkScoped(quick.use((c) => Effect.zipRight(Effect.sync(() => lent++), ping(c))))
+      yield* eventually(() => Effect.runSync(quick.stats).connecting === 0 && Effect.runSync(quick.stats).inUse === 1)
+      yield* realSleep(20)
+      expect(lent).toBe(0)
+      yield* TestClock.adjust("1 second")
+      expect(yield* Effect.flip(Fiber.join(second))).toMatchObject({
+        _tag: "HealthCheckFailed",
+        reason: { _tag: "Timeout", timeoutMillis: 1000 }
+      })
+      expect(lent).toBe(0)
+
+      // Thawed, the server answers: a new connection passes its probe and is lent.
+      yield* redis.thaw
+      expect(yield* quick.use(ping)).toBe("+PONG")
+      expect(lent).toBe(0)
+    }))
+
+  effect("acquireTimeout bounds the probe of an idle connection too, when the borrow finds one at once", () =>
+    Effect.gen(function*() {
+      const redis = yield* redisServer
+      yield* Effect.addFinalizer(() => redis.thaw)
+      const slowPing = yield* HealthCheck.probe({
+        request: "PING\r\n",
+        expect: "+PONG",
+        readReply: (c) => c.readUntil("\r\n"),
+        timeout: "5 seconds"
+      })
+      const pool = yield* redisPool(redis, { healthCheck: slowPing, acquireTimeout: "2 seconds", validateAfterIdle: "1 second" })
+      let lent = 0
+      const counted = pool.use((c) => Effect.zipRight(Effect.sync(() => lent++), ping(c)))
+      expect(yield* counted).toBe("+PONG")
+      yield* redis.freeze
+      yield* TestClock.adjust("1 second")
+      // A free permit and an idle connection that is due for its probe.
+      const borrower = yield* Effect.forkScoped(counted)
+      yield* eventually(() => Effect.runSync(pool.stats).inUse === 1)
+      yield* realSleep(20)
+      yield* TestClock.adjust("1999 millis")
+      yield* realSleep(20)
+      expect(borrower.unsafePoll()).toBeNull()
+      // At the deadline, before the probe's own (5 s): the borrower fails with the pool's, lent nothing.
+      yield* TestClock.adjust("1 millis")
+      yield* eventually(() => borrower.unsafePoll() !== null || lent > 1)
+      expect(lent).toBe(1)
+      expect(yield* Effect.flip(Fiber.join(borrower))).toMatchObject({ _tag: "PoolTimeout", timeoutMillis: 2000 })
+      expect(yield* pool.stats).toMatchObject({ idle: 0, inUse: 0, closed: 1 })
+    }), 10_000)
+
+  live("a new connection is probed once before its first use, then lent without a probe while it is busy", () =>
+    Effect.gen(function*() {
+      const redis = yield* redisServer
+      const pool = yield* redisPool(redis, { healthCheck: HealthCheck.redisPing, max: 2, validateAfterIdle: "1 minute" })
+      yield* redis.command("CONFIG", "RESETSTAT")
+      yield* Effect.forEach(Array.from({ length: 20 }), () => pool.use(ping), { concurrency: 2 })
+      // Redis counts the commands it ran: 20 of ours and one PING per connection opened.
+      const stats = yield* pool.stats
+      const info = yield* redis.command("INFO", "commandstats")
+      expect(Number(/cmdstat_ping:calls=(\d+)/.exec(info)![1])).toBe(20 + stats.opened)
     }))
 })

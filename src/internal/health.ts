@@ -1,6 +1,7 @@
 import * as Deferred from "effect/Deferred"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
 import * as Option from "effect/Option"
 import * as Schedule from "effect/Schedule"
 import * as Schema from "effect/Schema"
@@ -9,6 +10,7 @@ import type { Connection } from "../Connection.js"
 import type { Heartbeat, HeartbeatOptions, Probe, ProbeOptions } from "../HealthCheck.js"
 import { HealthCheckFailed } from "../HealthCheck.js"
 import * as TcpError from "../TcpError.js"
+import * as Options from "./options.js"
 
 /**
  * Every error of the core as one Schema, so that errors carrying one stay serialisable.
@@ -52,27 +54,20 @@ export const showBytes = (bytes: Uint8Array | string): string => {
   return buffer.length > shownBytes ? `${text} (${buffer.length} bytes)` : text
 }
 
-const timeoutOf = (input: Duration.DurationInput): Duration.Duration => {
-  const decoded = Duration.decodeUnknown(input)
-  // Duration clamps negative numbers to zero: reject them before it does.
-  const negative = typeof input === "number" && input < 0
-  if (decoded._tag === "None" || negative || !Duration.isFinite(decoded.value)) {
-    throw new RangeError(`HealthCheck.probe: timeout must be a finite, non-negative duration, got ${String(input)}`)
-  }
-  return decoded.value
-}
-
 const nextBytes = (connection: Connection): Effect.Effect<Uint8Array, TcpError.TcpError> =>
   Effect.flatMap(connection.read, (chunk) =>
     Option.isSome(chunk)
       ? Effect.succeed(chunk.value)
       : Effect.fail(new TcpError.UnexpectedEof({ operation: "read", endpoint: connection.remoteAddress, received: 0 })))
 
-/** @internal */
-export const probe = (options: ProbeOptions = {}): Probe => {
-  const request = options.request ?? "PING"
-  const expect = options.expect ?? "PONG"
-  const timeout = timeoutOf(options.timeout ?? "1 second")
+/** A probe from options already checked. */
+const makeProbe = (options: {
+  readonly request: Uint8Array | string
+  readonly expect: Uint8Array | string | ((reply: Uint8Array) => boolean)
+  readonly readReply: ((connection: Connection) => Effect.Effect<Uint8Array, TcpError.TcpError>) | undefined
+  readonly timeout: Duration.Duration
+}): Probe => {
+  const { expect, request, timeout } = options
   const timeoutMillis = Duration.toMillis(timeout)
   const expected = typeof expect === "function" ? undefined : Buffer.from(expect)
   const readReply = options.readReply ??
@@ -101,8 +96,46 @@ export const probe = (options: ProbeOptions = {}): Probe => {
   }
 }
 
+const defaultTimeout = Duration.seconds(1)
+
+const isBytes = (value: unknown): value is Uint8Array | string => typeof value === "string" || value instanceof Uint8Array
+
 /** @internal */
-export const ping: Probe = probe()
+export const probe = (options: ProbeOptions = {}): Effect.Effect<Probe, TcpError.InvalidOptions> =>
+  Effect.suspend(() => {
+    const { expect = "PONG", readReply, request = "PING" } = options
+    const issues: Array<string> = []
+    if (!isBytes(request)) issues.push(`request must be bytes or a string, got ${showValue(request)}`)
+    if (!isBytes(expect) && typeof expect !== "function") {
+      issues.push(`expect must be bytes, a string or a predicate on the reply, got ${showValue(expect)}`)
+    }
+    if (readReply !== undefined && typeof readReply !== "function") {
+      issues.push(`readReply must be a function that reads the reply, got ${showValue(readReply)}`)
+    }
+    const timeout = options.timeout === undefined
+      ? Either.right(defaultTimeout)
+      : Options.durationOption("timeout", options.timeout)
+    if (Either.isLeft(timeout)) issues.push(timeout.left)
+    if (issues.length > 0 || Either.isLeft(timeout)) {
+      return Effect.fail(new TcpError.InvalidOptions({ operation: "read", issues: `HealthCheck.probe: ${issues.join("; ")}` }))
+    }
+    return Effect.succeed(makeProbe({ request, expect, readReply, timeout: timeout.right }))
+  })
+
+const showValue = (value: unknown): string => typeof value === "string" ? JSON.stringify(value) : String(value)
+
+/** @internal */
+export const ping: Probe = makeProbe({ request: "PING", expect: "PONG", readReply: undefined, timeout: defaultTimeout })
+
+/** @internal */
+export const redisPing: Probe = makeProbe({
+  // An array of one bulk string, as Redis clients send commands; Redis answers the line "+PONG".
+  request: "*1\r\n$4\r\nPING\r\n",
+  expect: "+PONG",
+  // An error reply ("-NOAUTH ...", "-LOADING ...") is one line too: WrongReply then shows all of it.
+  readReply: (connection) => connection.readUntil("\r\n", { maxBytes: 1024 }),
+  timeout: defaultTimeout
+})
 
 const stopped = Symbol("stopped")
 

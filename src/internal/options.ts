@@ -42,6 +42,15 @@ export const DurationOption: Schema.Schema<Duration.Duration, Duration.DurationI
   encode: ParseResult.succeed
 }) as any
 
+const decodeDurationOption = Schema.decodeUnknownEither(DurationOption)
+
+/** One duration option decoded, or what is wrong with it as one line naming it, for modules that list their issues. */
+export const durationOption = (name: string, input: unknown): Either.Either<Duration.Duration, string> =>
+  Either.mapLeft(
+    decodeDurationOption(input),
+    (error) => `${name}: ${ParseResult.ArrayFormatter.formatErrorSync(error).map((issue) => issue.message).join(", ")}`
+  )
+
 const ConnectPort = Schema.Int.pipe(
   Schema.between(1, 65535, { message: () => "a port to connect to is an integer from 1 to 65535" })
 )

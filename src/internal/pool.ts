@@ -122,6 +122,8 @@ class Slot<E> {
   /** Why the watcher found the connection dead. */
   death: HealthCheckFailed | undefined = undefined
   validation: Deferred.Deferred<boolean> | undefined = undefined
+  /** Whether the health check ever passed on it: a new connection is probed before its first use. */
+  checked = false
   constructor(
     /** Order of the connect attempt: a borrower reports only failures of attempts begun after it arrived. */
     readonly seq: number,
@@ -154,26 +156,30 @@ const validateOptions = (options: PoolOptions): Effect.Effect<Validated, TcpErro
     }
     return value
   }
-  const duration = (name: string, value: Duration.DurationInput | undefined, fallback: Duration.Duration) => {
+  const duration = <D extends Duration.Duration | undefined>(
+    name: string,
+    value: Duration.DurationInput | undefined,
+    fallback: D
+  ): Duration.Duration | D => {
     if (value === undefined) return fallback
-    const decoded = Duration.decodeUnknown(value)
-    // Duration clamps negative numbers to zero: reject them before it does.
-    if (Option.isNone(decoded) || (typeof value === "number" && value < 0) || !Duration.isFinite(decoded.value)) {
-      issues.push(`${name} must be a finite, non-negative duration, got ${String(value)}`)
-      return fallback
-    }
-    return decoded.value
+    const decoded = Options.durationOption(name, value)
+    if (Either.isRight(decoded)) return decoded.right
+    issues.push(decoded.left)
+    return fallback
+  }
+  const callable = (name: string, value: unknown) => {
+    if (value !== undefined && typeof value !== "function") issues.push(`${name} must be a function, got ${typeof value}`)
   }
   const min = count("min", options.min, defaults.min, 0)
   const max = count("max", options.max, Math.max(defaults.max, min), 1)
   if (min > max) issues.push(`min (${min}) must not exceed max (${max})`)
+  callable("healthCheck", options.healthCheck)
+  callable("keepOnFailure", options.keepOnFailure)
   const validated: Validated = {
     min,
     max,
     idleTimeToLive: duration("idleTimeToLive", options.idleTimeToLive, defaults.idleTimeToLive),
-    maxLifetime: options.maxLifetime === undefined
-      ? undefined
-      : duration("maxLifetime", options.maxLifetime, Duration.infinity),
+    maxLifetime: duration("maxLifetime", options.maxLifetime, undefined),
     acquireTimeout: duration("acquireTimeout", options.acquireTimeout, defaults.acquireTimeout),
     maxWaiters: options.maxWaiters === Infinity ? Infinity : count("maxWaiters", options.maxWaiters, Infinity, 0),
     validateAfterIdle: duration("validateAfterIdle", options.validateAfterIdle, defaults.validateAfterIdle),
@@ -185,19 +191,33 @@ const validateOptions = (options: PoolOptions): Effect.Effect<Validated, TcpErro
     : Effect.fail(new TcpError.InvalidOptions({ operation: "connect", issues: issues.join("; ") }))
 }
 
-/** Whether a use that ended so leaves the connection unfit to lend again. */
-const spoils = (exit: Exit.Exit<unknown, unknown>): boolean => {
-  if (Exit.isSuccess(exit)) return false
-  const failure = Cause.failureOption(exit.cause)
-  // A defect or an interruption: the exchange stopped at an unknown point of the stream.
-  if (Option.isNone(failure)) return true
-  return TcpError.isTcpError(failure.value) || failure.value instanceof HealthCheckFailed
+/**
+ * Whether a use that ended so leaves the connection in step, fit to lend again: after a success,
+ * and after a failure that `keepOnFailure` accepts. A defect or an interruption stopped the
+ * exchange at an unknown point of the stream, and a `TcpError` or `HealthCheckFailed` is the
+ * connection's own failure: those never leave it in step.
+ */
+const inStep = (exit: Exit.Exit<unknown, unknown>, keepOnFailure: ((error: unknown) => boolean) | undefined): boolean => {
+  if (Exit.isSuccess(exit)) return true
+  if (keepOnFailure === undefined || Cause.isInterrupted(exit.cause) || Cause.isDie(exit.cause)) return false
+  const failures = Cause.failures(exit.cause)
+  if (failures.length === 0) return false
+  for (const error of failures) {
+    if (TcpError.isTcpError(error) || error instanceof HealthCheckFailed) return false
+    try {
+      if (!keepOnFailure(error)) return false
+    } catch {
+      // A predicate that throws cannot vouch for the stream.
+      return false
+    }
+  }
+  return true
 }
 
 type Verdict<E> =
   | { readonly _tag: "Lend" }
   | { readonly _tag: "Retry" }
-  | { readonly _tag: "Fail"; readonly error: E | HealthCheckFailed }
+  | { readonly _tag: "Fail"; readonly error: E | HealthCheckFailed | PoolTimeout }
 
 const lend: Verdict<never> = { _tag: "Lend" }
 const retry: Verdict<never> = { _tag: "Retry" }
@@ -216,6 +236,11 @@ const deathOf = (connection: Connection, state: ConnectionState): HealthCheckFai
 
 type Restore = <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
 
+/** Puts what a borrow waits for (a probe, another's validation) under what is left of its deadline. */
+type Bound = <A, E>(effect: Effect.Effect<A, E>) => Effect.Effect<A, E | PoolTimeout>
+
+const unbounded: Bound = (effect) => effect
+
 /** @internal */
 export const makeWith = <E, R>(
   acquire: Effect.Effect<Connection, E, R>,
@@ -225,6 +250,8 @@ export const makeWith = <E, R>(
   Effect.gen(function*() {
     const config = yield* validateOptions(options)
     const probe = options.healthCheck
+    const keepOnFailure = options.keepOnFailure
+    const acquireMillis = Duration.toMillis(config.acquireTimeout)
     const clock = yield* Effect.clock
     const now = () => clock.unsafeCurrentTimeMillis()
     const poolScope = yield* Effect.scope
@@ -305,6 +332,13 @@ export const makeWith = <E, R>(
         )
       })
 
+    /**
+     * A read that ends only with the peer: with a `readTimeout` the connection's reads fail with
+     * ReadTimeout while the peer says nothing, which is what an idle peer does.
+     */
+    const awaitPeer = (connection: Connection): Effect.Effect<Option.Option<Uint8Array>, TcpError.ReadError> =>
+      Effect.catchTag(connection.read, "ReadTimeout", () => awaitPeer(connection))
+
     const runtime = yield* Effect.runtime<never>()
     const watchers = new Set<Fiber.RuntimeFiber<void>>()
     yield* Effect.addFinalizer(() => Fiber.interruptAll(watchers))
@@ -316,7 +350,7 @@ export const makeWith = <E, R>(
       const fiber = Runtime.runFork(runtime)(
         Effect.interruptible(
           Effect.uninterruptibleMask((restore) =>
-            Effect.flatMap(Effect.exit(restore(connection.read)), (exit) => onIdleEvent(slot, exit))
+            Effect.flatMap(Effect.exit(restore(awaitPeer(connection))), (exit) => onIdleEvent(slot, exit))
           )
         )
       )
@@ -407,7 +441,7 @@ export const makeWith = <E, R>(
       Effect.suspend(() => {
         switch (slot.state) {
           case "busy":
-            if (spoils(exit) || expired(slot)) return invalidateSlot(slot)
+            if (!inStep(exit, keepOnFailure) || expired(slot)) return invalidateSlot(slot)
             moveTo(slot, "idle")
             slot.lastReturned = now()
             return startWatcher(slot)
@@ -425,14 +459,23 @@ export const makeWith = <E, R>(
         }
       })
 
+    /**
+     * A connect proves only that the kernel completed a handshake (it does for a frozen or
+     * overloaded server, and a proxy accepts for a backend that is down): with a health check, a new
+     * connection is probed before its first use, and an idle one after `validateAfterIdle`.
+     */
+    const needsProbe = (slot: Slot<E>): boolean =>
+      probe !== undefined && (!slot.checked || now() - slot.lastReturned >= validateAfterMillis)
+
     /** Decides whether a taken slot may be lent; an old failure is retried, a fresh one reported. */
-    const inspect = (slot: Slot<E>, since: number, restore: Restore): Effect.Effect<Verdict<E>> =>
+    const inspect = (slot: Slot<E>, since: number, restore: Restore, bound: Bound): Effect.Effect<Verdict<E>> =>
       Effect.gen(function*() {
         const fresh = slot.seq > since
         if (slot.connection === undefined) return fresh ? { _tag: "Fail", error: slot.error! } : retry
         if (slot.state === "claimed") {
-          const healthy = yield* restore(Deferred.await(slot.validation!))
-          if (!healthy) return retry
+          const healthy = yield* Effect.either(restore(bound(Deferred.await(slot.validation!))))
+          if (Either.isLeft(healthy)) return { _tag: "Fail", error: healthy.left }
+          if (!healthy.right) return retry
         } else {
           yield* stopWatcher(slot)
         }
@@ -444,15 +487,23 @@ export const makeWith = <E, R>(
         }
         if (expired(slot)) return retry
         moveTo(slot, "busy")
-        if (probe !== undefined && now() - slot.lastReturned >= validateAfterMillis) {
-          const checked = yield* Effect.either(restore(probe(slot.connection)))
-          if (Either.isLeft(checked)) return fresh ? { _tag: "Fail", error: checked.left } : retry
+        if (needsProbe(slot)) {
+          const checked = yield* Effect.either(restore(bound(probe!(slot.connection))))
+          if (Either.isLeft(checked)) {
+            if (checked.left._tag === "PoolTimeout" || fresh) return { _tag: "Fail", error: checked.left }
+            return retry
+          }
+          slot.checked = true
         }
         return lend
       })
 
     /** One try: an item, then its inspection; an unfit item is invalidated and given back at once. */
-    const attempt = (scope: Scope.Scope, since: number): Effect.Effect<Slot<E> | undefined, E | HealthCheckFailed> =>
+    const attempt = (
+      scope: Scope.Scope,
+      since: number,
+      bound: Bound
+    ): Effect.Effect<Slot<E> | undefined, E | HealthCheckFailed | PoolTimeout> =>
       Effect.uninterruptibleMask((restore) =>
         Effect.gen(function*() {
           const itemScope = yield* Scope.fork(scope, ExecutionStrategy.sequential)
@@ -470,7 +521,7 @@ export const makeWith = <E, R>(
           moveTo(slot, slot.state === "validating" ? "claimed" : "taken")
           // Runs before effect/Pool's own finalizer in this scope, which gives the item back.
           yield* Scope.addFinalizerExit(itemScope, (exit) => settle(slot, exit))
-          const verdict = yield* Effect.exit(inspect(slot, since, restore))
+          const verdict = yield* Effect.exit(inspect(slot, since, restore, bound))
           if (Exit.isSuccess(verdict) && verdict.value._tag === "Lend") return slot
           yield* invalidateSlot(slot)
           yield* Scope.close(itemScope, Exit.void)
@@ -480,8 +531,8 @@ export const makeWith = <E, R>(
         })
       )
 
-    const retrying = (scope: Scope.Scope, since: number): Effect.Effect<Slot<E>, E | HealthCheckFailed> =>
-      Effect.flatMap(attempt(scope, since), (slot) =>
+    const retrying = (scope: Scope.Scope, since: number): Effect.Effect<Slot<E>, E | HealthCheckFailed | PoolTimeout> =>
+      Effect.flatMap(attempt(scope, since, unbounded), (slot) =>
         slot === undefined ? retrying(scope, since) : Effect.succeed(slot))
 
     /** A permit of the gate, given back when `scope` closes (at once if it already has). */
@@ -499,7 +550,7 @@ export const makeWith = <E, R>(
     const timeout = () => {
       const stats = snapshot()
       return new PoolTimeout({
-        timeoutMillis: Duration.toMillis(config.acquireTimeout),
+        timeoutMillis: acquireMillis,
         max: config.max,
         inUse: stats.inUse,
         waiting: stats.waiting,
@@ -509,9 +560,11 @@ export const makeWith = <E, R>(
     }
 
     /**
-     * Borrows into `scope`; on failure the caller closes `scope`. A borrow that finds a free permit
-     * and an idle connection makes its first attempt without arming the deadline (a timer and two
-     * fibers, the largest part of a borrow's cost); every wait is under the deadline.
+     * Borrows into `scope`; on failure the caller closes `scope`. `acquireTimeout` bounds the whole
+     * borrow, queueing, connecting and probing included. A borrow that finds a free permit and an
+     * idle connection makes its first attempt without arming the deadline for the whole (a timer and
+     * two fibers, the largest part of a borrow's cost): only a probe or a wait in it is timed, with
+     * what is left of the deadline, and so is every later wait.
      */
     const borrow = (scope: Scope.Scope): Effect.Effect<Slot<E>, BorrowError<E>> =>
       Effect.suspend((): Effect.Effect<Slot<E>, BorrowError<E>> => {
@@ -520,18 +573,21 @@ export const makeWith = <E, R>(
           return Effect.fail(new TooManyWaiters({ maxWaiters: config.maxWaiters, endpoint }, trusted))
         }
         const since = sequence
+        const startedAt = now()
+        const left = () => Duration.millis(Math.max(0, acquireMillis - (now() - startedAt)))
+        // Interruptible even where the caller is not, or the deadline could not stop the wait.
+        const deadline: Bound = (effect) =>
+          Effect.suspend(() => Effect.timeoutFail(Effect.interruptible(effect), { duration: left(), onTimeout: timeout }))
         const waitFor = (permitted: Effect.Effect<void>) =>
           Effect.suspend(() => {
             waiting++
-            // Interruptible even where the caller is not, or the deadline could not stop the wait.
-            return Effect.interruptible(Effect.zipRight(permitted, retrying(scope, since))).pipe(
-              Effect.timeoutFail({ duration: config.acquireTimeout, onTimeout: timeout }),
+            return deadline(Effect.zipRight(permitted, retrying(scope, since))).pipe(
               Effect.ensuring(Effect.sync(() => waiting--))
             )
           })
         return Effect.flatMap(permitNow(scope), (permitted) =>
           permitted
-            ? Effect.flatMap(attempt(scope, since), (slot) =>
+            ? Effect.flatMap(attempt(scope, since, deadline), (slot) =>
               slot === undefined ? waitFor(Effect.void) : Effect.succeed(slot))
             : waitFor(permit(scope)))
       })
@@ -561,7 +617,7 @@ export const makeWith = <E, R>(
       Effect.flatMap(Scope.make(), (scope) =>
         Effect.flatMap(Scope.extend(pool.get, scope), (slot): Effect.Effect<A, E2 | BorrowError<E>, R2> => {
           const fit = slot.state === "idle" && slot.watcher === undefined && slot.death === undefined &&
-            !expired(slot) && (probe === undefined || now() - slot.lastReturned < validateAfterMillis)
+            !expired(slot) && !needsProbe(slot)
           const careful = Effect.zipRight(
             Scope.close(scope, Exit.void),
             Effect.suspend(() => {
@@ -641,9 +697,11 @@ export const makeWith = <E, R>(
           if (state === "validating") yield* invalidateSlot(slot)
         } else if (state === "validating") {
           moveTo(slot, "idle")
+          slot.checked = true
           slot.lastReturned = now()
           yield* startWatcher(slot)
         } else if (state === "claimed") {
+          slot.checked = true
           slot.lastReturned = now()
         }
         yield* Deferred.succeed(done, healthy)
@@ -670,6 +728,7 @@ export const make = (
     const {
       acquireTimeout: _acquireTimeout,
       healthCheck: _healthCheck,
+      keepOnFailure: _keepOnFailure,
       idleTimeToLive: _idleTimeToLive,
       max: _max,
       maxLifetime: _maxLifetime,
