@@ -19,7 +19,13 @@ import type { ListenError } from "./TcpError.js"
  * @category models
  */
 export interface ServeOptions {
-  /** Address to bind; default `127.0.0.1`. Use `0.0.0.0` or `::` to accept connections from other hosts. */
+  /**
+   * Address to bind; default `127.0.0.1`. Use `0.0.0.0` or `::` to accept connections from other
+   * hosts. A name is resolved and every address it has is bound, on one port (`localhost` is
+   * then both `127.0.0.1` and `::1` where the system lists both); an address of the name that
+   * this host cannot bind (`AddressNotAvailable`, such as `::1` without IPv6) is skipped with a
+   * warning, as long as another one is bound.
+   */
   readonly host?: string
   /** Port to bind; 0 picks a free one (read it from `Server.address`). */
   readonly port: number
@@ -78,8 +84,13 @@ export interface ServerStats {
  * @category models
  */
 export interface Server {
-  /** The address actually bound (with the real port when 0 was asked for). */
+  /** The address actually bound (with the real port when 0 was asked for); the first of `addresses`. */
   readonly address: Endpoint.Endpoint
+  /**
+   * Every address bound, in the order the name resolved to them: one for an IP address, one per
+   * address of a name. All have the same port.
+   */
+  readonly addresses: ReadonlyArray<Endpoint.Endpoint>
   readonly stats: Effect.Effect<ServerStats>
 }
 
@@ -97,7 +108,8 @@ export interface Server {
 export type Handler<E, R> = (connection: Connection) => Effect.Effect<unknown, E, R>
 
 /**
- * Starts a server with the `Tcp` service in context.
+ * Starts a server with the `Tcp` service in context. A host name binds every address it resolves
+ * to, on one port (see `ServeOptions.host` and `Server.addresses`).
  *
  * @example
  * ```ts

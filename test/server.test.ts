@@ -6,6 +6,11 @@ import * as Option from "effect/Option"
 import * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import * as TestClock from "effect/TestClock"
+import { spawn } from "node:child_process"
+import * as dns from "node:dns"
+import * as fs from "node:fs"
+import * as os from "node:os"
+import * as path from "node:path"
 import { fileURLToPath } from "node:url"
 import { Server, Tcp } from "../src/index.js"
 import type { Connection } from "../src/Connection.js"
@@ -26,6 +31,69 @@ const exchange = (port: number, message: string) =>
   Effect.scoped(
     Effect.gen(function*() {
       const connection = yield* Tcp.connect({ host: "127.0.0.1", port })
+      yield* connection.write(message)
+      return text(yield* connection.readExactly(message.length))
+    })
+  )
+
+/**
+ * Runs support/serve-named-host.ts serving on `name`, with `hosts` as its /etc/hosts (bound over
+ * the real one in a private mount namespace, so the machine's file is never touched), and returns
+ * the JSON line it prints. Killed when the scope closes.
+ */
+const serveWithHosts = (hosts: string, name: string) =>
+  Effect.gen(function*() {
+    const dir = yield* Effect.acquireRelease(
+      Effect.sync(() => fs.mkdtempSync(path.join(os.tmpdir(), "effect-tcp-hosts-"))),
+      (dir) => Effect.sync(() => fs.rmSync(dir, { recursive: true, force: true }))
+    )
+    const hostsFile = path.join(dir, "hosts")
+    fs.writeFileSync(hostsFile, hosts)
+    const script = fileURLToPath(new URL("./support/serve-named-host.ts", import.meta.url))
+    const child = yield* Effect.acquireRelease(
+      Effect.sync(() =>
+        spawn("unshare", [
+          "--mount",
+          "--propagation",
+          "private",
+          "--",
+          "sh",
+          "-c",
+          `mount --bind "$0" /etc/hosts && exec "$@"`,
+          hostsFile,
+          process.execPath,
+          "--import",
+          "tsx",
+          script,
+          name
+        ], { stdio: ["ignore", "pipe", "inherit"] })
+      ),
+      (child) =>
+        Effect.async<void>((resume) => {
+          if (child.exitCode !== null || child.signalCode !== null) return resume(Effect.void)
+          child.once("exit", () => resume(Effect.void))
+          child.kill("SIGKILL")
+        })
+    )
+    const line = yield* Effect.async<string, Error>((resume) => {
+      let output = ""
+      child.stdout!.on("data", (chunk: Buffer) => {
+        output += chunk.toString()
+        if (output.includes("\n")) resume(Effect.succeed(output.slice(0, output.indexOf("\n"))))
+      })
+      child.once("exit", (code) => resume(Effect.fail(new Error(`serve-named-host exited with ${code}: ${output}`))))
+    })
+    return JSON.parse(line) as {
+      readonly addresses?: ReadonlyArray<{ readonly host: string; readonly port: number }>
+      readonly warnings?: ReadonlyArray<string>
+      readonly error?: { readonly _tag: string; readonly message: string }
+    }
+  })
+
+const exchangeWith = (host: string, port: number, message: string) =>
+  Effect.scoped(
+    Effect.gen(function*() {
+      const connection = yield* Tcp.connect({ host, port })
       yield* connection.write(message)
       return text(yield* connection.readExactly(message.length))
     })
@@ -84,6 +152,53 @@ describe("serve", () => {
         "listen on 127.0.0.1:81 failed: permission denied; ports below 1024 need privileges: use a port >= 1024, or a reverse proxy in front"
       )
     }), 60_000)
+
+  live("a host name binds every address it resolves to: here, localhost", () =>
+    Effect.gen(function*() {
+      const resolved = yield* Effect.promise(() => dns.promises.lookup("localhost", { all: true }))
+      const server = yield* Server.serve({ host: "localhost", port: 0 }, upperCaseEcho)
+      const port = server.address.port
+      expect(server.addresses).toEqual(resolved.map(({ address }) => ({ host: address, port })))
+      expect(server.address).toEqual(server.addresses[0])
+      for (const { address } of resolved) expect(yield* exchangeWith(address, port, "via " + address)).toBe(`VIA ${address}`)
+    }))
+
+  live("a host name that does not resolve fails with DnsLookupFailed", () =>
+    Effect.gen(function*() {
+      const error = yield* Effect.flip(Server.serve({ host: "no-such-host.invalid", port: 0 }, upperCaseEcho))
+      expect(error).toMatchObject({ _tag: "DnsLookupFailed", code: "ENOTFOUND", operation: "listen", transient: false })
+    }))
+
+  describe.skipIf(process.getuid?.() !== 0)("a host name with several addresses (its own /etc/hosts, in a mount namespace)", () => {
+    live("localhost listed as ::1 first, then 127.0.0.1: both are bound, on one port, and both serve", () =>
+      Effect.gen(function*() {
+        const outcome = yield* serveWithHosts("::1 localhost\n127.0.0.1 localhost\n", "localhost")
+        const port = outcome.addresses?.[0]?.port ?? 0
+        expect(outcome).toEqual({ addresses: [{ host: "::1", port }, { host: "127.0.0.1", port }], warnings: [] })
+        expect(yield* exchangeWith("127.0.0.1", port, "over ipv4")).toBe("OVER IPV4")
+        expect(yield* exchangeWith("::1", port, "over ipv6")).toBe("OVER IPV6")
+      }), 60_000)
+
+    live("an address of the name that this host does not have is skipped with a warning; the others serve", () =>
+      Effect.gen(function*() {
+        // 203.0.113.0/24 is reserved for documentation: no interface of this host has it, and a
+        // bind that fails sends no packet.
+        const outcome = yield* serveWithHosts("203.0.113.1 localhost\n127.0.0.1 localhost\n", "localhost")
+        const port = outcome.addresses?.[0]?.port ?? 0
+        expect(outcome.addresses).toEqual([{ host: "127.0.0.1", port }])
+        expect(outcome.warnings).toEqual([
+          `not listening on 203.0.113.1, an address of the name: listen on 203.0.113.1:${port} failed: address not available (EADDRNOTAVAIL); bind to an address this host has (127.0.0.1, 0.0.0.0), or free local ports`
+        ])
+        expect(yield* exchangeWith("127.0.0.1", port, "still served")).toBe("STILL SERVED")
+      }), 60_000)
+
+    live("a name none of whose addresses this host has fails with the first one's AddressNotAvailable", () =>
+      Effect.gen(function*() {
+        const outcome = yield* serveWithHosts("203.0.113.1 elsewhere\n203.0.113.2 elsewhere\n", "elsewhere")
+        expect(outcome.error?._tag).toBe("AddressNotAvailable")
+        expect(outcome.error?.message).toMatch(/^listen on 203\.0\.113\.[12]:0 failed: address not available/)
+      }), 60_000)
+  })
 
   describe("rejects bad options with InvalidOptions", () => {
     const cases: Array<[string, Record<string, unknown>, string]> = [

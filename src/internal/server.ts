@@ -8,6 +8,7 @@ import * as FiberRef from "effect/FiberRef"
 import * as FiberRefs from "effect/FiberRefs"
 import * as HashMap from "effect/HashMap"
 import * as Runtime from "effect/Runtime"
+import * as dns from "node:dns"
 import * as net from "node:net"
 import * as Endpoint from "../Endpoint.js"
 import type { Handler, Server, ServeOptions, ServerStats } from "../Server.js"
@@ -44,6 +45,69 @@ const listen = (
     })
   })
 
+/** The addresses to bind for `host`: itself when it is an IP address, else every address it resolves to. */
+const addressesOf = (host: string, port: number): Effect.Effect<ReadonlyArray<string>, TcpError.ListenError> =>
+  net.isIP(host) !== 0 ?
+    Effect.succeed([host]) :
+    Effect.async((resume) => {
+      dns.lookup(host, { all: true }, (error, found) => {
+        if (error) return resume(Effect.fail(TcpError.classify(error, "listen", Endpoint.make(host, port))))
+        resume(Effect.succeed(Array.from(new Set(found.map(({ address }) => address)))))
+      })
+    })
+
+// An address of a name that this host cannot bind (such as ::1 in a container without IPv6).
+const isUnavailable = (error: TcpError.ListenError) =>
+  error._tag === "AddressNotAvailable" || (error._tag === "SocketFailure" && error.code === "EAFNOSUPPORT")
+
+/**
+ * Listens on every address, all on one port: the asked one, or the one the system gave the first
+ * address for port 0. Where a name has several addresses, one this host does not have is skipped
+ * (with a warning) as long as another can be bound. On failure nothing stays bound.
+ */
+const listenAll = (
+  addresses: ReadonlyArray<string>,
+  port: number,
+  backlog: number,
+  makeServer: () => net.Server
+): Effect.Effect<ReadonlyArray<{ readonly server: net.Server; readonly address: Endpoint.Endpoint }>, TcpError.ListenError> =>
+  Effect.gen(function*() {
+    // Port 0 on several addresses: the port given for the first may be taken on another.
+    for (let attempt = 1;; attempt++) {
+      const bound: Array<{ readonly server: net.Server; readonly address: Endpoint.Endpoint }> = []
+      let firstUnavailable: TcpError.ListenError | undefined
+      const closeBound = Effect.sync(() => bound.forEach(({ server }) => server.close()))
+      let retry = false
+      for (const host of addresses) {
+        const server = makeServer()
+        const onPort = bound.length === 0 ? port : bound[0]!.address.port
+        const outcome = yield* Effect.either(listen(server, Endpoint.make(host, onPort), backlog)).pipe(
+          Effect.onInterrupt(() => closeBound)
+        )
+        if (outcome._tag === "Right") {
+          const actual = server.address() as net.AddressInfo
+          bound.push({ server, address: Endpoint.make(actual.address, actual.port) })
+          continue
+        }
+        const error = outcome.left
+        if (addresses.length > 1 && isUnavailable(error)) {
+          firstUnavailable ??= error
+          yield* Effect.logWarning(`not listening on ${host}, an address of the name: ${error.message}`)
+          continue
+        }
+        yield* closeBound
+        if (port === 0 && bound.length > 0 && error._tag === "AddressInUse" && attempt < 5) {
+          retry = true
+          break
+        }
+        return yield* Effect.fail(error)
+      }
+      if (retry) continue
+      if (bound.length === 0) return yield* Effect.fail(firstUnavailable!)
+      return bound
+    }
+  })
+
 /** @internal */
 export const serve = <E, R>(
   options: ServeOptions,
@@ -59,7 +123,6 @@ export const serve = <E, R>(
     const drainTimeout = validated.drainTimeout ?? defaultDrainTimeout
     const noDelay = validated.noDelay ?? true
 
-    const server = net.createServer({ allowHalfOpen: true, noDelay })
     const runFork = Runtime.runFork(runtime)
 
     let accepted = 0
@@ -126,7 +189,7 @@ export const serve = <E, R>(
         )).pipe(Effect.catchAllCause(logFailure))
     }
 
-    server.on("connection", (socket: net.Socket) => {
+    const onConnection = (socket: net.Socket) => {
       if (stopping || connections.size >= maxConnections) {
         if (!stopping) rejected++
         socket.destroy()
@@ -159,11 +222,7 @@ export const serve = <E, R>(
         connections.delete(connection)
         if (fibers.size === 0 && onDrained !== undefined) onDrained()
       })
-    })
-
-    yield* Effect.acquireRelease(listen(server, requested, validated.backlog ?? 511), () => shutdown)
-    // Once listening, errors (such as EMFILE on accept) are logged; they must not crash the process.
-    server.on("error", (error) => runFork(Effect.logWarning("server error", error)))
+    }
 
     // Resolves once every handler has ended, or after `timeout` on the server's clock. Interruptible
     // so that its deadline can end it inside the shutdown, which nothing else may cut.
@@ -178,18 +237,19 @@ export const serve = <E, R>(
 
     // A release, so uninterruptible: interrupting the fiber that owns the scope (as NodeRuntime
     // does on SIGINT and SIGTERM) drains exactly like closing it.
-    const shutdown = Effect.gen(function*() {
+    const shutdown = (servers: ReadonlyArray<{ readonly server: net.Server }>) => Effect.gen(function*() {
       stopping = true
-      // Stop accepting now; the callback comes once every accepted socket is gone too.
-      let serverClosed = false
-      let onServerClosed: (() => void) | undefined
-      server.close(() => {
-        serverClosed = true
-        onServerClosed?.()
-      })
+      // Stop accepting now; each callback comes once every socket its server accepted is gone too.
+      let listening = servers.length
+      let onServersClosed: (() => void) | undefined
+      for (const { server } of servers) {
+        server.close(() => {
+          if (--listening === 0) onServersClosed?.()
+        })
+      }
       const closed = Effect.async<void>((resume) => {
-        if (serverClosed) return resume(Effect.void)
-        onServerClosed = () => resume(Effect.void)
+        if (listening === 0) return resume(Effect.void)
+        onServersClosed = () => resume(Effect.void)
       })
       if (fibers.size > 0) yield* drained(drainTimeout)
       if (fibers.size > 0) {
@@ -214,7 +274,18 @@ export const serve = <E, R>(
       yield* closed
     })
 
-    const address = server.address() as net.AddressInfo
+    const makeServer = () => net.createServer({ allowHalfOpen: true, noDelay }, onConnection)
+    const addresses = yield* addressesOf(requested.host, requested.port)
+    const servers = yield* Effect.acquireRelease(
+      listenAll(addresses, requested.port, validated.backlog ?? 511, makeServer),
+      shutdown
+    )
+    for (const { server } of servers) {
+      // Not accept errors: libuv (1.45 and later) handles those itself and never reports them.
+      // Whatever else comes is logged rather than allowed to crash the process.
+      server.on("error", (error) => runFork(Effect.logWarning("server error", error)))
+    }
+
     const stats = Effect.sync((): ServerStats => ({
       active: connections.size,
       accepted,
@@ -223,5 +294,9 @@ export const serve = <E, R>(
       failed,
       abandoned
     }))
-    return { address: Endpoint.make(address.address, address.port), stats } satisfies Server
+    return {
+      address: servers[0]!.address,
+      addresses: servers.map(({ address }) => address),
+      stats
+    } satisfies Server
   })
