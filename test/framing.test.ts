@@ -253,8 +253,8 @@ describe("Framing properties", () => {
             extra = framing.headerBytes
           } else {
             oversized = Buffer.alloc(0)
-            // It knows once more than maxFrameBytes + delimiter - 1 bytes came without the delimiter.
-            extra = framing.maxFrameBytes + framing.delimiter.length
+            // The filler cannot start the delimiter, so it knows at the first byte past maxFrameBytes.
+            extra = framing.maxFrameBytes + 1
           }
           // After the prefix: the oversized start, then an endless run of bytes that never holds a delimiter.
           const filler = framing._tag === "Delimited" ? (framing.delimiter[0]! + 1) % 256 : 0x55

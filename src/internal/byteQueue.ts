@@ -117,24 +117,13 @@ export class ByteQueue {
     this.blockView = undefined
   }
 
-  /** Whether `needle` occurs at `position` of chunk `index`, possibly running into the next chunks. */
-  private matchesAt(needle: Buffer, index: number, position: number): boolean {
-    let chunk = this.chunks[index]!
-    for (let k = 0; k < needle.length; k++) {
-      while (position >= chunk.length) {
-        index++
-        if (index >= this.chunks.length) return false
-        chunk = this.chunks[index]!
-        position = 0
-      }
-      if (chunk[position] !== needle[k]) return false
-      position++
-    }
-    return true
-  }
-
-  /** The first position >= `from` (counted from the first byte held) where `needle` starts, or -1. */
-  indexOf(needle: Buffer, from: number): number {
+  /**
+   * Feeds the bytes from `search.scanned` on to `search`: the position (from the first byte held)
+   * where the delimiter starts, or -1 when every byte held was fed without completing it. Each byte
+   * is fed once, so a search resumed as bytes arrive costs what the bytes cost, whatever their slicing.
+   */
+  search(search: DelimiterSearch): number {
+    const from = search.scanned
     if (from >= this.length) return -1
     let index = this.head
     let base = 0
@@ -150,16 +139,150 @@ export class ByteQueue {
     for (; index < this.chunks.length; index++) {
       const chunk = this.chunks[index]!
       const start = index === this.head ? this.offset : 0
-      const size = chunk.length - start
-      const local = Math.max(0, from - base)
-      // Matches inside this chunk come before those that start in it and end in a later one.
-      const inside = chunk.indexOf(needle, start + local)
-      if (inside >= 0) return base + inside - start
-      for (let p = Math.max(local, size - needle.length + 1); p < size; p++) {
-        if (this.matchesAt(needle, index, start + p)) return base + p
+      const end = search.feed(chunk, start + Math.max(0, from - base))
+      if (end >= 0) {
+        search.reset()
+        return base + end - start - search.delimiter.length
       }
-      base += size
+      base += chunk.length - start
     }
+    search.scanned = this.length
     return -1
   }
+}
+
+/**
+ * Bytes of the delimiter looked for by the native `Buffer.indexOf` before the byte matcher takes
+ * over: native search is much faster than a loop in JavaScript, and over a pattern this short its
+ * worst case stays a small constant per byte.
+ */
+const nativePrefixBytes = 16
+
+/** Steps taken by every delimiter search: bytes given to the native search plus matcher steps (for tests). */
+export const searchWork = { steps: 0 }
+
+/**
+ * A search for a delimiter in bytes fed in pieces, linear in the bytes fed whatever the
+ * delimiter and the pieces. Its state, the length of the longest start of the delimiter that the
+ * bytes fed so far end with (Knuth-Morris-Pratt), carries over from one piece to the next, so no
+ * byte is ever looked at again. While that state is zero, the native `Buffer.indexOf` skips ahead
+ * to the next occurrence of the delimiter's first bytes; only from there does the matcher step
+ * byte by byte, until the state falls back to zero.
+ */
+export class DelimiterSearch {
+  readonly delimiter: Buffer
+  /** Bytes of the queue fed so far. */
+  scanned = 0
+  /** The longest start of the delimiter that the bytes fed so far end with; never the whole delimiter. */
+  matched = 0
+  private readonly prefix: Buffer
+  private readonly firstByte: number
+  /** borders[k]: the longest proper start of `delimiter[0..k)` that is also its end; built on first use. */
+  private borders: Int32Array | undefined = undefined
+  /** Where the last `step` stopped: the index after the last byte it took. */
+  private stoppedAt = 0
+
+  constructor(delimiter: Uint8Array) {
+    this.delimiter = asBuffer(delimiter)
+    this.prefix = this.delimiter.subarray(0, nativePrefixBytes)
+    this.firstByte = this.delimiter[0]!
+  }
+
+  reset(): void {
+    this.scanned = 0
+    this.matched = 0
+  }
+
+  private bordersOf(): Int32Array {
+    const delimiter = this.delimiter
+    const borders = new Int32Array(delimiter.length + 1)
+    let k = 0
+    for (let q = 1; q < delimiter.length; q++) {
+      while (k > 0 && delimiter[k] !== delimiter[q]) k = borders[k]!
+      if (delimiter[k] === delimiter[q]) k++
+      borders[q + 1] = k
+    }
+    return (this.borders = borders)
+  }
+
+  /**
+   * Steps the matcher over `chunk[from..to)` from `state`: the state after them, or the delimiter's
+   * length at the first byte that completes it, or zero at the first byte that resets it when
+   * `untilZero`; `stoppedAt` is then the index after that byte.
+   */
+  private step(chunk: Buffer, from: number, to: number, state: number, untilZero: boolean): number {
+    const delimiter = this.delimiter
+    const length = delimiter.length
+    const borders = this.borders ?? this.bordersOf()
+    let steps = 0
+    let i = from
+    while (i < to) {
+      const byte = chunk[i++]!
+      while (state > 0 && delimiter[state] !== byte) {
+        state = borders[state]!
+        steps++
+      }
+      if (delimiter[state] === byte) state++
+      steps++
+      if (state === length || (untilZero && state === 0)) break
+    }
+    searchWork.steps += steps
+    this.stoppedAt = i
+    return state
+  }
+
+  /**
+   * Feeds `chunk[from..]`: the index in `chunk` just past the end of the delimiter, once it is
+   * complete, or -1 when the whole chunk was fed without completing it.
+   */
+  feed(chunk: Buffer, from: number): number {
+    const length = this.delimiter.length
+    const prefix = this.prefix
+    const end = chunk.length
+    let state = this.matched
+    let i = from
+    while (i < end) {
+      if (state === 0) {
+        const at = prefix.length === 1 ? chunk.indexOf(this.firstByte, i) : chunk.indexOf(prefix, i)
+        if (at < 0) {
+          searchWork.steps += end - i
+          // Only a start of the delimiter shorter than the prefix can end the chunk: step over those bytes.
+          state = this.step(chunk, Math.max(i, end - prefix.length + 1), end, 0, false)
+          break
+        }
+        searchWork.steps += at + prefix.length - i
+        if (prefix.length === length) {
+          this.matched = 0
+          return at + length
+        }
+        // The bytes just before `at` may hold a start of the delimiter shorter than the prefix.
+        state = this.step(chunk, Math.max(i, at - prefix.length + 1), at, 0, false)
+        i = at
+      }
+      state = this.step(chunk, i, end, state, true)
+      i = this.stoppedAt
+      if (state === length) {
+        this.matched = 0
+        return i
+      }
+    }
+    this.matched = state
+    return -1
+  }
+}
+
+/**
+ * Where the delimiter of `search` first starts in the concatenation of `pieces`, or -1: one linear
+ * pass, for bodies checked before they are framed. Starts `search` over first.
+ */
+export const indexOfDelimiter = (pieces: ReadonlyArray<Buffer>, search: DelimiterSearch): number => {
+  search.reset()
+  let base = 0
+  for (const piece of pieces) {
+    const end = search.feed(piece, 0)
+    if (end >= 0) return base + end - search.delimiter.length
+    base += piece.length
+  }
+  search.reset()
+  return -1
 }

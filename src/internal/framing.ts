@@ -10,7 +10,7 @@ import type { Connection } from "../Connection.js"
 import * as Endpoint from "../Endpoint.js"
 import type { DecodeError, Delimited, EncodeError, FrameReader, Framing, LengthPrefixed } from "../Framing.js"
 import * as TcpError from "../TcpError.js"
-import { asBuffer, ByteQueue } from "./byteQueue.js"
+import { asBuffer, ByteQueue, DelimiterSearch, indexOfDelimiter } from "./byteQueue.js"
 
 /** The endpoint named in errors of a decoder that does not read from a connection. */
 export const unknownEndpoint = Endpoint.make("unknown", 0)
@@ -104,29 +104,26 @@ const lengthPrefixedDecoder = (framing: LengthPrefixed, endpoint: Endpoint.Endpo
 
 const delimitedDecoder = (framing: Delimited, endpoint: Endpoint.Endpoint): Decoder => {
   const queue = new ByteQueue()
-  const delimiter = asBuffer(framing.delimiter)
+  const search = new DelimiterSearch(framing.delimiter)
+  const delimiterLength = framing.delimiter.length
   const max = framing.maxFrameBytes
-  // Positions before it were searched already and cannot start the delimiter.
-  let scanned = 0
   let failure: DecodeError | undefined = undefined
   return {
     push: (bytes, out) => {
       if (failure !== undefined) return failure
       queue.push(bytes)
       for (;;) {
-        const at = queue.indexOf(delimiter, scanned)
+        const at = queue.search(search)
         if (at < 0) {
-          scanned = Math.max(0, queue.length - delimiter.length + 1)
-          // Without the delimiter, only its length - 1 last bytes may still belong to it.
-          if (queue.length - (delimiter.length - 1) > max) {
+          // Without the delimiter, only the start of it that the bytes end with may still not belong to the frame.
+          if (queue.length - search.matched > max) {
             return (failure = tooLarge("read", endpoint, queue.length, max))
           }
           return undefined
         }
         if (at > max) return (failure = tooLarge("read", endpoint, at, max))
         out.push(queue.take(at))
-        queue.skip(delimiter.length)
-        scanned = 0
+        queue.skip(delimiterLength)
       }
     },
     end: () => {
@@ -191,13 +188,14 @@ const describeDelimiter = (delimiter: Uint8Array): string => {
  * -1: a body may also end with bytes that, followed by the delimiter, start it earlier ("xa" + "aa").
  */
 const delimiterInside = (body: Buffer, delimiter: Uint8Array): number => {
-  const inside = body.indexOf(delimiter)
-  if (inside >= 0 || delimiter.length === 1) return inside
-  const tailStart = Math.max(0, body.length - delimiter.length + 1)
-  const probe = Buffer.concat([body.subarray(tailStart), delimiter])
-  const at = probe.indexOf(delimiter)
-  return at < body.length - tailStart ? tailStart + at : -1
+  let search = encodeSearches.get(delimiter)
+  if (search === undefined) encodeSearches.set(delimiter, search = new DelimiterSearch(delimiter))
+  const at = indexOfDelimiter([body, search.delimiter], search)
+  return at < body.length ? at : -1
 }
+
+/** One search per delimiter for the bodies checked before they are sent: a search runs synchronously, so it can be reused. */
+const encodeSearches = new WeakMap<Uint8Array, DelimiterSearch>()
 
 /** The chunks to send for one frame, or why it cannot be sent. */
 export const encodeFrame = <F extends Framing>(
