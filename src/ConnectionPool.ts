@@ -155,7 +155,10 @@ export interface PoolOptions {
    * connection, and so does a predicate that throws. Default: every failure closes it.
    */
   readonly keepOnFailure?: (error: unknown) => boolean
-  /** Skip the borrow-time health check for a connection returned less than this ago. Default 1 second. */
+  /**
+   * Skip the borrow-time health check for a connection that passed one and was returned less than
+   * this ago (a new connection is always probed first). Default 1 second.
+   */
   readonly validateAfterIdle?: Duration.DurationInput
   /**
    * How often idle connections are health-checked (with `healthCheck`), connections past

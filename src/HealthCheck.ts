@@ -103,7 +103,11 @@ export interface ProbeOptions {
    * that arrive (like `recv`). Use `readUntil("\n")` for a line protocol.
    */
   readonly readReply?: (connection: Connection) => Effect.Effect<Uint8Array, TcpError.TcpError>
-  /** Deadline for sending the request and reading the whole reply. Default 1 second (the seed's). */
+  /**
+   * Deadline for sending the request and reading the whole reply. Default 1 second (the seed's).
+   * NaN, a negative duration (`-1`, `"-5 seconds"`, `[-5, 0]`) or one that does not parse fails
+   * `probe` with `InvalidOptions`.
+   */
   readonly timeout?: Duration.DurationInput
 }
 
