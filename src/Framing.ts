@@ -7,8 +7,13 @@
  * `Connection`, `write` / `writeAll` / `sink` send them, and `decode` / `encode` do the same on
  * any `Stream` of bytes.
  *
+ * The constructors never throw: a framing whose options cannot work (a 3-byte header, an empty
+ * delimiter, a negative `maxFrameBytes`) makes every use of it fail with `InvalidOptions` naming
+ * the problem, before any byte is read or sent.
+ *
  * @since 0.1.0
  */
+import type * as Chunk from "effect/Chunk"
 import * as Effect from "effect/Effect"
 import type * as Either from "effect/Either"
 import { dual } from "effect/Function"
@@ -19,7 +24,7 @@ import * as Stream from "effect/Stream"
 import type { Connection } from "./Connection.js"
 import type * as Endpoint from "./Endpoint.js"
 import * as internal from "./internal/framing.js"
-import type { FrameTooLarge, MalformedFrame, ReadError, UnexpectedEof, WriteError } from "./TcpError.js"
+import type { FrameTooLarge, InvalidOptions, MalformedFrame, ReadError, UnexpectedEof, WriteError } from "./TcpError.js"
 
 /**
  * The maximum frame size when none is given: 1 MiB (or what the header can announce, if less).
@@ -93,13 +98,15 @@ export type DecodeError = FrameTooLarge | UnexpectedEof
  * What encoding a frame can fail with: `FrameTooLarge` (operation `"write"`) for a body over
  * `maxFrameBytes`, and, for delimited frames, `MalformedFrame` for a body that contains the
  * delimiter, or that ends with the start of a delimiter overlapping itself (`"xa"` before `"aa"`):
- * it would arrive as more than one frame. Nothing is sent in either case.
+ * it would arrive as more than one frame; `InvalidOptions` for a framing whose options cannot work.
+ * Nothing is sent in any case.
  *
  * @since 0.1.0
  * @category errors
  */
-export type EncodeError<F extends Framing = Framing> = F extends Delimited ? FrameTooLarge | MalformedFrame
-  : FrameTooLarge
+export type EncodeError<F extends Framing = Framing> =
+  | (F extends Delimited ? FrameTooLarge | MalformedFrame : FrameTooLarge)
+  | InvalidOptions
 
 /**
  * Options of `lengthPrefixed`.
@@ -129,18 +136,10 @@ export interface DelimitedOptions {
   readonly maxFrameBytes?: number
 }
 
-const checkMax = (what: string, maxFrameBytes: number, limit: number) => {
-  if (!Number.isSafeInteger(maxFrameBytes) || maxFrameBytes < 0) {
-    throw new RangeError(`${what}: maxFrameBytes must be a non-negative integer, got ${maxFrameBytes}`)
-  }
-  if (maxFrameBytes > limit) {
-    throw new RangeError(`${what}: maxFrameBytes ${maxFrameBytes} does not fit the header (at most ${limit})`)
-  }
-}
-
 /**
- * Frames preceded by their length. Throws a `RangeError` for options that cannot work (a
- * `maxFrameBytes` that the header cannot express, a header size other than 1, 2 or 4).
+ * Frames preceded by their length. Options that cannot work (a header size other than 1, 2 or 4,
+ * a `maxFrameBytes` that is negative, not an integer or more than the header can express) do not
+ * throw: every use of the framing fails with `InvalidOptions` naming them.
  *
  * @example
  * ```ts
@@ -155,21 +154,17 @@ const checkMax = (what: string, maxFrameBytes: number, limit: number) => {
  */
 export const lengthPrefixed = (options: LengthPrefixedOptions = {}): LengthPrefixed => {
   const headerBytes = options.headerBytes ?? 4
-  if (headerBytes !== 1 && headerBytes !== 2 && headerBytes !== 4) {
-    throw new RangeError(`Framing.lengthPrefixed: headerBytes must be 1, 2 or 4, got ${headerBytes}`)
-  }
   const endian = options.endian ?? "big"
-  if (endian !== "big" && endian !== "little") {
-    throw new RangeError(`Framing.lengthPrefixed: endian must be "big" or "little", got ${endian}`)
-  }
-  const capacity = internal.headerCapacity(headerBytes)
+  const capacity = headerBytes === 1 || headerBytes === 2 || headerBytes === 4
+    ? internal.headerCapacity(headerBytes)
+    : defaultMaxFrameBytes
   const maxFrameBytes = options.maxFrameBytes ?? Math.min(defaultMaxFrameBytes, capacity)
-  checkMax(`Framing.lengthPrefixed (${headerBytes}-byte header)`, maxFrameBytes, capacity)
   return { _tag: "LengthPrefixed", headerBytes, endian, maxFrameBytes }
 }
 
 /**
- * Frames ending with a delimiter. Throws a `RangeError` for an empty delimiter or a negative limit.
+ * Frames ending with a delimiter. An empty delimiter or a `maxFrameBytes` that is negative or not an
+ * integer do not throw: every use of the framing fails with `InvalidOptions` naming them.
  *
  * @example
  * ```ts
@@ -183,12 +178,14 @@ export const lengthPrefixed = (options: LengthPrefixedOptions = {}): LengthPrefi
  * @category constructors
  */
 export const delimited = (options: DelimitedOptions): Delimited => {
-  const delimiter = typeof options.delimiter === "string"
-    ? new Uint8Array(Buffer.from(options.delimiter))
-    : new Uint8Array(options.delimiter)
-  if (delimiter.length === 0) throw new RangeError("Framing.delimited: the delimiter must not be empty")
-  const maxFrameBytes = options.maxFrameBytes ?? defaultMaxFrameBytes
-  checkMax("Framing.delimited", maxFrameBytes, Number.MAX_SAFE_INTEGER)
+  const given: unknown = options?.delimiter
+  // A copy, so that the caller changing its array cannot change the framing.
+  const delimiter = typeof given === "string"
+    ? new Uint8Array(Buffer.from(given))
+    : given instanceof Uint8Array
+    ? new Uint8Array(given)
+    : new Uint8Array(0)
+  const maxFrameBytes = options?.maxFrameBytes ?? defaultMaxFrameBytes
   return { _tag: "Delimited", delimiter, maxFrameBytes }
 }
 
@@ -223,8 +220,8 @@ export interface FrameReader {
 }
 
 /**
- * A reader of frames from `connection`. Use one reader per connection: it owns the bytes it has
- * taken from it.
+ * A reader of frames from `connection`; `InvalidOptions` (operation `"read"`) if the framing's
+ * options cannot work. Use one reader per connection: it owns the bytes it has taken from it.
  *
  * @example
  * ```ts
@@ -245,14 +242,17 @@ export interface FrameReader {
  * @since 0.1.0
  * @category constructors
  */
-export const reader = (connection: Connection, framing: Framing): Effect.Effect<FrameReader> =>
-  Effect.sync(() => internal.makeReader(connection, framing))
+export const reader = (connection: Connection, framing: Framing): Effect.Effect<FrameReader, InvalidOptions> =>
+  Effect.suspend(() => {
+    const invalid = internal.checkFraming(framing, "read")
+    return invalid === undefined ? Effect.succeed(internal.makeReader(connection, framing)) : Effect.fail(invalid)
+  })
 
 /**
  * The frames of `connection` as a stream (a fresh `reader`'s `stream`): pulled, so backpressure is
  * kept, ending normally when the peer closes between two frames. Bytes after the last frame the
  * stream emitted may have been taken from the connection: read it through one reader, or one
- * stream, only.
+ * stream, only. Fails at once with `InvalidOptions` if the framing's options cannot work.
  *
  * @example
  * ```ts
@@ -269,8 +269,14 @@ export const reader = (connection: Connection, framing: Framing): Effect.Effect<
  * @since 0.1.0
  * @category decoding
  */
-export const stream = (connection: Connection, framing: Framing): Stream.Stream<Uint8Array, ReadError | DecodeError> =>
-  Stream.suspend(() => internal.makeReader(connection, framing).stream)
+export const stream = (
+  connection: Connection,
+  framing: Framing
+): Stream.Stream<Uint8Array, ReadError | DecodeError | InvalidOptions> =>
+  Stream.suspend((): Stream.Stream<Uint8Array, ReadError | DecodeError | InvalidOptions> => {
+    const invalid = internal.checkFraming(framing, "read")
+    return invalid === undefined ? internal.makeReader(connection, framing).stream : Stream.fail(invalid)
+  })
 
 /**
  * Sends one frame: header and body (or body and delimiter) in one corked write, without copying
@@ -302,7 +308,7 @@ export const writeAll = <F extends Framing>(
 
 /**
  * Writes each element as a frame (each chunk of the stream in one corked write); does not end the
- * write side.
+ * write side. Fails before the first element with `InvalidOptions` if the framing's options cannot work.
  *
  * @since 0.1.0
  * @category encoding
@@ -311,7 +317,12 @@ export const sink = <F extends Framing>(
   connection: Connection,
   framing: F
 ): Sink.Sink<void, Uint8Array | string, never, WriteError | EncodeError<F>> =>
-  Sink.forEachChunk((bodies) => internal.writeAll(connection, framing, bodies))
+  Sink.suspend(() => {
+    const invalid = internal.checkFraming(framing, "write")
+    return invalid === undefined
+      ? Sink.forEachChunk((bodies: Chunk.Chunk<Uint8Array | string>) => internal.writeAll(connection, framing, bodies))
+      : Sink.fail(invalid)
+  })
 
 /**
  * Options of the pure `decode`, `encode` and `encodeFrame`.
@@ -332,7 +343,7 @@ const isStream = (u: unknown): u is Stream.Stream<unknown, unknown, unknown> =>
  * are views of it; a frame spanning chunks is copied once (and chunks of 256 bytes or less are
  * gathered into a shared block first, so a peer sending single bytes costs bytes, not objects).
  * Fails as soon as a frame is known to be too large, without pulling more input; a stream ending
- * mid-frame fails with `UnexpectedEof`.
+ * mid-frame fails with `UnexpectedEof`; a framing whose options cannot work, with `InvalidOptions`.
  *
  * @example
  * ```ts
@@ -356,12 +367,12 @@ export const decode: {
   (
     framing: Framing,
     options?: CodecOptions
-  ): <E, R>(self: Stream.Stream<Uint8Array, E, R>) => Stream.Stream<Uint8Array, E | DecodeError, R>
+  ): <E, R>(self: Stream.Stream<Uint8Array, E, R>) => Stream.Stream<Uint8Array, E | DecodeError | InvalidOptions, R>
   <E, R>(
     self: Stream.Stream<Uint8Array, E, R>,
     framing: Framing,
     options?: CodecOptions
-  ): Stream.Stream<Uint8Array, E | DecodeError, R>
+  ): Stream.Stream<Uint8Array, E | DecodeError | InvalidOptions, R>
 } = dual(
   (args) => isStream(args[0]),
   <E, R>(self: Stream.Stream<Uint8Array, E, R>, framing: Framing, options?: CodecOptions) =>

@@ -20,6 +20,7 @@ import * as Server from "./Server.js"
 import type { Tcp } from "./Tcp.js"
 import type {
   FrameTooLarge,
+  InvalidOptions,
   ListenError,
   MalformedFrame,
   ReadError,
@@ -99,13 +100,14 @@ export const codec = <A, I, R>(schema: Schema.Schema<A, I, R>, options?: CodecOp
 
 /**
  * What sending a message can fail with: the connection's write errors, `FrameTooLarge` for a
- * message over the framing's limit, and `MalformedFrame` (operation `"write"`) for a message that
- * its Schema or the serialization cannot encode. Nothing is sent in the last two cases.
+ * message over the framing's limit, `MalformedFrame` (operation `"write"`) for a message that
+ * its Schema or the serialization cannot encode, and `InvalidOptions` for a framing whose options
+ * cannot work. Nothing is sent in the last three cases.
  *
  * @since 0.1.0
  * @category errors
  */
-export type SendError = WriteError | FrameTooLarge | MalformedFrame
+export type SendError = WriteError | FrameTooLarge | MalformedFrame | InvalidOptions
 
 /**
  * What receiving a message can fail with: the connection's read errors, the framing's errors
@@ -216,23 +218,29 @@ export interface MessageReader<A, R = never> {
 }
 
 /**
- * A reader of typed messages from `connection`; use one per connection.
+ * A reader of typed messages from `connection`; use one per connection. `InvalidOptions` if the
+ * codec's framing cannot work.
  *
  * @since 0.1.0
  * @category receiving
  */
-export const reader = <A, I, R>(connection: Connection, codec: Codec<A, I, R>): Effect.Effect<MessageReader<A, R>> =>
-  Effect.sync(() => internal.makeReader(connection, codec))
+export const reader = <A, I, R>(
+  connection: Connection,
+  codec: Codec<A, I, R>
+): Effect.Effect<MessageReader<A, R>, InvalidOptions> => internal.reader(connection, codec)
 
 /**
  * The messages of `connection`, until the peer closes between two frames; fails at the first
- * error, `MalformedFrame` included (to skip bad frames instead, loop on a reader's `receive`).
+ * error, `MalformedFrame` included (to skip bad frames instead, loop on a reader's `receive`), and
+ * at once with `InvalidOptions` if the codec's framing cannot work.
  *
  * @since 0.1.0
  * @category receiving
  */
-export const stream = <A, I, R>(connection: Connection, codec: Codec<A, I, R>): Stream.Stream<A, ReceiveError, R> =>
-  Stream.suspend(() => internal.makeReader(connection, codec).stream)
+export const stream = <A, I, R>(
+  connection: Connection,
+  codec: Codec<A, I, R>
+): Stream.Stream<A, ReceiveError | InvalidOptions, R> => internal.stream(connection, codec)
 
 // -----------------------------------------------------------------------------
 // request / response
@@ -337,9 +345,11 @@ export const protocol = <
  * - a write error: sending the request failed;
  * - a read error, `UnexpectedEof`, `FrameTooLarge`: the connection died; every pending request
  *   fails with that same error, and so does every later request. A `ReadTimeout` (the
- *   connection's `readTimeout`) fails the requests pending at that moment but not later ones.
+ *   connection's `readTimeout`) fails the requests pending at that moment but not later ones;
+ * - `InvalidOptions`: the request's own `timeout` is not a finite, non-negative duration; nothing is sent.
  *
- * A handler's defect on the server reaches the client as a defect of that request.
+ * A handler's defect on the server reaches the client as a defect of that request: by default only
+ * a defect id, which the server's log line shows beside the full cause (see `exposeDefects`).
  *
  * @since 0.1.0
  * @category errors
@@ -351,6 +361,7 @@ export type RequestError =
   | FrameTooLarge
   | MalformedFrame
   | RequestTimeout
+  | InvalidOptions
 
 /**
  * Options of one request.
@@ -359,7 +370,10 @@ export type RequestError =
  * @category models
  */
 export interface RequestOptions {
-  /** Fail with `RequestTimeout` when no response came within this long (send time included). */
+  /**
+   * Fail with `RequestTimeout` when no response came within this long (send time included). A
+   * negative, NaN, infinite or unparsable duration (`"1e3 millis"`) fails the request with `InvalidOptions`.
+   */
   readonly timeout?: Duration.DurationInput
 }
 
@@ -370,7 +384,10 @@ export interface RequestOptions {
  * @category models
  */
 export interface ClientOptions {
-  /** The timeout of every request that does not give its own; default: none. */
+  /**
+   * The timeout of every request that does not give its own; default: none. Not a finite,
+   * non-negative duration: `client` fails with `InvalidOptions`.
+   */
   readonly timeout?: Duration.DurationInput
 }
 
@@ -393,7 +410,8 @@ export interface Client<Req, Res, Err> {
 
 /**
  * A client of `protocol` over `connection`. A fiber reading responses runs until the scope closes
- * or the connection dies. Use one client per connection, and no other reads on it.
+ * or the connection dies. Use one client per connection, and no other reads on it. Fails with
+ * `InvalidOptions` for a bad `timeout` or a framing whose options cannot work.
  *
  * @example
  * ```ts
@@ -420,13 +438,14 @@ export const client = <Req extends Schema.Schema.Any, Res extends Schema.Schema.
   options?: ClientOptions
 ): Effect.Effect<
   Client<Schema.Schema.Type<Req>, Schema.Schema.Type<Res>, Schema.Schema.Type<Err>>,
-  never,
+  InvalidOptions,
   Scope.Scope | Schema.Schema.Context<Req | Res | Err>
 > => internal.makeClient(connection, protocol, options)
 
 /**
- * Answers one request: the response, or one of the protocol's typed failures. A defect is logged
- * and reaches the client as a defect of that request; the connection goes on.
+ * Answers one request: the response, or one of the protocol's typed failures. A defect is logged in
+ * full with a defect id, and reaches the client as a defect of that request naming only that id
+ * (unless `exposeDefects`); the connection goes on.
  *
  * @since 0.1.0
  * @category models
@@ -441,10 +460,19 @@ export type Handler<Req, Res, Err, R> = (request: Req, connection: Connection) =
  */
 export interface ServeConnectionOptions {
   /**
-   * Requests of one connection handled at once; default 100. When that many are running, the
-   * connection is not read, so a client pipelining faster than the handler is slowed by TCP.
+   * Requests of one connection handled at once: an integer of at least 1, or `"unbounded"`;
+   * default 100. When that many are running, the connection is not read, so a client pipelining
+   * faster than the handler is slowed by TCP. Anything else is `InvalidOptions`.
    */
   readonly concurrency?: number | "unbounded"
+  /**
+   * What the client learns of a handler's defect (or of a response the server cannot encode). By
+   * default (`false`) only a generic defect with an id, `request 7 died on the server: a defect,
+   * logged by the server as defect 5f0c2a9e41b3`; the server logs the full cause (stack trace, file
+   * paths) at Error with that id, in the message and as the `defectId` annotation. `true` sends the
+   * full cause (`Cause.pretty`) to the client too: for development, or clients you trust.
+   */
+  readonly exposeDefects?: boolean
 }
 
 /**
@@ -458,13 +486,14 @@ export interface ServeOptions extends Server.ServeOptions, ServeConnectionOption
 /**
  * What serving one connection ends with, besides the peer closing between requests (success):
  * the connection's read and write errors, the framing's errors, and `MalformedFrame` for a request
- * frame without an id (the peer does not speak the protocol). A request whose payload does not
- * decode is answered with a `malformed` response instead, and the connection goes on.
+ * frame without an id (the peer does not speak the protocol), and `InvalidOptions` (before anything
+ * is read) for options or a framing that cannot work. A request whose payload does not decode is
+ * answered with a `malformed` response instead, and the connection goes on.
  *
  * @since 0.1.0
  * @category errors
  */
-export type ServeError = ReadError | WriteError | Framing.DecodeError | MalformedFrame
+export type ServeError = ReadError | WriteError | Framing.DecodeError | MalformedFrame | InvalidOptions
 
 /**
  * Serves `protocol` on one connection until the peer closes it: requests are read as they come,
@@ -489,7 +518,9 @@ export const serveConnection = <
   internal.serveConnection(connection, protocol, handler, options)
 
 /**
- * Starts a server of `protocol` (`Server.serve` with `serveConnection` as the handler).
+ * Starts a server of `protocol` (`Server.serve` with `serveConnection` as the handler). Bad
+ * options (`concurrency: 0`, a framing that cannot work) fail with `InvalidOptions` before anything
+ * is bound.
  *
  * @example
  * ```ts
@@ -522,9 +553,10 @@ export const serve = <
   ListenError,
   Tcp | Scope.Scope | Exclude<R | Schema.Schema.Context<Req | Res | Err>, Scope.Scope>
 > => {
-  const { concurrency, ...serverOptions } = options
-  return Server.serve(
-    serverOptions,
-    (connection) => internal.serveConnection(connection, protocol, handler, { concurrency })
+  const { concurrency, exposeDefects, ...serverOptions } = options
+  return Effect.flatMap(
+    internal.validateServe(protocol, { concurrency, exposeDefects }),
+    (settings) =>
+      Server.serve(serverOptions, (connection) => internal.serveChecked(connection, protocol, handler, settings))
   )
 }

@@ -5,10 +5,11 @@
  * @since 0.1.0
  */
 import type * as Duration from "effect/Duration"
-import type * as Effect from "effect/Effect"
+import * as Effect from "effect/Effect"
 import { dual } from "effect/Function"
 import * as Schedule from "effect/Schedule"
 import * as internal from "./internal/retry.js"
+import type { InvalidOptions } from "./TcpError.js"
 
 /**
  * Options of {@link exponential}. Durations are `Duration.DurationInput`: milliseconds or `"5 seconds"`.
@@ -41,25 +42,35 @@ export interface BackoffOptions {
  * the seed's policy (wait 1 s, 2 s, 4 s, then give up), with jitter; add `jitter: false` for the
  * exact delays.
  *
- * Throws a `RangeError` at once for a negative duration, a factor below 1, both `retries` and
- * `attempts`, or a jitter outside 0 to 1.
+ * The schedule comes in an Effect, which fails with `InvalidOptions` naming every bad option (a
+ * negative, NaN or unparsable duration, a factor below 1, both `retries` and `attempts`, a jitter
+ * outside 0 to 1): a `Schedule` cannot carry a typed error, and a constructor never throws.
+ * `retryTransient` takes that Effect as it is (the `InvalidOptions` then comes before the first
+ * attempt); for `Effect.retry` or `Schedule` combinators, get the schedule out first.
  *
  * @example
  * ```ts
- * import { Retry } from "effect-tcp"
+ * import { Effect } from "effect"
+ * import { Retry, Tcp } from "effect-tcp"
  *
  * // The seed's policy: 1 s, 2 s, 4 s, then give up.
- * const seed = Retry.exponential({ jitter: false })
+ * const connect = Tcp.connect({ host: "localhost", port: 8080 }).pipe(
+ *   Retry.retryTransient(Retry.exponential({ jitter: false }))
+ * )
  *
- * // Reconnect forever, 100 ms doubling up to 30 s, jittered.
- * const reconnect = Retry.exponential({ base: "100 millis", cap: "30 seconds", retries: Infinity })
+ * // Reconnect forever, 100 ms doubling up to 30 s, jittered, with Effect.retry.
+ * const reconnect = Effect.gen(function*() {
+ *   const policy = yield* Retry.exponential({ base: "100 millis", cap: "30 seconds", retries: Infinity })
+ *   return yield* Tcp.connect({ host: "localhost", port: 8080 }).pipe(Effect.retry(Retry.transient(policy)))
+ * })
  * ```
  *
  * @since 0.1.0
  * @category schedules
  */
-export const exponential: (options?: BackoffOptions) => Schedule.Schedule<Duration.Duration, unknown> =
-  internal.exponential
+export const exponential: (
+  options?: BackoffOptions
+) => Effect.Effect<Schedule.Schedule<Duration.Duration, unknown>, InvalidOptions> = internal.exponential
 
 /**
  * Whether a failure is worth retrying: a `TcpError` for which `TcpError.isTransient` holds
@@ -78,11 +89,11 @@ export const isRetryable: (error: unknown) => boolean = internal.isRetryable
  *
  * @example
  * ```ts
- * import { Effect } from "effect"
+ * import { Effect, Schedule } from "effect"
  * import { Retry, Tcp } from "effect-tcp"
  *
  * const connect = Tcp.connect({ host: "localhost", port: 8080 }).pipe(
- *   Effect.retry(Retry.transient(Retry.exponential()))
+ *   Effect.retry(Retry.transient(Schedule.exponential("100 millis").pipe(Schedule.upTo("10 seconds"))))
  * )
  * ```
  *
@@ -128,7 +139,8 @@ export interface RetryOptions<E, R = never> {
  * or `options.while`): any other failure, or the policy's end, fails with the last error, so the
  * error type is unchanged. Each retry is logged (at Info) with the number of the attempt that
  * failed, the error's tag and the delay, once the retry is certain: a failure that ends the
- * policy is never announced as retried.
+ * policy is never announced as retried. The policy may be a `Schedule` or the Effect that
+ * `exponential` returns: then its `InvalidOptions` fails the whole before the first attempt.
  *
  * @example
  * ```ts
@@ -153,12 +165,21 @@ export const retryTransient: {
     policy: Schedule.Schedule<Out, In, R2>,
     options?: RetryOptions<In, R3>
   ): <A, E extends In, R>(self: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R | R2 | R3>
+  <Out, In, R2, E2, R3 = never>(
+    policy: Effect.Effect<Schedule.Schedule<Out, In, R2>, E2>,
+    options?: RetryOptions<In, R3>
+  ): <A, E extends In, R>(self: Effect.Effect<A, E, R>) => Effect.Effect<A, E | E2, R | R2 | R3>
   <A, E extends In, R, Out, In, R2, R3 = never>(
     self: Effect.Effect<A, E, R>,
     policy: Schedule.Schedule<Out, In, R2>,
     options?: RetryOptions<In, R3>
   ): Effect.Effect<A, E, R | R2 | R3>
+  <A, E extends In, R, Out, In, R2, E2, R3 = never>(
+    self: Effect.Effect<A, E, R>,
+    policy: Effect.Effect<Schedule.Schedule<Out, In, R2>, E2>,
+    options?: RetryOptions<In, R3>
+  ): Effect.Effect<A, E | E2, R | R2 | R3>
 } = dual(
-  (args) => args.length >= 2 && Schedule.isSchedule(args[1]),
+  (args) => args.length >= 2 && (Schedule.isSchedule(args[1]) || Effect.isEffect(args[1])),
   internal.retryTransient
 )

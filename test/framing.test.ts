@@ -93,14 +93,67 @@ describe("Framing constructors", () => {
     expect(Framing.lengthPrefixed({ headerBytes: 2, endian: "little" }).maxFrameBytes).toBe(65535)
   })
 
-  it("options that cannot work throw a RangeError naming the problem", () => {
-    expect(() => Framing.lengthPrefixed({ headerBytes: 1, maxFrameBytes: 256 })).toThrow(
+  const unworkable: Array<[string, () => Framing.Framing, string]> = [
+    [
+      "a limit the header cannot say",
+      () => Framing.lengthPrefixed({ headerBytes: 1, maxFrameBytes: 256 }),
       "Framing.lengthPrefixed (1-byte header): maxFrameBytes 256 does not fit the header (at most 255)"
-    )
-    expect(() => Framing.lengthPrefixed({ headerBytes: 3 as 4 })).toThrow(RangeError)
-    expect(() => Framing.delimited({ delimiter: "" })).toThrow("Framing.delimited: the delimiter must not be empty")
-    expect(() => Framing.delimited({ delimiter: "\n", maxFrameBytes: -1 })).toThrow(RangeError)
+    ],
+    ["a 3-byte header", () => Framing.lengthPrefixed({ headerBytes: 3 as 4 }), "headerBytes must be 1, 2 or 4, got 3"],
+    ["a middle endian", () => Framing.lengthPrefixed({ endian: "middle" as "big" }), `endian must be "big" or "little"`],
+    ["an empty delimiter", () => Framing.delimited({ delimiter: "" }), "Framing.delimited: the delimiter must be a non-empty"],
+    [
+      "a negative limit",
+      () => Framing.delimited({ delimiter: "\n", maxFrameBytes: -1 }),
+      "Framing.delimited: maxFrameBytes must be a non-negative integer, got -1"
+    ],
+    ["a NaN limit", () => Framing.lengthPrefixed({ maxFrameBytes: NaN }), "maxFrameBytes must be a non-negative integer, got NaN"]
+  ]
+
+  it("options that cannot work never throw: encoding and decoding with them fail with InvalidOptions naming the problem", () => {
+    for (const [, make, issue] of unworkable) {
+      const framing = make()
+      const encoded = Framing.encodeFrame(framing, "x")
+      expect(Either.isLeft(encoded) && encoded.left).toMatchObject({ _tag: "InvalidOptions", operation: "write" })
+      expect(Either.isLeft(encoded) && encoded.left._tag === "InvalidOptions" && encoded.left.issues).toContain(issue)
+      expect(failureOf(runDecode([bytes("x\n")], framing))).toMatchObject({ _tag: "InvalidOptions", operation: "read" })
+      const encodedStream = Effect.runSyncExit(Stream.runCollect(Stream.make("x").pipe(Framing.encode(framing))))
+      expect(failureOf(encodedStream)).toMatchObject({ _tag: "InvalidOptions", operation: "write" })
+      // Even with nothing to encode or decode: the framing is unusable.
+      expect(failureOf(runDecode([], framing))?._tag).toBe("InvalidOptions")
+      expect(failureOf(Effect.runSyncExit(Stream.runCollect(Stream.empty.pipe(Framing.encode(framing)))))?._tag).toBe(
+        "InvalidOptions"
+      )
+    }
   })
+
+  live("on a connection, every use of a framing that cannot work fails with InvalidOptions and sends nothing", () =>
+    Effect.gen(function*() {
+      let received: Effect.Effect<Buffer> = Effect.succeed(Buffer.alloc(0))
+      const { port } = yield* rawServer((socket) => {
+        received = collect(socket)
+        socket.end("1\n2\n")
+      })
+      const connection = yield* Tcp.connect({ host: "127.0.0.1", port })
+      for (const [, make, issue] of unworkable) {
+        const framing = make()
+        const reader = yield* Effect.flip(Framing.reader(connection, framing))
+        expect(reader).toMatchObject({ _tag: "InvalidOptions", operation: "read" })
+        expect(reader.issues).toContain(issue)
+        expect((yield* Effect.flip(Stream.runDrain(Framing.stream(connection, framing))))._tag).toBe("InvalidOptions")
+        expect(yield* Effect.flip(Framing.write(connection, framing, "x"))).toMatchObject({
+          _tag: "InvalidOptions",
+          operation: "write"
+        })
+        expect((yield* Effect.flip(Framing.writeAll(connection, framing, [])))._tag).toBe("InvalidOptions")
+        expect((yield* Effect.flip(Stream.run(Stream.empty, Framing.sink(connection, framing))))._tag).toBe("InvalidOptions")
+      }
+      // Nothing was read from the connection, nor sent on it.
+      const lines = yield* Framing.reader(connection, Framing.delimited({ delimiter: "\n" }))
+      expect(Option.map(yield* lines.read, text)).toEqual(Option.some("1"))
+      yield* connection.endWrite
+      expect((yield* received).length).toBe(0)
+    }))
 })
 
 describe("Framing encoding", () => {

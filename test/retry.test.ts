@@ -16,8 +16,12 @@ import { closedPort, effect, live, rawServer, realSleep } from "./support/harnes
 import { captureLogs } from "./support/logs.js"
 
 /** The delays a schedule decides for `inputs`, stepped by hand (time passes as it asks). */
-const delaysOf = <In>(schedule: Schedule.Schedule<unknown, In>, inputs: ReadonlyArray<In>) =>
+const delaysOf = <In>(
+  policy: Schedule.Schedule<unknown, In> | Effect.Effect<Schedule.Schedule<unknown, In>, TcpError.InvalidOptions>,
+  inputs: ReadonlyArray<In>
+) =>
   Effect.gen(function*() {
+    const schedule = Effect.isEffect(policy) ? yield* policy : policy
     const delays: Array<number> = []
     let state = schedule.initial
     let now = 0
@@ -40,7 +44,7 @@ const refused = new TcpError.ConnectionRefused({ operation: "connect", endpoint:
  */
 const driveRetries = <E>(
   attempt: Effect.Effect<unknown, E, Tcp.Tcp | Scope.Scope>,
-  policy: Schedule.Schedule<unknown, unknown>
+  policy: Effect.Effect<Schedule.Schedule<unknown, unknown>, TcpError.InvalidOptions>
 ) =>
   Effect.gen(function*() {
     const logs = captureLogs()
@@ -49,7 +53,12 @@ const driveRetries = <E>(
       Effect.flatMap(Clock.currentTimeMillis, (now) => Effect.sync(() => started.push(now))),
       attempt
     )
-    const fiber = yield* recorded.pipe(Retry.retryTransient(policy), Effect.flip, Effect.provide(logs.layer), Effect.fork)
+    const fiber = yield* recorded.pipe(
+      Retry.retryTransient(yield* policy),
+      Effect.flip,
+      Effect.provide(logs.layer),
+      Effect.fork
+    )
     for (;;) {
       // Wait in real time (the connects are real) until the fiber has ended or sleeps.
       let sleeps = Chunk.toReadonlyArray(yield* TestClock.sleeps())
@@ -110,9 +119,12 @@ describe("Retry.exponential", () => {
       expect(Math.min(...wide)).toBeLessThan(200)
     }))
 
-  describe("rejects bad options at once with a RangeError", () => {
+  describe("fails with InvalidOptions for bad options, and never throws", () => {
     const cases: Array<[string, Retry.BackoffOptions, string]> = [
       ["a negative base", { base: -1 }, "base must be a finite, non-negative duration"],
+      ["a NaN base", { base: NaN }, "base must be a finite, non-negative duration, got NaN"],
+      ["a base Duration.decode cannot read", { base: "1e3 millis" as Duration.DurationInput }, `base must be a finite, non-negative duration, got "1e3 millis"`],
+      ["a negative cap", { cap: "-5 seconds" }, `cap must be a finite, non-negative duration, got "-5 seconds"`],
       ["a factor below 1", { factor: 0.5 }, "factor must be a finite number of at least 1"],
       ["negative retries", { retries: -1 }, "retries must be a non-negative integer"],
       ["zero attempts", { attempts: 0 }, "attempts must be an integer of at least 1"],
@@ -121,11 +133,38 @@ describe("Retry.exponential", () => {
     ]
     for (const [what, options, message] of cases) {
       effect(what, () =>
-        Effect.sync(() => {
-          expect(() => Retry.exponential(options)).toThrow(RangeError)
-          expect(() => Retry.exponential(options)).toThrow(message)
+        Effect.gen(function*() {
+          const error = yield* Effect.flip(Retry.exponential(options))
+          expect(error).toBeInstanceOf(TcpError.InvalidOptions)
+          expect(error.issues).toContain(`Retry.exponential: `)
+          expect(error.issues).toContain(message)
         }))
     }
+
+    effect("every bad option is named in one InvalidOptions", () =>
+      Effect.gen(function*() {
+        const error = yield* Effect.flip(Retry.exponential({ base: -1, factor: 0, jitter: 2 }))
+        expect(error.issues).toBe(
+          "Retry.exponential: base must be a finite, non-negative duration, got -1; " +
+            "factor must be a finite number of at least 1, got 0; jitter must be a boolean or a fraction from 0 to 1, got 2"
+        )
+      }))
+
+    effect("retryTransient with a bad policy fails with InvalidOptions before the first attempt", () =>
+      Effect.gen(function*() {
+        let attempts = 0
+        const attempt = Effect.suspend(() => {
+          attempts++
+          return Effect.fail(refused)
+        })
+        const error = yield* Effect.flip(attempt.pipe(Retry.retryTransient(Retry.exponential({ retries: -1 }))))
+        expect(error).toMatchObject({ _tag: "InvalidOptions", operation: "connect" })
+        expect(attempts).toBe(0)
+        // The data-first form too.
+        const again = yield* Effect.flip(Retry.retryTransient(attempt, Retry.exponential({ attempts: 0 })))
+        expect(again._tag).toBe("InvalidOptions")
+        expect(attempts).toBe(0)
+      }))
   })
 })
 

@@ -59,6 +59,60 @@ const writeHeader = (framing: LengthPrefixed, length: number): Buffer => {
   return header
 }
 
+const maxFrameBytesIssue = (what: string, maxFrameBytes: number, limit: number): string | undefined => {
+  if (!Number.isSafeInteger(maxFrameBytes) || maxFrameBytes < 0) {
+    return `${what}: maxFrameBytes must be a non-negative integer, got ${maxFrameBytes}`
+  }
+  if (maxFrameBytes > limit) return `${what}: maxFrameBytes ${maxFrameBytes} does not fit the header (at most ${limit})`
+  return undefined
+}
+
+/**
+ * Why a framing cannot work, or undefined. Read off the value itself, so a framing built by hand is
+ * checked like one from the constructors, which never throw: every use fails with `InvalidOptions`.
+ */
+export const framingIssues = (framing: Framing): string | undefined => {
+  if (framing._tag === "LengthPrefixed") {
+    const issues: Array<string> = []
+    const { endian, headerBytes, maxFrameBytes } = framing
+    if (headerBytes !== 1 && headerBytes !== 2 && headerBytes !== 4) {
+      issues.push(`Framing.lengthPrefixed: headerBytes must be 1, 2 or 4, got ${headerBytes}`)
+    }
+    if (endian !== "big" && endian !== "little") {
+      issues.push(`Framing.lengthPrefixed: endian must be "big" or "little", got ${endian}`)
+    }
+    const max = issues.length > 0
+      ? maxFrameBytesIssue("Framing.lengthPrefixed", maxFrameBytes, Number.MAX_SAFE_INTEGER)
+      : maxFrameBytesIssue(`Framing.lengthPrefixed (${headerBytes}-byte header)`, maxFrameBytes, headerCapacity(headerBytes))
+    if (max !== undefined) issues.push(max)
+    return issues.length > 0 ? issues.join("; ") : undefined
+  }
+  const issues: Array<string> = []
+  if (!(framing.delimiter instanceof Uint8Array) || framing.delimiter.length === 0) {
+    issues.push("Framing.delimited: the delimiter must be a non-empty string or Uint8Array")
+  }
+  const max = maxFrameBytesIssue("Framing.delimited", framing.maxFrameBytes, Number.MAX_SAFE_INTEGER)
+  if (max !== undefined) issues.push(max)
+  return issues.length > 0 ? issues.join("; ") : undefined
+}
+
+const isValid = (framing: Framing): boolean => {
+  const max = framing.maxFrameBytes
+  if (!Number.isSafeInteger(max) || max < 0) return false
+  if (framing._tag === "Delimited") return framing.delimiter instanceof Uint8Array && framing.delimiter.length > 0
+  const headerBytes = framing.headerBytes
+  return (headerBytes === 1 || headerBytes === 2 || headerBytes === 4) &&
+    (framing.endian === "big" || framing.endian === "little") && max <= headerCapacity(headerBytes)
+}
+
+/** `InvalidOptions` for the operation about to use `framing`, if it cannot work. */
+export const checkFraming = (framing: Framing, operation: TcpError.Operation): TcpError.InvalidOptions | undefined => {
+  // Checked at every frame sent: the valid case allocates nothing.
+  if (isValid(framing)) return undefined
+  const issues = framingIssues(framing)
+  return issues === undefined ? undefined : new TcpError.InvalidOptions({ operation, issues })
+}
+
 const tooLarge = (
   operation: TcpError.Operation,
   endpoint: Endpoint.Endpoint,
@@ -171,8 +225,12 @@ export const decodeStream = <E, R>(
   self: Stream.Stream<Uint8Array, E, R>,
   framing: Framing,
   endpoint: Endpoint.Endpoint
-): Stream.Stream<Uint8Array, E | DecodeError, R> =>
-  transform<Uint8Array, Uint8Array, DecodeError>(() => makeDecoder(framing, endpoint))(self)
+): Stream.Stream<Uint8Array, E | DecodeError | TcpError.InvalidOptions, R> =>
+  Stream.suspend((): Stream.Stream<Uint8Array, E | DecodeError | TcpError.InvalidOptions, R> => {
+    const invalid = checkFraming(framing, "read")
+    if (invalid !== undefined) return Stream.fail(invalid)
+    return transform<Uint8Array, Uint8Array, DecodeError>(() => makeDecoder(framing, endpoint))(self)
+  })
 
 const toBytes = (body: Uint8Array | string): Buffer => typeof body === "string" ? Buffer.from(body) : asBuffer(body)
 
@@ -203,6 +261,8 @@ export const encodeFrame = <F extends Framing>(
   body: Uint8Array | string,
   endpoint: Endpoint.Endpoint
 ): Either.Either<ReadonlyArray<Uint8Array>, EncodeError<F>> => {
+  const invalid = checkFraming(framing, "write")
+  if (invalid !== undefined) return Either.left(invalid)
   const bytes = toBytes(body)
   if (bytes.length > framing.maxFrameBytes) {
     return Either.left(tooLarge("write", endpoint, bytes.length, framing.maxFrameBytes) as EncodeError<F>)
@@ -232,21 +292,27 @@ export const encodeStream = <F extends Framing, E, R>(
   framing: F,
   endpoint: Endpoint.Endpoint
 ): Stream.Stream<Uint8Array, E | EncodeError<F>, R> =>
-  transform<Uint8Array | string, Uint8Array, EncodeError<F>>(() => ({
-    push: (body, out) => {
-      const encoded = encodeFrame(framing, body, endpoint)
-      if (Either.isLeft(encoded)) return encoded.left
-      for (const chunk of encoded.right) out.push(chunk)
-      return undefined
-    },
-    end: () => undefined
-  }))(self)
+  Stream.suspend((): Stream.Stream<Uint8Array, E | EncodeError<F>, R> => {
+    const invalid = checkFraming(framing, "write")
+    if (invalid !== undefined) return Stream.fail(invalid)
+    return transform<Uint8Array | string, Uint8Array, EncodeError<F>>(() => ({
+      push: (body, out) => {
+        const encoded = encodeFrame(framing, body, endpoint)
+        if (Either.isLeft(encoded)) return encoded.left
+        for (const chunk of encoded.right) out.push(chunk)
+        return undefined
+      },
+      end: () => undefined
+    }))(self)
+  })
 
 export const encodeAll = <F extends Framing>(
   framing: F,
   bodies: Iterable<Uint8Array | string>,
   endpoint: Endpoint.Endpoint
 ): Either.Either<Array<Uint8Array>, EncodeError<F>> => {
+  const invalid = checkFraming(framing, "write")
+  if (invalid !== undefined) return Either.left(invalid)
   const chunks: Array<Uint8Array> = []
   for (const body of bodies) {
     const encoded = encodeFrame(framing, body, endpoint)

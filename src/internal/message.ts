@@ -13,6 +13,7 @@ import * as Predicate from "effect/Predicate"
 import * as Schema from "effect/Schema"
 import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
+import { randomBytes } from "node:crypto"
 import type { Connection } from "../Connection.js"
 import type * as Endpoint from "../Endpoint.js"
 import type * as Framing from "../Framing.js"
@@ -27,12 +28,14 @@ import type {
   RequestError,
   RequestOptions,
   SendError,
+  ServeConnectionOptions,
   ServeError,
   Serialization
 } from "../Message.js"
 import { RequestTimeout } from "../Message.js"
 import * as TcpError from "../TcpError.js"
 import * as internalFraming from "./framing.js"
+import * as Options from "./options.js"
 
 const utf8 = new TextDecoder("utf-8", { fatal: true })
 
@@ -155,6 +158,25 @@ export const sendAll = <A, I, R>(
     (bodies) => internalFraming.writeAll(connection, codec.framing, bodies)
   )
 
+/** `InvalidOptions` if the codec's framing cannot work, else a reader. */
+export const reader = <A, I, R>(
+  connection: Connection,
+  codec: Codec<A, I, R>
+): Effect.Effect<MessageReader<A, R>, TcpError.InvalidOptions> =>
+  Effect.suspend(() => {
+    const invalid = internalFraming.checkFraming(codec.framing, "read")
+    return invalid === undefined ? Effect.succeed(makeReader(connection, codec)) : Effect.fail(invalid)
+  })
+
+export const stream = <A, I, R>(
+  connection: Connection,
+  codec: Codec<A, I, R>
+): Stream.Stream<A, ReceiveError | TcpError.InvalidOptions, R> =>
+  Stream.suspend((): Stream.Stream<A, ReceiveError | TcpError.InvalidOptions, R> => {
+    const invalid = internalFraming.checkFraming(codec.framing, "read")
+    return invalid === undefined ? makeReader(connection, codec).stream : Stream.fail(invalid)
+  })
+
 export const makeReader = <A, I, R>(connection: Connection, codec: Codec<A, I, R>): MessageReader<A, R> => {
   const frames = internalFraming.makeReader(connection, codec.framing)
   const decodeFrame = decodeWith(codec.schema, codec.serialization, "the message")
@@ -192,6 +214,26 @@ const writeFrame = (
 //   response  {"id":7,"success":<response>} | {"id":7,"failure":<failure>}
 //           | {"id":7,"defect":"<text>"}    | {"id":7,"malformed":"<why the request did not decode>"}
 
+const TimeoutOptions = Schema.Struct({ timeout: Schema.optional(Options.DurationOption) })
+
+/** The milliseconds of a request timeout, or `InvalidOptions`: Infinity for none. */
+const timeoutMillis = (
+  timeout: Duration.DurationInput | undefined,
+  what: string
+): Effect.Effect<number, TcpError.InvalidOptions> => {
+  if (timeout === undefined) return Effect.succeed(Infinity)
+  // The common inputs skip the Schema, which costs microseconds per request.
+  if (typeof timeout === "number" && Number.isFinite(timeout) && timeout >= 0) return Effect.succeed(timeout)
+  if (Duration.isDuration(timeout) && Duration.isFinite(timeout)) return Effect.succeed(Duration.toMillis(timeout))
+  return Effect.map(
+    Effect.mapError(
+      Options.validate(TimeoutOptions, "write", { timeout }),
+      (error) => new TcpError.InvalidOptions({ operation: "write", issues: `${what}: ${error.issues}` })
+    ),
+    (options) => Duration.toMillis(options.timeout!)
+  )
+}
+
 type Type<S> = Schema.Schema.Type<S>
 type Ctx<S> = Schema.Schema.Context<S>
 
@@ -222,9 +264,16 @@ export const makeClient = <Req extends Schema.Schema.Any, Res extends Schema.Sch
   connection: Connection,
   protocol: Protocol<Req, Res, Err>,
   options?: ClientOptions
-): Effect.Effect<Client<Type<Req>, Type<Res>, Type<Err>>, never, Scope.Scope | Ctx<Req | Res | Err>> =>
+): Effect.Effect<
+  Client<Type<Req>, Type<Res>, Type<Err>>,
+  TcpError.InvalidOptions,
+  Scope.Scope | Ctx<Req | Res | Err>
+> =>
   Effect.gen(function*() {
     type Entry = Waiting<Type<Res>, Type<Err>>
+    const invalidFraming = internalFraming.checkFraming(protocol.framing, "write")
+    if (invalidFraming !== undefined) return yield* Effect.fail(invalidFraming)
+    const defaultTimeout = yield* timeoutMillis(options?.timeout, "Message.client")
     const context = yield* Effect.context<Ctx<Req | Res | Err>>()
     const needsContext = context.unsafeMap.size > 0
     const scope = yield* Effect.scope
@@ -236,9 +285,6 @@ export const makeClient = <Req extends Schema.Schema.Any, Res extends Schema.Sch
     const encodeRequest = Schema.encode(protocol.request as Schema.Schema<Type<Req>, unknown, Ctx<Req>>)
     const decodeResponse = Schema.decodeUnknown(protocol.response as Schema.Schema<Type<Res>, unknown, Ctx<Res>>)
     const decodeFailure = Schema.decodeUnknown(protocol.failure as Schema.Schema<Type<Err>, unknown, Ctx<Err>>)
-    const defaultTimeout = options?.timeout === undefined
-      ? Infinity
-      : Duration.toMillis(Duration.decode(options.timeout))
 
     const pending = new Map<number, Entry>()
     let nextId = 1
@@ -411,10 +457,11 @@ export const makeClient = <Req extends Schema.Schema.Any, Res extends Schema.Sch
     ): Effect.Effect<Type<Res>, Type<Err> | RequestError> => {
       const exchange = Effect.suspend((): Effect.Effect<Type<Res>, Type<Err> | RequestError, Ctx<Req>> => {
         if (dead !== undefined) return Effect.fail(dead)
+        if (requestOptions?.timeout === undefined) return exchangeWith(defaultTimeout)
+        return Effect.flatMap(timeoutMillis(requestOptions.timeout, "Message request"), exchangeWith)
+      })
+      const exchangeWith = (timeoutMillis: number): Effect.Effect<Type<Res>, Type<Err> | RequestError, Ctx<Req>> => {
         const id = nextId++
-        const timeoutMillis = requestOptions?.timeout === undefined
-          ? defaultTimeout
-          : Duration.toMillis(Duration.decode(requestOptions.timeout))
         const entry: Entry = {
           id,
           outcome: Deferred.unsafeMake(FiberId.none),
@@ -439,7 +486,7 @@ export const makeClient = <Req extends Schema.Schema.Any, Res extends Schema.Sch
           // Settled, failed to encode or interrupted: the request is no longer waited for.
           Effect.onExit(() => Effect.sync(() => settleEntry(entry, Exit.interrupt(FiberId.none))))
         )
-      })
+      }
       // Providing costs a copy of the fiber's references: skipped when the Schemas need no service.
       return needsContext
         ? Effect.provide(exchange, context)
@@ -452,6 +499,36 @@ export const makeClient = <Req extends Schema.Schema.Any, Res extends Schema.Sch
     } satisfies Client<Type<Req>, Type<Res>, Type<Err>>
   })
 
+const ServeConnectionSettings = Schema.Struct({
+  concurrency: Schema.optionalWith(
+    Schema.Union(
+      Schema.Literal("unbounded"),
+      Schema.Int.pipe(
+        Schema.greaterThanOrEqualTo(1, { message: () => `concurrency is "unbounded" or an integer of at least 1` })
+      )
+    ),
+    { default: () => 100 }
+  ),
+  exposeDefects: Schema.optionalWith(Schema.Boolean, { default: () => false })
+})
+
+/** Serving options once checked. */
+export type ServeSettings = typeof ServeConnectionSettings.Type
+
+/** Checks the options of a protocol server and its framing: `InvalidOptions` before anything is served. */
+export const validateServe = (
+  protocol: Protocol<Schema.Schema.Any, Schema.Schema.Any, Schema.Schema.All>,
+  options: ServeConnectionOptions | undefined
+): Effect.Effect<ServeSettings, TcpError.InvalidOptions> =>
+  Effect.suspend(() => {
+    const invalid = internalFraming.checkFraming(protocol.framing, "listen")
+    if (invalid !== undefined) return Effect.fail(invalid)
+    return Options.validate(ServeConnectionSettings, "listen", {
+      concurrency: options?.concurrency,
+      exposeDefects: options?.exposeDefects
+    })
+  })
+
 export const serveConnection = <
   Req extends Schema.Schema.Any,
   Res extends Schema.Schema.Any,
@@ -461,12 +538,21 @@ export const serveConnection = <
   connection: Connection,
   protocol: Protocol<Req, Res, Err>,
   handler: Handler<Type<Req>, Type<Res>, Type<Err>, R>,
-  options?: { readonly concurrency?: number | "unbounded" }
-): Effect.Effect<
-  void,
-  TcpError.ReadError | Framing.DecodeError | TcpError.MalformedFrame | TcpError.WriteError,
-  R | Ctx<Req | Res | Err>
-> => {
+  options?: ServeConnectionOptions
+): Effect.Effect<void, ServeError, R | Ctx<Req | Res | Err>> =>
+  Effect.flatMap(validateServe(protocol, options), (settings) => serveChecked(connection, protocol, handler, settings))
+
+export const serveChecked = <
+  Req extends Schema.Schema.Any,
+  Res extends Schema.Schema.Any,
+  Err extends Schema.Schema.All,
+  R
+>(
+  connection: Connection,
+  protocol: Protocol<Req, Res, Err>,
+  handler: Handler<Type<Req>, Type<Res>, Type<Err>, R>,
+  settings: ServeSettings
+): Effect.Effect<void, ServeError, R | Ctx<Req | Res | Err>> => {
   const endpoint = connection.remoteAddress
   const { framing, serialization } = protocol
   const decodeRequest = Schema.decodeUnknown(protocol.request as Schema.Schema<Type<Req>, unknown, Ctx<Req>>)
@@ -479,17 +565,35 @@ export const serveConnection = <
       (bytes) => writeFrame(writer, framing, bytes, endpoint)
     )
 
+  /**
+   * A defect of this side for request `id`: logged in full under a fresh defect id, and sent to the
+   * client as that id only, unless `exposeDefects` (a stack trace and file paths are the server's own).
+   */
+  const defect = (
+    writer: internalFraming.BatchWriter,
+    id: number,
+    details: string,
+    cause?: Cause.Cause<unknown>
+  ): Effect.Effect<void, TcpError.WriteError | TcpError.MalformedFrame | TcpError.FrameTooLarge> => {
+    const defectId = randomBytes(6).toString("hex")
+    const logged = Effect.logError(`request ${id} died (defect ${defectId}): ${details}`, ...(cause ? [cause] : []))
+    const text = settings.exposeDefects ? details : `a defect, logged by the server as defect ${defectId}`
+    return Effect.zipRight(
+      Effect.annotateLogs(logged, "defectId", defectId),
+      Effect.flatMap(
+        serialize(serialization, { id, defect: text }, endpoint, `the response to request ${id}`),
+        (bytes) => writeFrame(writer, framing, bytes, endpoint)
+      ) as Effect.Effect<void, TcpError.WriteError | TcpError.MalformedFrame | TcpError.FrameTooLarge>
+    )
+  }
+
   // A reply that cannot be encoded or is too large is a bug of this side: the client gets a defect, not silence.
   const reply = (writer: internalFraming.BatchWriter, id: number, envelope: Record<string, unknown>) =>
-    send(writer, envelope).pipe(
+    (send(writer, envelope) as Effect.Effect<void, TcpError.WriteError | TcpError.MalformedFrame | TcpError.FrameTooLarge>).pipe(
       Effect.catchIf(
         (error): error is TcpError.MalformedFrame | TcpError.FrameTooLarge =>
           error._tag === "MalformedFrame" || error._tag === "FrameTooLarge",
-        (error) =>
-          Effect.zipRight(
-            Effect.logError(`the response to request ${id} cannot be sent: ${error.message}`),
-            send(writer, { id, defect: `the response cannot be sent: ${error.message}` })
-          )
+        (error) => defect(writer, id, `the response cannot be sent: ${error.message}`)
       )
     )
 
@@ -500,21 +604,18 @@ export const serveConnection = <
   ): Effect.Effect<void, TcpError.WriteError | TcpError.MalformedFrame | TcpError.FrameTooLarge, Ctx<Res | Err>> => {
     if (Exit.isSuccess(exit)) {
       return Effect.matchEffect(encodeResponse(exit.value), {
-        onFailure: (error) => reply(writer, id, { id, defect: schemaReason("the response", error) }),
+        onFailure: (error) => defect(writer, id, schemaReason("the response", error)),
         onSuccess: (success) => reply(writer, id, { id, success })
       })
     }
     const failure = Cause.failureOption(exit.cause)
     if (Option.isSome(failure)) {
       return Effect.matchEffect(encodeFailure(failure.value), {
-        onFailure: (error) => reply(writer, id, { id, defect: schemaReason("the failure", error) }),
+        onFailure: (error) => defect(writer, id, schemaReason("the failure", error)),
         onSuccess: (encoded) => reply(writer, id, { id, failure: encoded })
       })
     }
-    return Effect.zipRight(
-      Effect.logError(`request ${id} died`, exit.cause),
-      reply(writer, id, { id, defect: Cause.pretty(exit.cause) })
-    )
+    return defect(writer, id, Cause.pretty(exit.cause), exit.cause)
   }
 
   const handle = (
@@ -558,7 +659,7 @@ export const serveConnection = <
     const running = yield* FiberSet.make()
     // The first failure of a request's fiber (its response could not be written) ends the connection.
     const fatal = yield* Deferred.make<never, ServeError>()
-    const concurrency = options?.concurrency ?? 100
+    const concurrency = settings.concurrency
     const permits = concurrency === "unbounded" ? undefined : yield* Effect.makeSemaphore(concurrency)
     const start = (frame: Uint8Array) => {
       const work = Effect.catchAll(handle(writer, frame), (error) => Deferred.fail(fatal, error))

@@ -1,57 +1,76 @@
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
 import * as Predicate from "effect/Predicate"
 import * as Random from "effect/Random"
 import * as Schedule from "effect/Schedule"
 import * as ScheduleDecision from "effect/ScheduleDecision"
 import * as ScheduleInterval from "effect/ScheduleInterval"
 import * as ScheduleIntervals from "effect/ScheduleIntervals"
+import * as Schema from "effect/Schema"
 import type { BackoffOptions, RetryEvent, RetryOptions } from "../Retry.js"
 import * as TcpError from "../TcpError.js"
+import * as Options from "./options.js"
 
 const defaultJitter = 0.2
 
-const millisOf = (what: string, input: Duration.DurationInput): number => {
-  const decoded = Duration.decodeUnknown(input)
-  // Duration clamps negative numbers to zero: reject them before it does.
-  const negative = typeof input === "number" && input < 0
-  if (decoded._tag === "None" || negative || !Duration.isFinite(decoded.value)) {
-    throw new RangeError(`Retry.exponential: ${what} must be a finite, non-negative duration, got ${String(input)}`)
-  }
-  return Duration.toMillis(decoded.value)
+const durationIssue = (what: string, input: Duration.DurationInput | undefined): string | undefined => {
+  if (input === undefined) return undefined
+  const decoded = Schema.decodeUnknownEither(Options.DurationOption)(input)
+  return Either.isLeft(decoded) ? `${what} must be a finite, non-negative duration, got ${
+      typeof input === "string" ? JSON.stringify(input) : String(input)
+    }` : undefined
 }
 
-const retriesOf = (options: BackoffOptions): number => {
+const isRetryCount = (n: unknown): n is number => n === Infinity || (Number.isSafeInteger(n) && (n as number) >= 0)
+
+/** Every problem with the options, so that one `InvalidOptions` names them all. */
+const issuesOf = (options: BackoffOptions): Array<string> => {
+  const issues: Array<string> = []
+  const push = (issue: string | undefined) => issue !== undefined && issues.push(issue)
+  push(durationIssue("base", options.base))
+  push(durationIssue("cap", options.cap))
+  const factor = options.factor
+  if (factor !== undefined && !(typeof factor === "number" && Number.isFinite(factor) && factor >= 1)) {
+    issues.push(`factor must be a finite number of at least 1, got ${factor}`)
+  }
+  const jitter = options.jitter
+  if (jitter !== undefined && typeof jitter !== "boolean" && !(typeof jitter === "number" && jitter >= 0 && jitter <= 1)) {
+    issues.push(`jitter must be a boolean or a fraction from 0 to 1, got ${jitter}`)
+  }
   if (options.retries !== undefined && options.attempts !== undefined) {
-    throw new RangeError("Retry.exponential: give either retries or attempts, not both")
+    issues.push("give either retries or attempts, not both")
+  } else if (options.attempts !== undefined && !(isRetryCount(options.attempts) && options.attempts >= 1)) {
+    issues.push(`attempts must be an integer of at least 1 (or Infinity), got ${options.attempts}`)
+  } else if (options.retries !== undefined && !isRetryCount(options.retries)) {
+    issues.push(`retries must be a non-negative integer (or Infinity), got ${options.retries}`)
   }
-  const retries = options.attempts !== undefined ? options.attempts - 1 : options.retries ?? 3
-  const valid = retries === Infinity || (Number.isSafeInteger(retries) && retries >= 0)
-  if (!valid) {
-    throw new RangeError(
-      options.attempts !== undefined
-        ? `Retry.exponential: attempts must be an integer of at least 1 (or Infinity), got ${options.attempts}`
-        : `Retry.exponential: retries must be a non-negative integer (or Infinity), got ${options.retries}`
-    )
-  }
-  return retries
+  return issues
 }
 
 /** @internal */
-export const exponential = (options: BackoffOptions = {}): Schedule.Schedule<Duration.Duration, unknown> => {
-  const base = millisOf("base", options.base ?? "1 second")
-  const cap = options.cap === undefined ? Infinity : millisOf("cap", options.cap)
+export const exponential = (
+  options: BackoffOptions = {}
+): Effect.Effect<Schedule.Schedule<Duration.Duration, unknown>, TcpError.InvalidOptions> =>
+  Effect.suspend(() => {
+    const issues = issuesOf(options ?? {})
+    if (issues.length > 0) {
+      // A schedule is retried around any effect; connect is what it retries most often.
+      return Effect.fail(
+        new TcpError.InvalidOptions({ operation: "connect", issues: `Retry.exponential: ${issues.join("; ")}` })
+      )
+    }
+    return Effect.succeed(make(options ?? {}))
+  })
+
+const make = (options: BackoffOptions): Schedule.Schedule<Duration.Duration, unknown> => {
+  const base = Duration.toMillis(Duration.decode(options.base ?? "1 second"))
+  const cap = options.cap === undefined ? Infinity : Duration.toMillis(Duration.decode(options.cap))
   const factor = options.factor ?? 2
-  if (!(Number.isFinite(factor) && factor >= 1)) {
-    throw new RangeError(`Retry.exponential: factor must be a finite number of at least 1, got ${factor}`)
-  }
   const jitter = options.jitter === false ? 0 : options.jitter === true || options.jitter === undefined
     ? defaultJitter
     : options.jitter
-  if (!(jitter >= 0 && jitter <= 1)) {
-    throw new RangeError(`Retry.exponential: jitter must be a boolean or a fraction from 0 to 1, got ${jitter}`)
-  }
-  const retries = retriesOf(options)
+  const retries = options.attempts !== undefined ? options.attempts - 1 : options.retries ?? 3
   const nominal = (retry: number) => Math.min(base * Math.pow(factor, retry), cap)
   const delay = (retry: number): Effect.Effect<number> =>
     jitter === 0
@@ -118,12 +137,13 @@ export const announced = <Out, In, R, R2>(
   )
 
 /** @internal */
-export const retryTransient = <A, E extends In, R, Out, In, R2, R3>(
+export const retryTransient = <A, E extends In, R, Out, In, R2, R3, E2>(
   self: Effect.Effect<A, E, R>,
-  policy: Schedule.Schedule<Out, In, R2>,
+  policy: Schedule.Schedule<Out, In, R2> | Effect.Effect<Schedule.Schedule<Out, In, R2>, E2>,
   options: RetryOptions<In, R3> | undefined
-): Effect.Effect<A, E, R | R2 | R3> =>
-  Effect.retry(
-    self,
-    announced(policy, options?.while ?? isRetryable, options?.onRetry ?? logRetry)
-  )
+): Effect.Effect<A, E | E2, R | R2 | R3> => {
+  const retry = (schedule: Schedule.Schedule<Out, In, R2>) =>
+    Effect.retry(self, announced(schedule, options?.while ?? isRetryable, options?.onRetry ?? logRetry))
+  // A policy still to be built (`Retry.exponential`) fails with its InvalidOptions before the first attempt.
+  return Effect.isEffect(policy) ? Effect.flatMap(policy, retry) : retry(policy)
+}
