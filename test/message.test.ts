@@ -488,6 +488,22 @@ describe("Message request/response", () => {
       expect(failures).toEqual(["InvalidOptions"])
     }))
 
+  live("a codec or protocol over a framing that cannot work fails every use with InvalidOptions", () =>
+    Effect.gen(function*() {
+      const framing = Framing.lengthPrefixed({ headerBytes: 3 as 4 })
+      const Bad = Message.codec(Schema.String, { framing })
+      const BadProtocol = Message.protocol({ request: Schema.String, response: Schema.String, framing })
+      const { connection } = yield* connectTo(() => {})
+      expect((yield* Effect.flip(Message.send(connection, Bad, "x")))._tag).toBe("InvalidOptions")
+      expect((yield* Effect.flip(Message.sendAll(connection, Bad, [])))._tag).toBe("InvalidOptions")
+      expect((yield* Effect.flip(Message.reader(connection, Bad)))._tag).toBe("InvalidOptions")
+      expect((yield* Effect.flip(Stream.runDrain(Message.stream(connection, Bad))))._tag).toBe("InvalidOptions")
+      expect((yield* Effect.flip(Message.client(connection, BadProtocol)))._tag).toBe("InvalidOptions")
+      const serving = yield* Effect.flip(Message.serve(BadProtocol, { port: 0 }, (text) => Effect.succeed(text)))
+      expect(serving).toMatchObject({ _tag: "InvalidOptions", operation: "listen" })
+      expect(serving._tag === "InvalidOptions" && serving.issues).toContain("headerBytes must be 1, 2 or 4, got 3")
+    }))
+
   /** Bytes a connection's socket holds that the kernel has not taken yet. */
   const pendingBytes = (connection: unknown) => (connection as { readonly socket: net.Socket }).socket.writableLength
 
