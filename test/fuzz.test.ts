@@ -7,8 +7,13 @@ import * as Cause from "effect/Cause"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Option from "effect/Option"
+import * as Schema from "effect/Schema"
+import * as Stream from "effect/Stream"
 import fc from "fast-check"
 import type * as net from "node:net"
+import * as Framing from "../src/Framing.js"
+import * as Message from "../src/Message.js"
+import * as Retry from "../src/Retry.js"
 import * as Server from "../src/Server.js"
 import * as Tcp from "../src/Tcp.js"
 import * as TcpError from "../src/TcpError.js"
@@ -42,6 +47,56 @@ const mostly = <A>(valid: fc.Arbitrary<A>) =>
 const duration = fc.oneof(fc.integer({ min: 0, max: 500 }), fc.constantFrom("100 millis", "1 second"))
 
 describe("fuzz", () => {
+  live("random Framing and Message options never throw: the framing works, or every use fails with InvalidOptions", () =>
+    Effect.gen(function*() {
+      const lengthPrefixed = fc.record(
+        { headerBytes: mostly(fc.constantFrom(1, 2, 4)), endian: mostly(fc.constantFrom("big", "little")), maxFrameBytes: mostly(fc.nat(70_000)) },
+        { requiredKeys: [] }
+      )
+      const delimited = fc.record({ delimiter: mostly(fc.constantFrom("\n", "\r\n", "", "--end--")), maxFrameBytes: mostly(fc.nat(100)) }, {
+        requiredKeys: []
+      })
+      const server = yield* Server.serve({ port: 0 }, () => Effect.void)
+      const connection = yield* Tcp.connect({ host: "127.0.0.1", port: server.address.port })
+      const tags = new Set<string>()
+      for (const sample of fc.sample(fc.oneof(lengthPrefixed, delimited), { numRuns: 300, seed: 7 })) {
+        const framing = "delimiter" in sample
+          ? Framing.delimited(sample as Framing.DelimitedOptions)
+          : Framing.lengthPrefixed(sample as Framing.LengthPrefixedOptions)
+        const written = typedOrSuccess(yield* Effect.exit(Framing.write(connection, framing, "x")))
+        const decoded = typedOrSuccess(
+          Effect.runSyncExit(Stream.runDrain(Stream.make(new Uint8Array([0, 0, 0, 1, 120, 10])).pipe(Framing.decode(framing))))
+        )
+        const reader = typedOrSuccess(yield* Effect.exit(Framing.reader(connection, framing)))
+        // A framing either works everywhere or fails everywhere with InvalidOptions.
+        expect(written === "InvalidOptions").toBe(reader === "InvalidOptions")
+        expect(decoded === "InvalidOptions").toBe(reader === "InvalidOptions")
+        tags.add(reader)
+      }
+      expect([...tags].sort()).toEqual(["InvalidOptions", "success"])
+      for (const concurrency of fc.sample(anyValue, { numRuns: 100, seed: 8 })) {
+        const Echo = Message.protocol({ request: Schema.String, response: Schema.String })
+        const exit = yield* Effect.exit(Effect.scoped(Message.serve(Echo, { port: 0, concurrency: concurrency as number }, Effect.succeed)))
+        expect(["InvalidOptions", "success"]).toContain(typedOrSuccess(exit))
+        const timeout = yield* Effect.exit(Effect.scoped(Message.client(connection, Echo, { timeout: concurrency as number })))
+        expect(["InvalidOptions", "success"]).toContain(typedOrSuccess(timeout))
+      }
+    }), 120_000)
+
+  live("random Retry.exponential options never throw: a schedule, or InvalidOptions", () =>
+    Effect.gen(function*() {
+      const options = fc.record(
+        { base: mostly(duration), cap: mostly(duration), factor: mostly(fc.constantFrom(1, 2, 3)), retries: mostly(fc.nat(5)), attempts: anyValue, jitter: mostly(fc.boolean()) },
+        { requiredKeys: [] }
+      )
+      const tags = new Set<string>()
+      for (const sample of fc.sample(options, { numRuns: 300, seed: 9 })) {
+        const exit = yield* Effect.exit(Retry.exponential(sample as Retry.BackoffOptions))
+        tags.add(typedOrSuccess(exit))
+      }
+      expect([...tags].sort()).toEqual(["InvalidOptions", "success"])
+    }))
+
   live("random connect options give a typed error or a connection, never a defect", () =>
     Effect.gen(function*() {
       const port = yield* closedPort

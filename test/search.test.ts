@@ -84,6 +84,27 @@ describe("DelimiterSearch", () => {
     )
   })
 
+  it("the same for delimiters longer than the natively searched start, and inputs full of near matches", () => {
+    fc.assert(
+      fc.property(
+        // Mostly "a", a few "b": long runs that match the delimiter's start and then fail.
+        fc.array(fc.constantFrom(97, 97, 97, 98), { minLength: 17, maxLength: 48 }).map((d) => Buffer.from(d)),
+        fc.array(fc.oneof(fc.nat(48), fc.constantFrom(-1, -2)), { maxLength: 40 }),
+        fc.array(fc.integer({ min: 1, max: 64 }), { minLength: 1, maxLength: 20 }),
+        (delimiter, recipe, sizes) => {
+          // The input: starts of the delimiter of every length, and stray bytes, in any order.
+          const data = Buffer.concat(
+            recipe.map((n) => (n === -1 ? Buffer.from("a") : n === -2 ? Buffer.from("b") : delimiter.subarray(0, n)))
+          )
+          const found = searchPieces(cut(data, sizes), delimiter)
+          expect(found.at).toBe(data.indexOf(delimiter))
+          if (found.at < 0) expect(found.matched).toBe(naiveMatched(data, delimiter))
+        }
+      ),
+      { numRuns: 3000 }
+    )
+  })
+
   it("a resumed search goes on after bytes already searched: each frame of a stream is found once, in order", () => {
     fc.assert(
       fc.property(
