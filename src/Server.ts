@@ -71,6 +71,15 @@ export interface ServerStats {
    * server's scope closed without them (logged as a warning). Each fiber ends when its work does.
    */
   readonly abandoned: number
+  /**
+   * Times the server found the process out of file descriptors (EMFILE, or ENFILE system-wide)
+   * just after accepting a connection; the first time and then at most every 10 seconds it logs
+   * a warning. Until a descriptor is freed, the system closes new connections before they reach
+   * the server (libuv accepts and closes them itself and tells Node nothing), so those are not
+   * counted anywhere: this says that it happened, not how many were lost. Checked once the
+   * server holds an eighth of the process's descriptor limit (`ulimit -n`) in connections.
+   */
+  readonly outOfDescriptors: number
 }
 
 /**

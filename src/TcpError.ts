@@ -7,6 +7,7 @@
 import * as Predicate from "effect/Predicate"
 import * as Schema from "effect/Schema"
 import * as Endpoint from "./Endpoint.js"
+import * as Descriptors from "./internal/descriptors.js"
 
 /**
  * The operation that failed.
@@ -133,7 +134,9 @@ export class IdleTimeout extends Schema.TaggedError<IdleTimeout>()("IdleTimeout"
 
 /**
  * The host name could not be resolved. `transient` is true for a temporary failure (EAI_AGAIN)
- * that may succeed on retry, false for a name that does not exist.
+ * that may succeed on retry, false for a name that does not exist. A lookup that fails while the
+ * process is out of file descriptors (EMFILE, ENFILE) is transient whatever its code: the
+ * resolver could not read /etc/hosts or open a socket, and reports such names as not found.
  *
  * @since 0.1.0
  * @category errors
@@ -491,7 +494,10 @@ const nodeError = (cause: unknown): NodeErrorLike => {
   return e
 }
 
-const dnsTransient = new Set(["EAI_AGAIN", "ETIMEOUT", "ECONNREFUSED", "ESERVFAIL"])
+const dnsTransientCodes = new Set(["EAI_AGAIN", "ETIMEOUT", "ECONNREFUSED", "ESERVFAIL"])
+// A lookup that failed while the process cannot open a descriptor (the resolver could not read
+// /etc/hosts or open a socket: glibc then says ENOTFOUND) says nothing about the name.
+const dnsTransient = (code: string) => dnsTransientCodes.has(code) || Descriptors.exhausted() !== undefined
 const isDnsCode = (code: string, syscall: string | undefined) =>
   syscall === "getaddrinfo" || syscall === "queryA" || syscall === "queryAaaa" || code === "ENOTFOUND" ||
   code.startsWith("EAI_")
@@ -522,7 +528,7 @@ export const classify: {
   if (code === undefined) return failure()
   switch (operation) {
     case "connect":
-      if (isDnsCode(code, syscall)) return new DnsLookupFailed({ ...fields, transient: dnsTransient.has(code) }, unchecked)
+      if (isDnsCode(code, syscall)) return new DnsLookupFailed({ ...fields, transient: dnsTransient(code) }, unchecked)
       switch (code) {
         case "ECONNREFUSED":
           return new ConnectionRefused(fields, unchecked)
@@ -574,7 +580,7 @@ export const classify: {
       }
       return failure()
     case "listen":
-      if (isDnsCode(code, syscall)) return new DnsLookupFailed({ ...fields, transient: dnsTransient.has(code) }, unchecked)
+      if (isDnsCode(code, syscall)) return new DnsLookupFailed({ ...fields, transient: dnsTransient(code) }, unchecked)
       switch (code) {
         case "EADDRINUSE":
           return new AddressInUse(fields, unchecked)

@@ -14,12 +14,15 @@ import * as Endpoint from "../Endpoint.js"
 import type { Handler, Server, ServeOptions, ServerStats } from "../Server.js"
 import * as TcpError from "../TcpError.js"
 import { NodeConnection } from "./connection.js"
+import * as Descriptors from "./descriptors.js"
 import * as Options from "./options.js"
 
 const defaultDrainTimeout = Duration.seconds(5)
 // How long handlers interrupted at drainTimeout have to run their finalizers (the socket still
 // open) before their sockets are destroyed and the shutdown stops waiting for them.
 const interruptGrace = Duration.seconds(1)
+// At most one log line this often while the process keeps running out of descriptors.
+const exhaustionReportInterval = Duration.seconds(10)
 
 const listen = (
   server: net.Server,
@@ -130,6 +133,7 @@ export const serve = <E, R>(
     let idleClosed = 0
     let failed = 0
     let abandoned = 0
+    let outOfDescriptors = 0
     let nextId = 0
     let stopping = false
     // Each handler's fiber, with its connection's id.
@@ -274,7 +278,33 @@ export const serve = <E, R>(
       yield* closed
     })
 
-    const makeServer = () => net.createServer({ allowHalfOpen: true, noDelay }, onConnection)
+    // When an accept fails for want of a descriptor, libuv (uv__emfile_trick) accepts and closes
+    // every pending connection itself and tells Node nothing: those connections cannot be counted.
+    // What can be seen is the moment it starts: an accept that took the last free descriptor. The
+    // check costs an open and a close, so it runs only once the server holds an eighth of the
+    // process's limit in connections (a handler may use several descriptors per connection).
+    const checkFrom = Math.floor((Descriptors.softLimit() ?? 512) / 8)
+    let exhaustedSinceReport = 0
+    let lastReportAt: number | undefined
+    const checkDescriptors = () => {
+      if (stopping || connections.size < checkFrom) return
+      const code = Descriptors.exhausted()
+      if (code === undefined) return
+      outOfDescriptors++
+      exhaustedSinceReport++
+      const now = clock.unsafeCurrentTimeMillis()
+      if (lastReportAt !== undefined && now - lastReportAt < Duration.toMillis(exhaustionReportInterval)) return
+      const times = exhaustedSinceReport === 1 ? "" : ` (${exhaustedSinceReport} times since the last report)`
+      lastReportAt = now
+      exhaustedSinceReport = 0
+      runFork(Effect.logWarning(
+        `out of file descriptors (${code}) with ${connections.size} connections open${times}: until one is freed, ` +
+          `the system closes new connections before the server sees them, uncounted; raise the limit (ulimit -n) ` +
+          `or set maxConnections below it`
+      ))
+    }
+    const makeServer = () =>
+      net.createServer({ allowHalfOpen: true, noDelay }, onConnection).on("connection", checkDescriptors)
     const addresses = yield* addressesOf(requested.host, requested.port)
     const servers = yield* Effect.acquireRelease(
       listenAll(addresses, requested.port, validated.backlog ?? 511, makeServer),
@@ -292,7 +322,8 @@ export const serve = <E, R>(
       rejected,
       idleClosed,
       failed,
-      abandoned
+      abandoned,
+      outOfDescriptors
     }))
     return {
       address: servers[0]!.address,
