@@ -451,42 +451,49 @@ export const makeClient = <Req extends Schema.Schema.Any, Res extends Schema.Sch
         (encoded) => serialize(serialization, { id, request: encoded }, endpoint, `request ${id}`)
       )
 
+    const exchangeWith = (
+      message: Type<Req>,
+      timeoutMillis: number
+    ): Effect.Effect<Type<Res>, Type<Err> | RequestError, Ctx<Req>> => {
+      const id = nextId++
+      const entry: Entry = {
+        id,
+        outcome: Deferred.unsafeMake(FiberId.none),
+        at: timeoutMillis === Infinity ? Infinity : clock.unsafeCurrentTimeMillis() + timeoutMillis,
+        timeoutMillis,
+        prev: undefined,
+        next: undefined
+      }
+      pending.set(id, entry)
+      if (entry.at !== Infinity) link(entry)
+      const sent = Effect.flatMap(send(id, message), (bytes) => {
+        const encoded = internalFraming.encodeFrame(framing, bytes, endpoint)
+        if (Either.isLeft(encoded)) return Effect.fail(encoded.left)
+        writer.offer(encoded.right, (exit) => {
+          if (Exit.isFailure(exit)) settleEntry(entry, Exit.failCause(exit.cause))
+        })
+        return Effect.void
+      })
+      return sent.pipe(
+        Effect.zipRight(arm(entry.at)),
+        Effect.zipRight(Deferred.await(entry.outcome)),
+        // Settled, failed to encode or interrupted: the request is no longer waited for.
+        Effect.onExit(() => Effect.sync(() => settleEntry(entry, Exit.interrupt(FiberId.none))))
+      )
+    }
+
     const request = (
       message: Type<Req>,
       requestOptions?: RequestOptions
     ): Effect.Effect<Type<Res>, Type<Err> | RequestError> => {
       const exchange = Effect.suspend((): Effect.Effect<Type<Res>, Type<Err> | RequestError, Ctx<Req>> => {
         if (dead !== undefined) return Effect.fail(dead)
-        if (requestOptions?.timeout === undefined) return exchangeWith(defaultTimeout)
-        return Effect.flatMap(timeoutMillis(requestOptions.timeout, "Message request"), exchangeWith)
-      })
-      const exchangeWith = (timeoutMillis: number): Effect.Effect<Type<Res>, Type<Err> | RequestError, Ctx<Req>> => {
-        const id = nextId++
-        const entry: Entry = {
-          id,
-          outcome: Deferred.unsafeMake(FiberId.none),
-          at: timeoutMillis === Infinity ? Infinity : clock.unsafeCurrentTimeMillis() + timeoutMillis,
-          timeoutMillis,
-          prev: undefined,
-          next: undefined
-        }
-        pending.set(id, entry)
-        if (entry.at !== Infinity) link(entry)
-        const sent = Effect.flatMap(send(id, message), (bytes) => {
-          const encoded = internalFraming.encodeFrame(framing, bytes, endpoint)
-          if (Either.isLeft(encoded)) return Effect.fail(encoded.left)
-          writer.offer(encoded.right, (exit) => {
-            if (Exit.isFailure(exit)) settleEntry(entry, Exit.failCause(exit.cause))
-          })
-          return Effect.void
-        })
-        return sent.pipe(
-          Effect.zipRight(arm(entry.at)),
-          Effect.zipRight(Deferred.await(entry.outcome)),
-          // Settled, failed to encode or interrupted: the request is no longer waited for.
-          Effect.onExit(() => Effect.sync(() => settleEntry(entry, Exit.interrupt(FiberId.none))))
+        if (requestOptions?.timeout === undefined) return exchangeWith(message, defaultTimeout)
+        return Effect.flatMap(
+          timeoutMillis(requestOptions.timeout, "Message request"),
+          (millis) => exchangeWith(message, millis)
         )
-      }
+      })
       // Providing costs a copy of the fiber's references: skipped when the Schemas need no service.
       return needsContext
         ? Effect.provide(exchange, context)
