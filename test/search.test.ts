@@ -192,6 +192,17 @@ describe("the delimiter search on a connection", () => {
     return () => chunks
   }
 
+  live("readUntil counts against maxBytes only the bytes that can no longer start the delimiter", () =>
+    Effect.gen(function*() {
+      // The peer then stays silent, with the connection open.
+      const { port } = yield* rawServer((socket) => socket.write("xyzabxyzx"))
+      const connection = yield* Tcp.connect({ host: "127.0.0.1", port })
+      expect(Buffer.from(yield* connection.readUntil("ab", { maxBytes: 3 })).toString()).toBe("xyz")
+      // "xyzx" cannot end with the start of "ab": 4 bytes are over the limit, known without waiting for more.
+      const error = yield* Effect.flip(connection.readUntil("ab", { maxBytes: 3 }))
+      expect(error).toMatchObject({ _tag: "FrameTooLarge", maxBytes: 3, size: 4 })
+    }))
+
   for (const [dataBytes, delimiterBytes] of [[256 * 1024, 4096], [1024 * 1024, 16 * 1024]] as const) {
     live(`readUntil finds a ${delimiterBytes / 1024} KiB delimiter after ${dataBytes / 1024} KiB sent in small pieces, in a few steps per byte`, () =>
       Effect.gen(function*() {
