@@ -149,6 +149,11 @@ describe("Connection reads", () => {
         issues: "readUntil: the delimiter must not be empty"
       })
       expect((yield* Effect.flip(connection.readUntil("\n", { maxBytes: -3 })))._tag).toBe("InvalidOptions")
+      // A caller without types: Buffer.from threw at the call.
+      expect(yield* Effect.flip(Effect.suspend(() => connection.readUntil(NaN as unknown as string)))).toMatchObject({
+        _tag: "InvalidOptions",
+        issues: "readUntil: the delimiter must be a string or bytes, got number"
+      })
       expect(text(yield* connection.readUntil("\n"))).toBe("data")
     }))
 

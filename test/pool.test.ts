@@ -471,6 +471,7 @@ describe("ConnectionPool", () => {
       const cases: Array<[Record<string, unknown>, string]> = [
         [{ min: 3, max: 2 }, "min (3) must not exceed max (2)"],
         [{ max: 0 }, "max must be an integer of at least 1, got 0"],
+        [{ min: 2 ** 31 }, "max must be at most 65535, got 2147483648"],
         [{ acquireTimeout: -1 }, `acquireTimeout: ${notADuration("-1")}`],
         [{ maxWaiters: 1.5 }, "maxWaiters must be an integer of at least 0, got 1.5"],
         [{ validationInterval: 0 }, "validationInterval must be more than 0"],

@@ -419,6 +419,10 @@ export class NodeConnection implements Connection {
     Uint8Array,
     TcpError.ReadError | TcpError.UnexpectedEof | TcpError.FrameTooLarge | TcpError.InvalidOptions
   > => {
+    // Buffer.from would throw at the caller for anything else (a caller without types).
+    if (typeof delimiter !== "string" && !(delimiter instanceof Uint8Array)) {
+      return Effect.fail(invalid(`readUntil: the delimiter must be a string or bytes, got ${typeof delimiter}`))
+    }
     const needle = Buffer.from(delimiter)
     const maxBytes = options?.maxBytes ?? defaultReadUntilMax
     if (needle.length === 0) return Effect.fail(invalid("readUntil: the delimiter must not be empty"))

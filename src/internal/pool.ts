@@ -147,6 +147,8 @@ type Validated = {
   readonly validationInterval: Duration.Duration
 }
 
+const maxConnections = 65_535
+
 const validateOptions = (options: PoolOptions): Effect.Effect<Validated, TcpError.InvalidOptions> => {
   const issues: Array<string> = []
   const count = (name: string, value: number | undefined, fallback: number, least: number) => {
@@ -172,6 +174,9 @@ const validateOptions = (options: PoolOptions): Effect.Effect<Validated, TcpErro
   }
   const min = count("min", options.min, defaults.min, 0)
   const max = count("max", options.max, Math.max(defaults.max, min), 1)
+  // A host has at most 65,535 local ports to one endpoint: a larger pool is a mistake, and one of
+  // 2^31 connections would exhaust memory opening them.
+  if (max > maxConnections) issues.push(`max must be at most ${maxConnections}, got ${max}`)
   if (min > max) issues.push(`min (${min}) must not exceed max (${max})`)
   callable("healthCheck", options.healthCheck)
   callable("keepOnFailure", options.keepOnFailure)
