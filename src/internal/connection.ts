@@ -60,6 +60,37 @@ interface Waiter<E> {
  */
 const unconfirmed = new Error("the connection was destroyed before the write completed")
 
+/**
+ * Sorts the waiters: those of interrupted operations are dropped, the live ones with no time
+ * `left` are overdue, the others wait on, and `next` is when the first of them is due. `expire`
+ * fails the overdue ones, once the caller has stored the others (a resumed read may look at them).
+ */
+const expireWaiters = <E>(
+  waiters: ReadonlyArray<Waiter<E>>,
+  left: (since: number) => number,
+  error: () => E
+): { readonly next: number | undefined; readonly waiting: Array<Waiter<E>>; readonly expire: () => void } => {
+  let next: number | undefined
+  const waiting: Array<Waiter<E>> = []
+  const overdue: Array<Waiter<E>> = []
+  for (const waiter of waiters) {
+    if (waiter.fiber.unsafePoll() !== null) continue
+    const remaining = left(waiter.since)
+    if (remaining <= 0) {
+      overdue.push(waiter)
+    } else {
+      waiting.push(waiter)
+      if (next === undefined || remaining < next) next = remaining
+    }
+  }
+  const expire = () => {
+    if (overdue.length === 0) return
+    const timedOut = Effect.fail(error())
+    for (const waiter of overdue) waiter.resume(timedOut)
+  }
+  return { next, waiting, expire }
+}
+
 /** libuv's count of bytes that pending writes still have for the kernel; it falls as the kernel takes them. */
 const writeQueueSize = (socket: net.Socket): number => {
   const handle = (socket as unknown as { readonly _handle: { readonly writeQueueSize?: number } | null })._handle
@@ -170,27 +201,14 @@ export class NodeConnection implements Connection {
   private expireReads(now: number): number | undefined {
     const millis = this.readTimeoutMillis!
     if (this.socket.destroyed || this.readWaiters.length === 0) return undefined
-    let next: number | undefined
-    const waiting: Array<Waiter<TcpError.ReadTimeout>> = []
-    const overdue: Array<Waiter<TcpError.ReadTimeout>> = []
-    for (const waiter of this.readWaiters) {
-      if (waiter.fiber.unsafePoll() !== null) continue
-      const left = waiter.since + millis - now
-      if (left <= 0) {
-        overdue.push(waiter)
-      } else {
-        waiting.push(waiter)
-        if (next === undefined || left < next) next = left
-      }
-    }
+    const { expire, next, waiting } = expireWaiters(
+      this.readWaiters,
+      (since) => since + millis - now,
+      () => new TcpError.ReadTimeout({ operation: "read", endpoint: this.remoteAddress, timeoutMillis: millis }, unchecked)
+    )
     this.readWaiters = waiting
     if (waiting.length === 0) this.wanted = 0
-    if (overdue.length > 0) {
-      const timedOut = Effect.fail(
-        new TcpError.ReadTimeout({ operation: "read", endpoint: this.remoteAddress, timeoutMillis: millis }, unchecked)
-      )
-      for (const waiter of overdue) waiter.resume(timedOut)
-    }
+    expire()
     return next
   }
 
@@ -223,26 +241,13 @@ export class NodeConnection implements Connection {
     const millis = this.writeTimeoutMillis!
     if (this.socket.destroyed || this.writeWaiters.length === 0) return undefined
     const progressAt = this.writeProgressAt(now)
-    let next: number | undefined
-    const waiting: Array<Waiter<TcpError.WriteTimeout>> = []
-    const overdue: Array<Waiter<TcpError.WriteTimeout>> = []
-    for (const waiter of this.writeWaiters) {
-      if (waiter.fiber.unsafePoll() !== null) continue
-      const left = Math.max(waiter.since, progressAt) + millis - now
-      if (left <= 0) {
-        overdue.push(waiter)
-      } else {
-        waiting.push(waiter)
-        if (next === undefined || left < next) next = left
-      }
-    }
+    const { expire, next, waiting } = expireWaiters(
+      this.writeWaiters,
+      (since) => Math.max(since, progressAt) + millis - now,
+      () => new TcpError.WriteTimeout({ operation: "write", endpoint: this.remoteAddress, timeoutMillis: millis }, unchecked)
+    )
     this.writeWaiters = waiting
-    if (overdue.length > 0) {
-      const timedOut = Effect.fail(
-        new TcpError.WriteTimeout({ operation: "write", endpoint: this.remoteAddress, timeoutMillis: millis }, unchecked)
-      )
-      for (const waiter of overdue) waiter.resume(timedOut)
-    }
+    expire()
     return next === undefined ? undefined : Math.min(next, Math.max(1, millis / 4))
   }
 
