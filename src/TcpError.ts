@@ -497,7 +497,9 @@ const nodeError = (cause: unknown): NodeErrorLike => {
 const dnsTransientCodes = new Set(["EAI_AGAIN", "ETIMEOUT", "ECONNREFUSED", "ESERVFAIL"])
 // A lookup that failed while the process cannot open a descriptor (the resolver could not read
 // /etc/hosts or open a socket: glibc then says ENOTFOUND) says nothing about the name.
-const dnsTransient = (code: string) => dnsTransientCodes.has(code) || Descriptors.exhausted() !== undefined
+/** Descriptors a lookup may need at once; with fewer free, glibc fails it as ENOTFOUND. */
+const lookupDescriptors = 8
+const dnsTransient = (code: string) => dnsTransientCodes.has(code) || Descriptors.exhausted(lookupDescriptors) !== undefined
 const isDnsCode = (code: string, syscall: string | undefined) =>
   syscall === "getaddrinfo" || syscall === "queryA" || syscall === "queryAaaa" || code === "ENOTFOUND" ||
   code.startsWith("EAI_")

@@ -7,16 +7,22 @@ import * as fs from "node:fs"
 /** The system's code when no descriptor can be opened now (EMFILE: this process's limit, ENFILE: the system's). */
 export type Exhaustion = "EMFILE" | "ENFILE"
 
-/** @internal */
-export const exhausted = (): Exhaustion | undefined => {
-  let fd: number
+/**
+ * Whether fewer than `room` more descriptors can be opened now (a name lookup needs several:
+ * /etc/hosts, nsswitch.conf, resolv.conf, a socket to the nameserver).
+ *
+ * @internal
+ */
+export const exhausted = (room = 1): Exhaustion | undefined => {
+  const opened: Array<number> = []
   try {
-    fd = fs.openSync("/dev/null", "r")
+    while (opened.length < room) opened.push(fs.openSync("/dev/null", "r"))
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code
-    return code === "EMFILE" || code === "ENFILE" ? code : undefined
+    if (code === "EMFILE" || code === "ENFILE") return code
+  } finally {
+    for (const fd of opened) fs.closeSync(fd)
   }
-  fs.closeSync(fd)
   return undefined
 }
 
