@@ -247,6 +247,26 @@ describe("FaultProxy", () => {
       const slice = yield* Effect.flip(FaultProxy.make({ upstream, faults: { toClient: { slice: { maxBytes: 0 } } } }))
       expect((slice as { issues: string }).issues).toContain("a size is an integer of at least 1")
     }))
+
+  effect("rejects a seed or an upstream it cannot use with InvalidOptions, before listening", () =>
+    Effect.gen(function*() {
+      const issues = (options: unknown) =>
+        FaultProxy.make(options as FaultProxy.FaultProxyOptions).pipe(
+          Effect.flip,
+          Effect.map((error) => {
+            expect(error._tag).toBe("InvalidOptions")
+            return (error as { issues: string }).issues
+          })
+        )
+      const upstream = { host: "127.0.0.1", port: 9 }
+      for (const seed of [Number.NaN, -1, 1.5, 2 ** 32, Infinity]) {
+        expect(yield* issues({ upstream, seed })).toContain("a seed is an integer from 0 to 2^32 - 1")
+      }
+      expect(yield* issues({ upstream: { host: "127.0.0.1", port: 0 } })).toContain("an upstream port is an integer from 1 to 65535, got 0")
+      expect(yield* issues({ upstream: { host: "127.0.0.1", port: Number.NaN } })).toContain("got NaN")
+      expect(yield* issues({ upstream: { host: "bad host", port: 9 } })).toContain("a host must not contain spaces")
+      expect(yield* issues({ upstream: undefined })).toContain("upstream")
+    }))
 })
 
 /** The first chunk, or how the stream ended. */

@@ -10,6 +10,7 @@
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
+import * as Predicate from "effect/Predicate"
 import * as Schema from "effect/Schema"
 import type * as Scope from "effect/Scope"
 import type { Connection } from "../Connection.js"
@@ -101,6 +102,23 @@ export const Faults = Schema.Struct({
  */
 export type Faults = typeof Faults.Encoded
 
+/** The upstream a connect can reach (port 0 is not one) and a seed the generator takes whole. */
+const ProxyTarget = Schema.Struct({
+  upstream: Schema.Struct({
+    host: Endpoint.Host,
+    port: Schema.Number.pipe(
+      Schema.filter((port) => Number.isInteger(port) && port >= 1 && port <= 65535, {
+        message: (issue) => `an upstream port is an integer from 1 to 65535, got ${String(issue.actual)}`
+      })
+    )
+  }),
+  seed: Schema.Number.pipe(
+    Schema.filter((seed) => Number.isInteger(seed) && seed >= 0 && seed <= 0xffffffff, {
+      message: (issue) => `a seed is an integer from 0 to 2^32 - 1, got ${String(issue.actual)}`
+    })
+  )
+})
+
 type ValidFaults = typeof Faults.Type
 type ValidDirection = typeof DirectionFaults.Type
 
@@ -137,7 +155,7 @@ export interface FaultProxyOptions {
   /** Where the proxy listens; default 127.0.0.1 and a free port. */
   readonly host?: string
   readonly port?: number
-  /** Seed of the fault draws; the same seed gives each connection the same draws. Default 1. */
+  /** Seed of the fault draws, an integer from 0 to 2^32 - 1; the same seed gives each connection the same draws. Default 1. */
   readonly seed?: number
   readonly faults?: Faults
 }
@@ -186,10 +204,14 @@ export const make = (
   options: FaultProxyOptions
 ): Effect.Effect<FaultProxy, ListenError, Tcp.Tcp | Scope.Scope> =>
   Effect.gen(function*() {
+    const { seed, upstream } = yield* Options.validate(ProxyTarget, "listen", {
+      seed: options.seed ?? 1,
+      upstream: Predicate.isObject(options.upstream)
+        ? { host: options.upstream.host, port: options.upstream.port }
+        : options.upstream
+    })
     let faults: ValidFaults = yield* Options.validate(Faults, "listen", options.faults ?? {})
     let encodedFaults: Faults = options.faults ?? {}
-    const seed = options.seed ?? 1
-    const upstream = { host: options.upstream.host, port: options.upstream.port }
     let connections = 0
     let active = 0
     let bytesToUpstream = 0
