@@ -1,6 +1,7 @@
 import { describe, expect, it } from "@effect/vitest"
 import * as Cause from "effect/Cause"
 import * as Chunk from "effect/Chunk"
+import * as Context from "effect/Context"
 import * as Deferred from "effect/Deferred"
 import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
@@ -531,5 +532,29 @@ describe("Message request/response", () => {
       expect(Exit.isFailure(answered) && Option.getOrUndefined(Cause.failureOption(answered.cause))).toMatchObject({
         _tag: expect.stringMatching(/^(ConnectionReset|BrokenPipe|SocketClosed)$/)
       })
+    }))
+})
+
+describe("Message services of the Schemas", () => {
+  /** A service that a Schema's transformation reads: the prefix put before every string on the wire. */
+  class Prefix extends Context.Tag("test/Prefix")<Prefix, string>() {}
+  const Prefixed = Schema.transformOrFail(Schema.String, Schema.String, {
+    strict: true,
+    decode: (text) => Effect.map(Prefix, (prefix) => text.startsWith(prefix) ? text.slice(prefix.length) : text),
+    encode: (text) => Effect.map(Prefix, (prefix) => `${prefix}${text}`)
+  })
+  const Prefixing = Message.protocol({ request: Prefixed, response: Prefixed })
+  const Plain = Message.protocol({ request: Schema.String, response: Schema.String })
+
+  live("a client's Schemas get the services it was created with, even in a request from a fiber without them", () =>
+    Effect.gen(function*() {
+      const seen: Array<string> = []
+      const server = yield* Message.serve(Plain, { port: 0 }, (text) => Effect.succeed(text).pipe(Effect.tap(() => seen.push(text))))
+      const connection = yield* Tcp.connect({ host: "127.0.0.1", port: server.address.port })
+      const client = yield* Message.client(connection, Prefixing).pipe(Effect.provideService(Prefix, "p:"))
+      // This fiber has no Prefix; another sets a different one: the client's own is used for both.
+      expect(yield* client.request("hello")).toBe("hello")
+      expect(yield* client.request("again").pipe(Effect.provideService(Prefix, "q:"))).toBe("again")
+      expect(seen).toEqual(["p:hello", "p:again"])
     }))
 })
