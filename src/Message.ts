@@ -63,12 +63,13 @@ export interface Codec<A, I = A, R = never> {
 }
 
 /**
- * Options of `codec` and `protocol`.
+ * How messages are carried on the wire: the framing around each one and the serialization of its
+ * encoded form. Options of `codec` and `protocol`.
  *
  * @since 0.1.0
  * @category models
  */
-export interface CodecOptions {
+export interface WireFormatOptions {
   /** Default: `Framing.lengthPrefixed()` (4-byte big-endian length, 1 MiB at most). */
   readonly framing?: Framing.Framing
   /** Default: `json`. */
@@ -92,7 +93,7 @@ export interface CodecOptions {
  * @since 0.1.0
  * @category constructors
  */
-export const codec = <A, I, R>(schema: Schema.Schema<A, I, R>, options?: CodecOptions): Codec<A, I, R> => ({
+export const codec = <A, I, R>(schema: Schema.Schema<A, I, R>, options?: WireFormatOptions): Codec<A, I, R> => ({
   schema,
   framing: options?.framing ?? Framing.lengthPrefixed(),
   serialization: options?.serialization ?? json
@@ -293,7 +294,7 @@ export interface Protocol<
  * @since 0.1.0
  * @category models
  */
-export interface ProtocolOptions<Req, Res, Err> extends CodecOptions {
+export interface ProtocolOptions<Req, Res, Err> extends WireFormatOptions {
   readonly request: Req
   readonly response: Res
   /** Typed failures a handler may answer with; default: none (`Schema.Never`). */
