@@ -6,17 +6,18 @@
  * @since 0.1.0
  */
 import type * as Duration from "effect/Duration"
-import * as Effect from "effect/Effect"
+import type * as Effect from "effect/Effect"
 import type * as Option from "effect/Option"
-import * as Schema from "effect/Schema"
+import type * as Schema from "effect/Schema"
 import type * as Scope from "effect/Scope"
-import * as Stream from "effect/Stream"
+import type * as Stream from "effect/Stream"
 import type { Connection } from "./Connection.js"
-import * as Endpoint from "./Endpoint.js"
-import * as Framing from "./Framing.js"
-import * as internal from "./internal/message.js"
-import * as internalFraming from "./internal/framing.js"
-import * as Server from "./Server.js"
+import type * as Endpoint from "./Endpoint.js"
+import type * as Framing from "./Framing.js"
+import * as internalClient from "./internal/messageClient.js"
+import * as internal from "./internal/messageCodec.js"
+import * as internalServer from "./internal/messageServer.js"
+import type * as Server from "./Server.js"
 import type { Tcp } from "./Tcp.js"
 import type {
   FrameTooLarge,
@@ -63,12 +64,13 @@ export interface Codec<A, I = A, R = never> {
 }
 
 /**
- * Options of `codec` and `protocol`.
+ * How messages are carried on the wire: the framing around each one and the serialization of its
+ * encoded form. Options of `codec` and `protocol`.
  *
  * @since 0.1.0
  * @category models
  */
-export interface CodecOptions {
+export interface WireFormatOptions {
   /** Default: `Framing.lengthPrefixed()` (4-byte big-endian length, 1 MiB at most). */
   readonly framing?: Framing.Framing
   /** Default: `json`. */
@@ -92,11 +94,8 @@ export interface CodecOptions {
  * @since 0.1.0
  * @category constructors
  */
-export const codec = <A, I, R>(schema: Schema.Schema<A, I, R>, options?: CodecOptions): Codec<A, I, R> => ({
-  schema,
-  framing: options?.framing ?? Framing.lengthPrefixed(),
-  serialization: options?.serialization ?? json
-})
+export const codec: <A, I, R>(schema: Schema.Schema<A, I, R>, options?: WireFormatOptions) => Codec<A, I, R> =
+  internal.codec
 
 /**
  * What sending a message can fail with: the connection's write errors, `FrameTooLarge` for a
@@ -133,32 +132,77 @@ export interface EndpointOptions {
 
 /**
  * A frame's bytes as a message, or `MalformedFrame` (operation `"read"`) saying why not.
+ * `Message.decode(frame, codec)`, or `Message.decode(codec)` to map frames.
+ *
+ * @example
+ * ```ts
+ * import { Effect, Schema, Stream } from "effect"
+ * import { Message } from "effect-tcp"
+ *
+ * const Numbers = Message.codec(Schema.Struct({ n: Schema.Number }))
+ * const frame = new TextEncoder().encode(`{"n":1}`)
+ *
+ * const one = Message.decode(frame, Numbers) // Effect<{ n: number }, MalformedFrame>
+ * const all = Stream.make(frame, frame).pipe(Stream.mapEffect(Message.decode(Numbers)))
+ * ```
  *
  * @since 0.1.0
  * @category decoding
  */
-export const decode = <A, I, R>(
-  codec: Codec<A, I, R>,
-  frame: Uint8Array,
-  options?: EndpointOptions
-): Effect.Effect<A, MalformedFrame, R> =>
-  internal.decode(codec, frame, options?.endpoint ?? internalFraming.unknownEndpoint)
+export const decode: {
+  /**
+   * A frame's bytes as a message, or `MalformedFrame` (operation `"read"`) saying why not.
+   *
+   * @since 0.1.0
+   * @category decoding
+   */
+  <A, I, R>(
+    codec: Codec<A, I, R>,
+    options?: EndpointOptions
+  ): (frame: Uint8Array) => Effect.Effect<A, MalformedFrame, R>
+  /**
+   * A frame's bytes as a message, or `MalformedFrame` (operation `"read"`) saying why not.
+   *
+   * @since 0.1.0
+   * @category decoding
+   */
+  <A, I, R>(frame: Uint8Array, codec: Codec<A, I, R>, options?: EndpointOptions): Effect.Effect<A, MalformedFrame, R>
+} = internal.decode
 
 /**
  * A message as the body of a frame, or `MalformedFrame` (operation `"write"`) saying why not.
+ * `Message.encode(message, codec)`, or `Message.encode(codec)` to map messages.
  *
  * @since 0.1.0
  * @category encoding
  */
-export const encode = <A, I, R>(
-  codec: Codec<A, I, R>,
-  message: A,
-  options?: EndpointOptions
-): Effect.Effect<Uint8Array | string, MalformedFrame, R> =>
-  internal.encode(codec, message, options?.endpoint ?? internalFraming.unknownEndpoint)
+export const encode: {
+  /**
+   * A message as the body of a frame, or `MalformedFrame` (operation `"write"`) saying why not.
+   *
+   * @since 0.1.0
+   * @category encoding
+   */
+  <A, I, R>(
+    codec: Codec<A, I, R>,
+    options?: EndpointOptions
+  ): (message: A) => Effect.Effect<Uint8Array | string, MalformedFrame, R>
+  /**
+   * A message as the body of a frame, or `MalformedFrame` (operation `"write"`) saying why not.
+   *
+   * @since 0.1.0
+   * @category encoding
+   */
+  <A, I, R>(
+    message: A,
+    codec: Codec<A, I, R>,
+    options?: EndpointOptions
+  ): Effect.Effect<Uint8Array | string, MalformedFrame, R>
+} = internal.encode
 
 /**
  * Sends one message as one frame (one corked write). Messages sent concurrently never interleave.
+ * `Message.send(connection, codec, message)`, or `Message.send(codec, message)` in a pipe.
  *
  * @example
  * ```ts
@@ -179,24 +223,53 @@ export const encode = <A, I, R>(
  * @since 0.1.0
  * @category sending
  */
-export const send = <A, I, R>(
-  connection: Connection,
-  codec: Codec<A, I, R>,
-  message: A
-): Effect.Effect<void, SendError, R> =>
-  internal.send(connection, codec, message)
+export const send: {
+  /**
+   * Sends one message as one frame (one corked write). Messages sent concurrently never interleave.
+   *
+   * @since 0.1.0
+   * @category sending
+   */
+  <A, I, R>(codec: Codec<A, I, R>, message: NoInfer<A>): (connection: Connection) => Effect.Effect<void, SendError, R>
+  /**
+   * Sends one message as one frame (one corked write). Messages sent concurrently never interleave.
+   *
+   * @since 0.1.0
+   * @category sending
+   */
+  <A, I, R>(connection: Connection, codec: Codec<A, I, R>, message: NoInfer<A>): Effect.Effect<void, SendError, R>
+} = internal.send
 
 /**
  * Sends several messages in one corked write; if one cannot be encoded, nothing is sent.
+ * `Message.sendAll(connection, codec, messages)`, or `Message.sendAll(codec, messages)` in a pipe.
  *
  * @since 0.1.0
  * @category sending
  */
-export const sendAll = <A, I, R>(
-  connection: Connection,
-  codec: Codec<A, I, R>,
-  messages: Iterable<A>
-): Effect.Effect<void, SendError, R> => internal.sendAll(connection, codec, messages)
+export const sendAll: {
+  /**
+   * Sends several messages in one corked write; if one cannot be encoded, nothing is sent.
+   *
+   * @since 0.1.0
+   * @category sending
+   */
+  <A, I, R>(
+    codec: Codec<A, I, R>,
+    messages: Iterable<NoInfer<A>>
+  ): (connection: Connection) => Effect.Effect<void, SendError, R>
+  /**
+   * Sends several messages in one corked write; if one cannot be encoded, nothing is sent.
+   *
+   * @since 0.1.0
+   * @category sending
+   */
+  <A, I, R>(
+    connection: Connection,
+    codec: Codec<A, I, R>,
+    messages: Iterable<NoInfer<A>>
+  ): Effect.Effect<void, SendError, R>
+} = internal.sendAll
 
 /**
  * Typed messages read from one connection.
@@ -219,28 +292,53 @@ export interface MessageReader<A, R = never> {
 
 /**
  * A reader of typed messages from `connection`; use one per connection. `InvalidOptions` if the
- * codec's framing cannot work.
+ * codec's framing cannot work. `Message.reader(connection, codec)`, or `Message.reader(codec)` in a pipe.
  *
  * @since 0.1.0
  * @category receiving
  */
-export const reader = <A, I, R>(
-  connection: Connection,
-  codec: Codec<A, I, R>
-): Effect.Effect<MessageReader<A, R>, InvalidOptions> => internal.reader(connection, codec)
+export const reader: {
+  /**
+   * A reader of typed messages from a connection; use one per connection.
+   *
+   * @since 0.1.0
+   * @category receiving
+   */
+  <A, I, R>(codec: Codec<A, I, R>): (connection: Connection) => Effect.Effect<MessageReader<A, R>, InvalidOptions>
+  /**
+   * A reader of typed messages from `connection`; use one per connection.
+   *
+   * @since 0.1.0
+   * @category receiving
+   */
+  <A, I, R>(connection: Connection, codec: Codec<A, I, R>): Effect.Effect<MessageReader<A, R>, InvalidOptions>
+} = internal.reader
 
 /**
  * The messages of `connection`, until the peer closes between two frames; fails at the first
  * error, `MalformedFrame` included (to skip bad frames instead, loop on a reader's `receive`), and
- * at once with `InvalidOptions` if the codec's framing cannot work.
+ * at once with `InvalidOptions` if the codec's framing cannot work. `Message.stream(connection, codec)`,
+ * or `Message.stream(codec)` in a pipe.
  *
  * @since 0.1.0
  * @category receiving
  */
-export const stream = <A, I, R>(
-  connection: Connection,
-  codec: Codec<A, I, R>
-): Stream.Stream<A, ReceiveError | InvalidOptions, R> => internal.stream(connection, codec)
+export const stream: {
+  /**
+   * The messages of a connection, until the peer closes between two frames.
+   *
+   * @since 0.1.0
+   * @category receiving
+   */
+  <A, I, R>(codec: Codec<A, I, R>): (connection: Connection) => Stream.Stream<A, ReceiveError | InvalidOptions, R>
+  /**
+   * The messages of `connection`, until the peer closes between two frames.
+   *
+   * @since 0.1.0
+   * @category receiving
+   */
+  <A, I, R>(connection: Connection, codec: Codec<A, I, R>): Stream.Stream<A, ReceiveError | InvalidOptions, R>
+} = internal.stream
 
 // -----------------------------------------------------------------------------
 // request / response
@@ -252,17 +350,15 @@ export const stream = <A, I, R>(
  * @since 0.1.0
  * @category errors
  */
-export class RequestTimeout extends Schema.TaggedError<RequestTimeout>()("RequestTimeout", {
-  endpoint: Endpoint.Endpoint,
-  requestId: Schema.Number,
-  timeoutMillis: Schema.Number
-}) {
-  override get message(): string {
-    return `request ${this.requestId} to ${
-      Endpoint.format(this.endpoint)
-    } got no response within ${this.timeoutMillis} ms: the server is slow or stuck; a late response will be discarded`
-  }
-}
+export const RequestTimeout: typeof internalClient.RequestTimeout = internalClient.RequestTimeout
+
+/**
+ * A request got no response within its timeout (`endpoint`, `requestId`, `timeoutMillis`).
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export type RequestTimeout = internalClient.RequestTimeout
 
 /**
  * A request/response protocol: the Schemas of requests, of responses and of the typed failures a
@@ -293,7 +389,7 @@ export interface Protocol<
  * @since 0.1.0
  * @category models
  */
-export interface ProtocolOptions<Req, Res, Err> extends CodecOptions {
+export interface ProtocolOptions<Req, Res, Err> extends WireFormatOptions {
   readonly request: Req
   readonly response: Res
   /** Typed failures a handler may answer with; default: none (`Schema.Never`). */
@@ -322,17 +418,11 @@ export interface ProtocolOptions<Req, Res, Err> extends CodecOptions {
  * @since 0.1.0
  * @category constructors
  */
-export const protocol = <
+export const protocol: <
   Req extends Schema.Schema.Any,
   Res extends Schema.Schema.Any,
   Err extends Schema.Schema.All = typeof Schema.Never
->(options: ProtocolOptions<Req, Res, Err>): Protocol<Req, Res, Err> => ({
-  request: options.request,
-  response: options.response,
-  failure: options.failure ?? (Schema.Never as unknown as Err),
-  framing: options.framing ?? Framing.lengthPrefixed(),
-  serialization: options.serialization ?? json
-})
+>(options: ProtocolOptions<Req, Res, Err>) => Protocol<Req, Res, Err> = internal.protocol
 
 /**
  * What a request can fail with, besides the protocol's typed failures:
@@ -412,6 +502,7 @@ export interface Client<Req, Res, Err> {
  * A client of `protocol` over `connection`. A fiber reading responses runs until the scope closes
  * or the connection dies. Use one client per connection, and no other reads on it. Fails with
  * `InvalidOptions` for a bad `timeout` or a framing whose options cannot work.
+ * `Message.client(connection, protocol)`, or `Message.client(protocol)` in a pipe.
  *
  * @example
  * ```ts
@@ -432,15 +523,37 @@ export interface Client<Req, Res, Err> {
  * @since 0.1.0
  * @category constructors
  */
-export const client = <Req extends Schema.Schema.Any, Res extends Schema.Schema.Any, Err extends Schema.Schema.All>(
-  connection: Connection,
-  protocol: Protocol<Req, Res, Err>,
-  options?: ClientOptions
-): Effect.Effect<
-  Client<Schema.Schema.Type<Req>, Schema.Schema.Type<Res>, Schema.Schema.Type<Err>>,
-  InvalidOptions,
-  Scope.Scope | Schema.Schema.Context<Req | Res | Err>
-> => internal.makeClient(connection, protocol, options)
+export const client: {
+  /**
+   * A client of `protocol` over a connection; one client per connection, and no other reads on it.
+   *
+   * @since 0.1.0
+   * @category constructors
+   */
+  <Req extends Schema.Schema.Any, Res extends Schema.Schema.Any, Err extends Schema.Schema.All>(
+    protocol: Protocol<Req, Res, Err>,
+    options?: ClientOptions
+  ): (connection: Connection) => Effect.Effect<
+    Client<Schema.Schema.Type<Req>, Schema.Schema.Type<Res>, Schema.Schema.Type<Err>>,
+    InvalidOptions,
+    Scope.Scope | Schema.Schema.Context<Req | Res | Err>
+  >
+  /**
+   * A client of `protocol` over `connection`; one client per connection, and no other reads on it.
+   *
+   * @since 0.1.0
+   * @category constructors
+   */
+  <Req extends Schema.Schema.Any, Res extends Schema.Schema.Any, Err extends Schema.Schema.All>(
+    connection: Connection,
+    protocol: Protocol<Req, Res, Err>,
+    options?: ClientOptions
+  ): Effect.Effect<
+    Client<Schema.Schema.Type<Req>, Schema.Schema.Type<Res>, Schema.Schema.Type<Err>>,
+    InvalidOptions,
+    Scope.Scope | Schema.Schema.Context<Req | Res | Err>
+  >
+} = internalClient.client
 
 /**
  * Answers one request: the response, or one of the protocol's typed failures. A defect is logged in
@@ -499,23 +612,36 @@ export type ServeError = ReadError | WriteError | Framing.DecodeError | Malforme
  * Serves `protocol` on one connection until the peer closes it: requests are read as they come,
  * handled concurrently (up to `concurrency`), and each response is sent as soon as it is ready,
  * so responses may leave in another order than their requests. To be used in a `Server.serve`
- * handler; `serve` does that.
+ * handler, as `Message.serveConnection(protocol, handler)`; `serve` does that.
  *
  * @since 0.1.0
  * @category serving
  */
-export const serveConnection = <
-  Req extends Schema.Schema.Any,
-  Res extends Schema.Schema.Any,
-  Err extends Schema.Schema.All,
-  R
->(
-  connection: Connection,
-  protocol: Protocol<Req, Res, Err>,
-  handler: Handler<Schema.Schema.Type<Req>, Schema.Schema.Type<Res>, Schema.Schema.Type<Err>, R>,
-  options?: ServeConnectionOptions
-): Effect.Effect<void, ServeError, R | Schema.Schema.Context<Req | Res | Err>> =>
-  internal.serveConnection(connection, protocol, handler, options)
+export const serveConnection: {
+  /**
+   * Serves `protocol` on a connection until the peer closes it: a `Server.serve` handler.
+   *
+   * @since 0.1.0
+   * @category serving
+   */
+  <Req extends Schema.Schema.Any, Res extends Schema.Schema.Any, Err extends Schema.Schema.All, R>(
+    protocol: Protocol<Req, Res, Err>,
+    handler: Handler<Schema.Schema.Type<Req>, Schema.Schema.Type<Res>, Schema.Schema.Type<Err>, R>,
+    options?: ServeConnectionOptions
+  ): (connection: Connection) => Effect.Effect<void, ServeError, R | Schema.Schema.Context<Req | Res | Err>>
+  /**
+   * Serves `protocol` on `connection` until the peer closes it.
+   *
+   * @since 0.1.0
+   * @category serving
+   */
+  <Req extends Schema.Schema.Any, Res extends Schema.Schema.Any, Err extends Schema.Schema.All, R>(
+    connection: Connection,
+    protocol: Protocol<Req, Res, Err>,
+    handler: Handler<Schema.Schema.Type<Req>, Schema.Schema.Type<Res>, Schema.Schema.Type<Err>, R>,
+    options?: ServeConnectionOptions
+  ): Effect.Effect<void, ServeError, R | Schema.Schema.Context<Req | Res | Err>>
+} = internalServer.serveConnection
 
 /**
  * Starts a server of `protocol` (`Server.serve` with `serveConnection` as the handler). Bad
@@ -539,7 +665,7 @@ export const serveConnection = <
  * @since 0.1.0
  * @category serving
  */
-export const serve = <
+export const serve: <
   Req extends Schema.Schema.Any,
   Res extends Schema.Schema.Any,
   Err extends Schema.Schema.All,
@@ -548,15 +674,8 @@ export const serve = <
   protocol: Protocol<Req, Res, Err>,
   options: ServeOptions,
   handler: Handler<Schema.Schema.Type<Req>, Schema.Schema.Type<Res>, Schema.Schema.Type<Err>, R>
-): Effect.Effect<
+) => Effect.Effect<
   Server.Server,
   ListenError,
   Tcp | Scope.Scope | Exclude<R | Schema.Schema.Context<Req | Res | Err>, Scope.Scope>
-> => {
-  const { concurrency, exposeDefects, ...serverOptions } = options
-  return Effect.flatMap(
-    internal.validateServe(protocol, { concurrency, exposeDefects }),
-    (settings) =>
-      Server.serve(serverOptions, (connection) => internal.serveChecked(connection, protocol, handler, settings))
-  )
-}
+> = internalServer.serve

@@ -1,24 +1,30 @@
 import { describe, expect, it } from "@effect/vitest"
 import * as Cause from "effect/Cause"
 import * as Chunk from "effect/Chunk"
+import * as Context from "effect/Context"
 import * as Deferred from "effect/Deferred"
 import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
+import { pipe } from "effect/Function"
 import * as Option from "effect/Option"
 import * as ParseResult from "effect/ParseResult"
 import * as Schema from "effect/Schema"
 import * as Stream from "effect/Stream"
 import * as TestClock from "effect/TestClock"
 import * as fc from "fast-check"
+import { execFile } from "node:child_process"
 import type * as net from "node:net"
-import { type Connection, Framing, Message, Server, Tcp } from "../src/index.js"
+import * as path from "node:path"
+import { promisify } from "node:util"
+import { type Connection, Endpoint, Framing, Message, Server, Tcp } from "../src/index.js"
 import { collect, effect, eventually, live, rawServer, realSleep } from "./support/harness.js"
 import { captureLogs } from "./support/logs.js"
 
 class Point extends Schema.Class<Point>("Point")({ x: Schema.Number, y: Schema.Number }) {}
 const Points = Message.codec(Point)
+const execFileAsync = promisify(execFile)
 
 const frame = (framing: Framing.Framing, body: Uint8Array | string) =>
   Buffer.concat(Framing.encodeFrame(framing, body).pipe((either) => {
@@ -121,7 +127,7 @@ describe("Message send and receive", () => {
       fc.property(
         fc.oneof(fc.uint8Array({ maxLength: 64 }), fc.json().map((text) => new Uint8Array(Buffer.from(text)))),
         (bytes) => {
-          const exit = Effect.runSyncExit(Message.decode(Points, bytes))
+          const exit = Effect.runSyncExit(Message.decode(bytes, Points))
           if (Exit.isFailure(exit)) {
             const failure = Cause.failureOption(exit.cause)
             expect(Option.isSome(failure) && failure.value._tag).toBe("MalformedFrame")
@@ -532,4 +538,112 @@ describe("Message request/response", () => {
         _tag: expect.stringMatching(/^(ConnectionReset|BrokenPipe|SocketClosed)$/)
       })
     }))
+})
+
+describe("Message services of the Schemas", () => {
+  /** A service that a Schema's transformation reads: the prefix put before every string on the wire. */
+  class Prefix extends Context.Tag("test/Prefix")<Prefix, string>() {}
+  const Prefixed = Schema.transformOrFail(Schema.String, Schema.String, {
+    strict: true,
+    decode: (text) => Effect.map(Prefix, (prefix) => text.startsWith(prefix) ? text.slice(prefix.length) : text),
+    encode: (text) => Effect.map(Prefix, (prefix) => `${prefix}${text}`)
+  })
+  const Prefixing = Message.protocol({ request: Prefixed, response: Prefixed })
+  const Plain = Message.protocol({ request: Schema.String, response: Schema.String })
+
+  live("a client's Schemas get the services it was created with, even in a request from a fiber without them", () =>
+    Effect.gen(function*() {
+      const seen: Array<string> = []
+      const server = yield* Message.serve(Plain, { port: 0 }, (text) => Effect.succeed(text).pipe(Effect.tap(() => seen.push(text))))
+      const connection = yield* Tcp.connect({ host: "127.0.0.1", port: server.address.port })
+      const client = yield* Message.client(connection, Prefixing).pipe(Effect.provideService(Prefix, "p:"))
+      // This fiber has no Prefix; another sets a different one: the client's own is used for both.
+      expect(yield* client.request("hello")).toBe("hello")
+      expect(yield* client.request("again").pipe(Effect.provideService(Prefix, "q:"))).toBe("again")
+      expect(seen).toEqual(["p:hello", "p:again"])
+    }))
+})
+
+describe("Message functions are dual: data first, or data last in a pipe", () => {
+  live("send, sendAll, stream and reader take the connection first or last", () =>
+    Effect.gen(function*() {
+      const server = yield* Server.serve({ port: 0 }, (connection) =>
+        Framing.stream(connection, Points.framing).pipe(
+          Stream.run(Framing.sink(connection, Points.framing)),
+          Effect.zipRight(connection.endWrite)
+        ))
+      const first = yield* Tcp.connect({ host: "127.0.0.1", port: server.address.port })
+      yield* pipe(first, Message.send(Points, new Point({ x: 1, y: 1 })))
+      yield* pipe(first, Message.sendAll(Points, [new Point({ x: 2, y: 2 }), new Point({ x: 3, y: 3 })]))
+      yield* first.endWrite
+      const streamed = yield* Stream.runCollect(pipe(first, Message.stream(Points)))
+      expect(Chunk.toArray(streamed).map((point) => point.x)).toEqual([1, 2, 3])
+
+      const second = yield* Tcp.connect({ host: "127.0.0.1", port: server.address.port })
+      yield* Message.send(second, Points, new Point({ x: 4, y: 4 }))
+      yield* second.endWrite
+      const messages = yield* pipe(second, Message.reader(Points))
+      expect(yield* messages.receive).toEqual(Option.some(new Point({ x: 4, y: 4 })))
+      expect(yield* messages.receive).toEqual(Option.none())
+    }))
+
+  it.effect("encode and decode take the message or frame first, or the codec alone to map a stream", () =>
+    Effect.gen(function*() {
+      const endpoint = Endpoint.make("peer.test", 9)
+      const point = new Point({ x: 1, y: 2 })
+      const body = yield* Message.encode(point, Points)
+      expect(yield* pipe(point, Message.encode(Points))).toEqual(body)
+      const frame = new Uint8Array(Buffer.from(body))
+      expect(yield* Message.decode(frame, Points)).toEqual(point)
+      expect(yield* pipe(frame, Message.decode(Points))).toEqual(point)
+      // The options name the peer in errors, in both forms.
+      const bad = new Uint8Array(Buffer.from(`{"x":1}`))
+      expect(yield* Effect.flip(Message.decode(bad, Points, { endpoint }))).toMatchObject({ endpoint })
+      expect(yield* Effect.flip(pipe(bad, Message.decode(Points, { endpoint })))).toMatchObject({ endpoint })
+      expect(yield* Effect.flip(pipe({ x: 1 } as Point, Message.encode(Points, { endpoint })))).toMatchObject({
+        _tag: "MalformedFrame",
+        operation: "write",
+        endpoint
+      })
+      const decoded = yield* Stream.make(frame, frame).pipe(Stream.mapEffect(Message.decode(Points)), Stream.runCollect)
+      expect(Chunk.toArray(decoded)).toEqual([point, point])
+      const encoded = yield* Stream.make(point).pipe(Stream.mapEffect(Message.encode(Points)), Stream.runCollect)
+      expect(Chunk.toArray(encoded)).toEqual([body])
+    }))
+
+  live("client and serveConnection take the connection first or last", () =>
+    Effect.gen(function*() {
+      const server = yield* Server.serve(
+        { port: 0 },
+        Message.serveConnection(Double, ({ n }) => Effect.succeed({ n, doubled: 2 * n }), { concurrency: 2 })
+      )
+      const first = yield* Tcp.connect({ host: "127.0.0.1", port: server.address.port })
+      const piped = yield* pipe(first, Message.client(Double, { timeout: "5 seconds" }))
+      expect(yield* piped.request({ n: 1 })).toEqual({ n: 1, doubled: 2 })
+      const second = yield* Tcp.connect({ host: "127.0.0.1", port: server.address.port })
+      const direct = yield* Message.client(second, Double)
+      expect(yield* direct.request({ n: 2 })).toEqual({ n: 2, doubled: 4 })
+      // Data last, the options still apply.
+      const third = yield* Tcp.connect({ host: "127.0.0.1", port: server.address.port })
+      const invalid = yield* Effect.flip(pipe(third, Message.client(Double, { timeout: -1 })))
+      expect(invalid).toMatchObject({ _tag: "InvalidOptions" })
+      const refused = yield* Server.serve(
+        { port: 0 },
+        Message.serveConnection(Double, ({ n }) => Effect.succeed({ n, doubled: 2 * n }), { concurrency: 0 })
+      )
+      const fourth = yield* Tcp.connect({ host: "127.0.0.1", port: refused.address.port })
+      expect((yield* Effect.flip((yield* Message.client(fourth, Double)).request({ n: 3 })))._tag).toBe("UnexpectedEof")
+    }))
+})
+
+describe("Message modules load on their own", () => {
+  it("each internal message file can be imported first, in a fresh process", async () => {
+    const files = ["messageCodec", "messageClient", "messageServer"].map((name) => `./src/internal/${name}.ts`)
+    for (const file of files) {
+      const { stderr } = await execFileAsync(process.execPath, ["--import", "tsx", "-e", `await import(${JSON.stringify(file)})`], {
+        cwd: path.resolve(import.meta.dirname, "..")
+      })
+      expect(stderr, file).toBe("")
+    }
+  }, 60_000)
 })
