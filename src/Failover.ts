@@ -7,13 +7,11 @@
  */
 import type * as Duration from "effect/Duration"
 import type * as Effect from "effect/Effect"
-import * as Schema from "effect/Schema"
 import type * as Scope from "effect/Scope"
 import type { Connection } from "./Connection.js"
-import * as Endpoint from "./Endpoint.js"
 import * as internal from "./internal/failover.js"
 import type { ConnectOptions, Tcp } from "./Tcp.js"
-import * as TcpError from "./TcpError.js"
+import type * as TcpError from "./TcpError.js"
 
 /**
  * One endpoint that could not be connected to, with its error.
@@ -21,10 +19,7 @@ import * as TcpError from "./TcpError.js"
  * @since 0.1.0
  * @category models
  */
-export const EndpointFailure = Schema.Struct({
-  endpoint: Endpoint.Endpoint,
-  error: internal.ConnectErrorSchema
-})
+export const EndpointFailure: typeof internal.EndpointFailure = internal.EndpointFailure
 
 /**
  * @since 0.1.0
@@ -40,20 +35,15 @@ export type EndpointFailure = typeof EndpointFailure.Type
  * @since 0.1.0
  * @category errors
  */
-export class AllEndpointsFailed extends Schema.TaggedError<AllEndpointsFailed>()("AllEndpointsFailed", {
-  failures: Schema.Array(EndpointFailure)
-}) {
-  override get message(): string {
-    if (this.failures.length === 0) return "no endpoint to connect to: the list of endpoints is empty"
-    const each = this.failures.map(({ endpoint, error }) => `${Endpoint.format(endpoint)} ${error._tag}`)
-    return `all ${this.failures.length} endpoints failed: ${each.join(", ")}`
-  }
+export const AllEndpointsFailed: typeof internal.AllEndpointsFailed = internal.AllEndpointsFailed
 
-  /** Whether trying the endpoints again later may succeed. */
-  get transient(): boolean {
-    return this.failures.some(({ error }) => TcpError.isTransient(error))
-  }
-}
+/**
+ * No endpoint could be connected to: `failures` lists each endpoint with its error.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export type AllEndpointsFailed = internal.AllEndpointsFailed
 
 /**
  * Options of {@link connect}: how to choose, and the options of each connect (`connectTimeout`,

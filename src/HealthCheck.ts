@@ -9,12 +9,10 @@ import type * as Duration from "effect/Duration"
 import type * as Effect from "effect/Effect"
 import type * as Option from "effect/Option"
 import type * as Schedule from "effect/Schedule"
-import * as Schema from "effect/Schema"
 import type * as Scope from "effect/Scope"
 import type { Connection } from "./Connection.js"
-import * as Endpoint from "./Endpoint.js"
 import * as internal from "./internal/health.js"
-import * as TcpError from "./TcpError.js"
+import type * as TcpError from "./TcpError.js"
 
 /**
  * Why a health check failed:
@@ -27,11 +25,7 @@ import * as TcpError from "./TcpError.js"
  * @since 0.1.0
  * @category models
  */
-export const HealthCheckReason = Schema.Union(
-  Schema.TaggedStruct("Timeout", { timeoutMillis: Schema.Number }),
-  Schema.TaggedStruct("WrongReply", { expected: Schema.String, received: Schema.String }),
-  Schema.TaggedStruct("ConnectionError", { error: internal.TcpErrorSchema })
-)
+export const HealthCheckReason: typeof internal.HealthCheckReason = internal.HealthCheckReason
 
 /**
  * @since 0.1.0
@@ -47,34 +41,15 @@ export type HealthCheckReason = typeof HealthCheckReason.Type
  * @since 0.1.0
  * @category errors
  */
-export class HealthCheckFailed extends Schema.TaggedError<HealthCheckFailed>()("HealthCheckFailed", {
-  endpoint: Endpoint.Endpoint,
-  reason: HealthCheckReason
-}) {
-  override get message(): string {
-    const at = `health check of ${Endpoint.format(this.endpoint)} failed`
-    switch (this.reason._tag) {
-      case "Timeout":
-        return `${at}: no reply within ${this.reason.timeoutMillis} ms; the peer is stalled, overloaded or gone (a half-open connection): close the connection`
-      case "WrongReply":
-        return `${at}: expected ${this.reason.expected}, got ${this.reason.received}; the peer speaks another protocol or the exchange is out of step: close the connection`
-      case "ConnectionError":
-        return `${at}: ${this.reason.error._tag}: ${this.reason.error.message}`
-    }
-  }
+export const HealthCheckFailed: typeof internal.HealthCheckFailed = internal.HealthCheckFailed
 
-  /** Whether trying again on a new connection may succeed. */
-  get transient(): boolean {
-    switch (this.reason._tag) {
-      case "Timeout":
-        return true
-      case "WrongReply":
-        return false
-      case "ConnectionError":
-        return TcpError.isTransient(this.reason.error)
-    }
-  }
-}
+/**
+ * A health check failed; `reason` says how, `transient` whether a new connection may succeed.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export type HealthCheckFailed = internal.HealthCheckFailed
 
 /**
  * A health check of a connection: succeeds when the peer answered as expected, in time.
@@ -239,6 +214,9 @@ export interface Heartbeat {
  * the connection is idle, which is when nothing else would. While an `exclusive` exchange runs,
  * the probe waits: the exchange's own deadline (`readTimeout`) covers that time.
  *
+ * Takes the connection first or last: `heartbeat(connection, options)`, or `heartbeat(options)`
+ * in a pipe (`Effect.flatMap(connect, HealthCheck.heartbeat(options))`).
+ *
  * @example
  * ```ts
  * import { Effect, Schedule } from "effect"
@@ -255,7 +233,7 @@ export interface Heartbeat {
  * @since 0.1.0
  * @category constructors
  */
-export const heartbeat: (
-  connection: Connection,
-  options?: HeartbeatOptions
-) => Effect.Effect<Heartbeat, never, Scope.Scope> = internal.heartbeat
+export const heartbeat: {
+  (options?: HeartbeatOptions): (connection: Connection) => Effect.Effect<Heartbeat, never, Scope.Scope>
+  (connection: Connection, options?: HeartbeatOptions): Effect.Effect<Heartbeat, never, Scope.Scope>
+} = internal.heartbeat

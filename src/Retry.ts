@@ -5,9 +5,8 @@
  * @since 0.1.0
  */
 import type * as Duration from "effect/Duration"
-import * as Effect from "effect/Effect"
-import { dual } from "effect/Function"
-import * as Schedule from "effect/Schedule"
+import type * as Effect from "effect/Effect"
+import type * as Schedule from "effect/Schedule"
 import * as internal from "./internal/retry.js"
 import type { InvalidOptions } from "./TcpError.js"
 
@@ -100,8 +99,8 @@ export const isRetryable: (error: unknown) => boolean = internal.isRetryable
  * @since 0.1.0
  * @category schedules
  */
-export const transient = <Out, In, R>(policy: Schedule.Schedule<Out, In, R>): Schedule.Schedule<Out, In, R> =>
-  Schedule.whileInput(policy, isRetryable)
+export const transient: <Out, In, R>(policy: Schedule.Schedule<Out, In, R>) => Schedule.Schedule<Out, In, R> =
+  internal.transient
 
 /**
  * What is known when a retry is decided.
@@ -179,7 +178,4 @@ export const retryTransient: {
     policy: Effect.Effect<Schedule.Schedule<Out, In, R2>, E2>,
     options?: RetryOptions<In, R3>
   ): Effect.Effect<A, E | E2, R | R2 | R3>
-} = dual(
-  (args) => args.length >= 2 && (Schedule.isSchedule(args[1]) || Effect.isEffect(args[1])),
-  internal.retryTransient
-)
+} = internal.retryTransient

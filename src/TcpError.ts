@@ -4,6 +4,7 @@
  *
  * @since 0.1.0
  */
+import type * as Cause from "effect/Cause"
 import * as Predicate from "effect/Predicate"
 import * as Schema from "effect/Schema"
 import * as Endpoint from "./Endpoint.js"
@@ -23,6 +24,53 @@ export const Operation = Schema.Literal("connect", "read", "write", "listen", "c
  */
 export type Operation = typeof Operation.Type
 
+/**
+ * Carried by every error of this package, so that {@link isTcpError} checks the type, not a tag
+ * that any object may have.
+ *
+ * @since 0.1.0
+ * @category type ids
+ */
+export const TypeId: unique symbol = Symbol.for("effect-tcp/TcpError")
+
+/**
+ * @since 0.1.0
+ * @category type ids
+ */
+export type TypeId = typeof TypeId
+
+/**
+ * The class of one error of this package: a `Schema.TaggedError` class whose instances carry
+ * {@link TypeId}.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface TcpErrorClass<Self, Tag extends string, Fields extends Schema.Struct.Fields> extends
+  Schema.Class<
+    Self,
+    Fields,
+    Schema.Struct.Encoded<Fields>,
+    Schema.Struct.Context<Fields>,
+    Schema.Struct.Constructor<Omit<Fields, "_tag">>,
+    { readonly [TypeId]: TypeId },
+    Cause.YieldableError
+  >
+{
+  readonly _tag: Tag
+}
+
+/** `Schema.TaggedError`, with {@link TypeId} on the prototype: every error class below is built by it. */
+const TaggedTcpError = <Self>() =>
+<Tag extends string, Fields extends Schema.Struct.Fields>(
+  tag: Tag,
+  fields: Fields
+): TcpErrorClass<Self, Tag, { readonly _tag: Schema.tag<Tag> } & Fields> => {
+  const Class = Schema.TaggedError<Self>()(tag, fields) as any
+  Object.defineProperty(Class.prototype, TypeId, { value: TypeId })
+  return Class
+}
+
 const nodeFields = {
   operation: Operation,
   endpoint: Endpoint.Endpoint,
@@ -41,7 +89,7 @@ const where = (e: { readonly operation: Operation; readonly endpoint: Endpoint.E
  * @since 0.1.0
  * @category errors
  */
-export class ConnectionRefused extends Schema.TaggedError<ConnectionRefused>()("ConnectionRefused", nodeFields) {
+export class ConnectionRefused extends TaggedTcpError<ConnectionRefused>()("ConnectionRefused", nodeFields) {
   override get message(): string {
     return `connection refused by ${Endpoint.format(this.endpoint)}: is the server running and listening on port ${this.endpoint.port}?`
   }
@@ -53,7 +101,7 @@ export class ConnectionRefused extends Schema.TaggedError<ConnectionRefused>()("
  * @since 0.1.0
  * @category errors
  */
-export class ConnectionReset extends Schema.TaggedError<ConnectionReset>()("ConnectionReset", nodeFields) {
+export class ConnectionReset extends TaggedTcpError<ConnectionReset>()("ConnectionReset", nodeFields) {
   override get message(): string {
     return `${where(this)} failed: connection reset by the peer; close this connection and reconnect if needed`
   }
@@ -65,7 +113,7 @@ export class ConnectionReset extends Schema.TaggedError<ConnectionReset>()("Conn
  * @since 0.1.0
  * @category errors
  */
-export class ConnectionAborted extends Schema.TaggedError<ConnectionAborted>()("ConnectionAborted", nodeFields) {
+export class ConnectionAborted extends TaggedTcpError<ConnectionAborted>()("ConnectionAborted", nodeFields) {
   override get message(): string {
     return `${where(this)} failed: the connection was aborted locally; check the local network and reconnect`
   }
@@ -77,7 +125,7 @@ export class ConnectionAborted extends Schema.TaggedError<ConnectionAborted>()("
  * @since 0.1.0
  * @category errors
  */
-export class ConnectTimeout extends Schema.TaggedError<ConnectTimeout>()("ConnectTimeout", {
+export class ConnectTimeout extends TaggedTcpError<ConnectTimeout>()("ConnectTimeout", {
   ...nodeFields,
   timeoutMillis: Schema.optional(Schema.Number)
 }) {
@@ -93,7 +141,7 @@ export class ConnectTimeout extends Schema.TaggedError<ConnectTimeout>()("Connec
  * @since 0.1.0
  * @category errors
  */
-export class ReadTimeout extends Schema.TaggedError<ReadTimeout>()("ReadTimeout", {
+export class ReadTimeout extends TaggedTcpError<ReadTimeout>()("ReadTimeout", {
   ...nodeFields,
   timeoutMillis: Schema.Number
 }) {
@@ -108,7 +156,7 @@ export class ReadTimeout extends Schema.TaggedError<ReadTimeout>()("ReadTimeout"
  * @since 0.1.0
  * @category errors
  */
-export class WriteTimeout extends Schema.TaggedError<WriteTimeout>()("WriteTimeout", {
+export class WriteTimeout extends TaggedTcpError<WriteTimeout>()("WriteTimeout", {
   ...nodeFields,
   timeoutMillis: Schema.Number
 }) {
@@ -123,7 +171,7 @@ export class WriteTimeout extends Schema.TaggedError<WriteTimeout>()("WriteTimeo
  * @since 0.1.0
  * @category errors
  */
-export class IdleTimeout extends Schema.TaggedError<IdleTimeout>()("IdleTimeout", {
+export class IdleTimeout extends TaggedTcpError<IdleTimeout>()("IdleTimeout", {
   ...nodeFields,
   timeoutMillis: Schema.Number
 }) {
@@ -141,7 +189,7 @@ export class IdleTimeout extends Schema.TaggedError<IdleTimeout>()("IdleTimeout"
  * @since 0.1.0
  * @category errors
  */
-export class DnsLookupFailed extends Schema.TaggedError<DnsLookupFailed>()("DnsLookupFailed", {
+export class DnsLookupFailed extends TaggedTcpError<DnsLookupFailed>()("DnsLookupFailed", {
   ...nodeFields,
   transient: Schema.Boolean
 }) {
@@ -158,7 +206,7 @@ export class DnsLookupFailed extends Schema.TaggedError<DnsLookupFailed>()("DnsL
  * @since 0.1.0
  * @category errors
  */
-export class HostUnreachable extends Schema.TaggedError<HostUnreachable>()("HostUnreachable", nodeFields) {
+export class HostUnreachable extends TaggedTcpError<HostUnreachable>()("HostUnreachable", nodeFields) {
   override get message(): string {
     return `${where(this)} failed: host unreachable (${this.code}); check that the host is up and routable from here`
   }
@@ -170,7 +218,7 @@ export class HostUnreachable extends Schema.TaggedError<HostUnreachable>()("Host
  * @since 0.1.0
  * @category errors
  */
-export class NetworkUnreachable extends Schema.TaggedError<NetworkUnreachable>()("NetworkUnreachable", nodeFields) {
+export class NetworkUnreachable extends TaggedTcpError<NetworkUnreachable>()("NetworkUnreachable", nodeFields) {
   override get message(): string {
     return `${where(this)} failed: network unreachable (${this.code}); check this host's network connection and routes`
   }
@@ -182,7 +230,7 @@ export class NetworkUnreachable extends Schema.TaggedError<NetworkUnreachable>()
  * @since 0.1.0
  * @category errors
  */
-export class AddressInUse extends Schema.TaggedError<AddressInUse>()("AddressInUse", nodeFields) {
+export class AddressInUse extends TaggedTcpError<AddressInUse>()("AddressInUse", nodeFields) {
   override get message(): string {
     return `${where(this)} failed: address already in use; stop the process holding port ${this.endpoint.port} or choose another port (0 picks a free one)`
   }
@@ -194,7 +242,7 @@ export class AddressInUse extends Schema.TaggedError<AddressInUse>()("AddressInU
  * @since 0.1.0
  * @category errors
  */
-export class PermissionDenied extends Schema.TaggedError<PermissionDenied>()("PermissionDenied", nodeFields) {
+export class PermissionDenied extends TaggedTcpError<PermissionDenied>()("PermissionDenied", nodeFields) {
   override get message(): string {
     return this.operation === "listen" && this.endpoint.port > 0 && this.endpoint.port < 1024
       ? `${where(this)} failed: permission denied; ports below 1024 need privileges: use a port >= 1024, or a reverse proxy in front`
@@ -209,7 +257,7 @@ export class PermissionDenied extends Schema.TaggedError<PermissionDenied>()("Pe
  * @since 0.1.0
  * @category errors
  */
-export class AddressNotAvailable extends Schema.TaggedError<AddressNotAvailable>()("AddressNotAvailable", nodeFields) {
+export class AddressNotAvailable extends TaggedTcpError<AddressNotAvailable>()("AddressNotAvailable", nodeFields) {
   override get message(): string {
     return `${where(this)} failed: address not available (${this.code}); bind to an address this host has (127.0.0.1, 0.0.0.0), or free local ports`
   }
@@ -221,7 +269,7 @@ export class AddressNotAvailable extends Schema.TaggedError<AddressNotAvailable>
  * @since 0.1.0
  * @category errors
  */
-export class BrokenPipe extends Schema.TaggedError<BrokenPipe>()("BrokenPipe", nodeFields) {
+export class BrokenPipe extends TaggedTcpError<BrokenPipe>()("BrokenPipe", nodeFields) {
   override get message(): string {
     return `${where(this)} failed: broken pipe, the peer closed the connection; close it and reconnect if needed`
   }
@@ -234,7 +282,7 @@ export class BrokenPipe extends Schema.TaggedError<BrokenPipe>()("BrokenPipe", n
  * @since 0.1.0
  * @category errors
  */
-export class SocketClosed extends Schema.TaggedError<SocketClosed>()("SocketClosed", {
+export class SocketClosed extends TaggedTcpError<SocketClosed>()("SocketClosed", {
   ...nodeFields,
   reason: Schema.Literal("closed", "write side ended")
 }) {
@@ -251,7 +299,7 @@ export class SocketClosed extends Schema.TaggedError<SocketClosed>()("SocketClos
  * @since 0.1.0
  * @category errors
  */
-export class UnexpectedEof extends Schema.TaggedError<UnexpectedEof>()("UnexpectedEof", {
+export class UnexpectedEof extends TaggedTcpError<UnexpectedEof>()("UnexpectedEof", {
   ...nodeFields,
   expected: Schema.optional(Schema.Number),
   received: Schema.Number
@@ -274,7 +322,7 @@ export class UnexpectedEof extends Schema.TaggedError<UnexpectedEof>()("Unexpect
  * @since 0.1.0
  * @category errors
  */
-export class FrameTooLarge extends Schema.TaggedError<FrameTooLarge>()("FrameTooLarge", {
+export class FrameTooLarge extends TaggedTcpError<FrameTooLarge>()("FrameTooLarge", {
   ...nodeFields,
   size: Schema.Number,
   maxBytes: Schema.Number
@@ -290,7 +338,7 @@ export class FrameTooLarge extends Schema.TaggedError<FrameTooLarge>()("FrameToo
  * @since 0.1.0
  * @category errors
  */
-export class MalformedFrame extends Schema.TaggedError<MalformedFrame>()("MalformedFrame", {
+export class MalformedFrame extends TaggedTcpError<MalformedFrame>()("MalformedFrame", {
   ...nodeFields,
   reason: Schema.String,
   cause: Schema.optional(Schema.Defect)
@@ -302,16 +350,20 @@ export class MalformedFrame extends Schema.TaggedError<MalformedFrame>()("Malfor
 
 /**
  * Options rejected before any socket was opened (a port of 70000, an empty host, a negative timeout).
+ * `operation` is the socket operation the options were for; it is absent for the options of
+ * something that is no one operation (a retry policy, a health probe), which `issues` names.
  *
  * @since 0.1.0
  * @category errors
  */
-export class InvalidOptions extends Schema.TaggedError<InvalidOptions>()("InvalidOptions", {
-  operation: Operation,
+export class InvalidOptions extends TaggedTcpError<InvalidOptions>()("InvalidOptions", {
+  operation: Schema.optional(Operation),
   issues: Schema.String
 }) {
   override get message(): string {
-    return `invalid ${this.operation} options: ${this.issues}`
+    return this.operation === undefined
+      ? `invalid options: ${this.issues}`
+      : `invalid ${this.operation} options: ${this.issues}`
   }
 }
 
@@ -321,7 +373,7 @@ export class InvalidOptions extends Schema.TaggedError<InvalidOptions>()("Invali
  * @since 0.1.0
  * @category errors
  */
-export class SocketFailure extends Schema.TaggedError<SocketFailure>()("SocketFailure", {
+export class SocketFailure extends TaggedTcpError<SocketFailure>()("SocketFailure", {
   ...nodeFields,
   detail: Schema.String
 }) {
@@ -331,23 +383,47 @@ export class SocketFailure extends Schema.TaggedError<SocketFailure>()("SocketFa
 }
 
 /**
+ * What `connect` can fail with, as a Schema (errors that carry one stay serialisable).
+ *
+ * @since 0.1.0
+ * @category unions
+ */
+export const ConnectError = Schema.Union(
+  ConnectionRefused,
+  ConnectionReset,
+  ConnectionAborted,
+  ConnectTimeout,
+  DnsLookupFailed,
+  HostUnreachable,
+  NetworkUnreachable,
+  PermissionDenied,
+  AddressNotAvailable,
+  InvalidOptions,
+  SocketFailure
+)
+
+/**
  * What `connect` can fail with.
  *
  * @since 0.1.0
  * @category unions
  */
-export type ConnectError =
-  | ConnectionRefused
-  | ConnectionReset
-  | ConnectionAborted
-  | ConnectTimeout
-  | DnsLookupFailed
-  | HostUnreachable
-  | NetworkUnreachable
-  | PermissionDenied
-  | AddressNotAvailable
-  | InvalidOptions
-  | SocketFailure
+export type ConnectError = typeof ConnectError.Type
+
+/**
+ * What a read can fail with, as a Schema.
+ *
+ * @since 0.1.0
+ * @category unions
+ */
+export const ReadError = Schema.Union(
+  ConnectionReset,
+  ConnectionAborted,
+  ReadTimeout,
+  IdleTimeout,
+  SocketClosed,
+  SocketFailure
+)
 
 /**
  * What a read can fail with.
@@ -355,13 +431,23 @@ export type ConnectError =
  * @since 0.1.0
  * @category unions
  */
-export type ReadError =
-  | ConnectionReset
-  | ConnectionAborted
-  | ReadTimeout
-  | IdleTimeout
-  | SocketClosed
-  | SocketFailure
+export type ReadError = typeof ReadError.Type
+
+/**
+ * What a write can fail with, as a Schema.
+ *
+ * @since 0.1.0
+ * @category unions
+ */
+export const WriteError = Schema.Union(
+  ConnectionReset,
+  ConnectionAborted,
+  BrokenPipe,
+  WriteTimeout,
+  IdleTimeout,
+  SocketClosed,
+  SocketFailure
+)
 
 /**
  * What a write can fail with.
@@ -369,14 +455,22 @@ export type ReadError =
  * @since 0.1.0
  * @category unions
  */
-export type WriteError =
-  | ConnectionReset
-  | ConnectionAborted
-  | BrokenPipe
-  | WriteTimeout
-  | IdleTimeout
-  | SocketClosed
-  | SocketFailure
+export type WriteError = typeof WriteError.Type
+
+/**
+ * What starting a server can fail with, as a Schema.
+ *
+ * @since 0.1.0
+ * @category unions
+ */
+export const ListenError = Schema.Union(
+  AddressInUse,
+  PermissionDenied,
+  AddressNotAvailable,
+  DnsLookupFailed,
+  InvalidOptions,
+  SocketFailure
+)
 
 /**
  * What starting a server can fail with.
@@ -384,13 +478,36 @@ export type WriteError =
  * @since 0.1.0
  * @category unions
  */
-export type ListenError =
-  | AddressInUse
-  | PermissionDenied
-  | AddressNotAvailable
-  | DnsLookupFailed
-  | InvalidOptions
-  | SocketFailure
+export type ListenError = typeof ListenError.Type
+
+/**
+ * Every error of this package, as a Schema: its `members` are the error classes, each once.
+ *
+ * @since 0.1.0
+ * @category unions
+ */
+export const TcpError = Schema.Union(
+  ConnectionRefused,
+  ConnectionReset,
+  ConnectionAborted,
+  ConnectTimeout,
+  ReadTimeout,
+  WriteTimeout,
+  IdleTimeout,
+  DnsLookupFailed,
+  HostUnreachable,
+  NetworkUnreachable,
+  AddressInUse,
+  PermissionDenied,
+  AddressNotAvailable,
+  BrokenPipe,
+  SocketClosed,
+  UnexpectedEof,
+  FrameTooLarge,
+  MalformedFrame,
+  InvalidOptions,
+  SocketFailure
+)
 
 /**
  * Every error of this package.
@@ -398,46 +515,16 @@ export type ListenError =
  * @since 0.1.0
  * @category unions
  */
-export type TcpError =
-  | ConnectError
-  | ReadError
-  | WriteError
-  | ListenError
-  | UnexpectedEof
-  | FrameTooLarge
-  | MalformedFrame
-
-const tags = new Set<string>([
-  "ConnectionRefused",
-  "ConnectionReset",
-  "ConnectionAborted",
-  "ConnectTimeout",
-  "ReadTimeout",
-  "WriteTimeout",
-  "IdleTimeout",
-  "DnsLookupFailed",
-  "HostUnreachable",
-  "NetworkUnreachable",
-  "AddressInUse",
-  "PermissionDenied",
-  "AddressNotAvailable",
-  "BrokenPipe",
-  "SocketClosed",
-  "UnexpectedEof",
-  "FrameTooLarge",
-  "MalformedFrame",
-  "InvalidOptions",
-  "SocketFailure"
-])
+export type TcpError = typeof TcpError.Type
 
 /**
- * Whether a value is one of this package's errors.
+ * Whether a value is one of this package's errors: an instance of one of its classes (it carries
+ * {@link TypeId}), not merely an object with one of their tags.
  *
  * @since 0.1.0
  * @category guards
  */
-export const isTcpError = (u: unknown): u is TcpError =>
-  Predicate.hasProperty(u, "_tag") && typeof u._tag === "string" && tags.has(u._tag) && u instanceof Error
+export const isTcpError = (u: unknown): u is TcpError => Predicate.hasProperty(u, TypeId)
 
 /**
  * Whether trying again (on a new connection, after a pause) may succeed: true for refused,

@@ -1,4 +1,4 @@
-import { describe, expect, it } from "@effect/vitest"
+import { describe, expect, expectTypeOf, it } from "@effect/vitest"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as Exit from "effect/Exit"
@@ -141,6 +141,132 @@ describe("errors", () => {
     expect(TcpError.isTcpError(new TcpError.SocketClosed({ operation: "read", endpoint: at, reason: "closed" }))).toBe(true)
     expect(TcpError.isTcpError(new Error("x"))).toBe(false)
     expect(TcpError.isTcpError({ _tag: "ConnectionRefused" })).toBe(false)
+  })
+
+  it("isTcpError checks the type: an Error that merely has one of our tags and fields is not ours", () => {
+    const lookAlike = Object.assign(new Error("closed"), { _tag: "SocketClosed", operation: "read", endpoint: at, reason: "closed" })
+    expect(TcpError.isTcpError(lookAlike)).toBe(false)
+  })
+
+  it("every error class of the module is a member of the TcpError Schema, and isTcpError accepts its instances", () => {
+    const members = new Set<unknown>(TcpError.TcpError.members)
+    expect(errorClasses.length).toBe(members.size)
+    for (const ErrorClass of errorClasses) {
+      expect(members.has(ErrorClass), ErrorClass.name).toBe(true)
+      const error = new ErrorClass({ operation: "read", endpoint: at }, { disableValidation: true })
+      expect(TcpError.isTcpError(error), ErrorClass.name).toBe(true)
+      // Decoded from its encoded form it is ours too: the type id is the class's, not the instance's.
+      const decoded = Schema.decodeUnknownSync(TcpError.TcpError)(Schema.encodeSync(TcpError.TcpError)(samples[error._tag]))
+      expect(TcpError.isTcpError(decoded), ErrorClass.name).toBe(true)
+    }
+  })
+
+  it("InvalidOptions names the operation its options were for, or none for options of no one operation", () => {
+    expect(new TcpError.InvalidOptions({ operation: "connect", issues: "port: 70000" }).message).toBe(
+      "invalid connect options: port: 70000"
+    )
+    expect(new TcpError.InvalidOptions({ issues: "Retry.exponential: factor 0" }).message).toBe(
+      "invalid options: Retry.exponential: factor 0"
+    )
+  })
+})
+
+/** Every class exported by the TcpError module that builds errors, found by looking, not listed. */
+const errorClasses = Object.values(TcpError as Record<string, unknown>).filter(
+  (value): value is new(props: object, options: { readonly disableValidation: boolean }) => TcpError.TcpError =>
+    typeof value === "function" && value.prototype instanceof Error
+)
+
+/** One valid error of each tag, for the round trips through the union Schemas. */
+const samples: Record<TcpError.TcpError["_tag"], TcpError.TcpError> = {
+  ConnectionRefused: new TcpError.ConnectionRefused({ operation: "connect", endpoint: at }),
+  ConnectionReset: new TcpError.ConnectionReset({ operation: "read", endpoint: at }),
+  ConnectionAborted: new TcpError.ConnectionAborted({ operation: "write", endpoint: at }),
+  ConnectTimeout: new TcpError.ConnectTimeout({ operation: "connect", endpoint: at, timeoutMillis: 5 }),
+  ReadTimeout: new TcpError.ReadTimeout({ operation: "read", endpoint: at, timeoutMillis: 5 }),
+  WriteTimeout: new TcpError.WriteTimeout({ operation: "write", endpoint: at, timeoutMillis: 5 }),
+  IdleTimeout: new TcpError.IdleTimeout({ operation: "read", endpoint: at, timeoutMillis: 5 }),
+  DnsLookupFailed: new TcpError.DnsLookupFailed({ operation: "connect", endpoint: at, code: "ENOTFOUND", transient: false }),
+  HostUnreachable: new TcpError.HostUnreachable({ operation: "connect", endpoint: at }),
+  NetworkUnreachable: new TcpError.NetworkUnreachable({ operation: "connect", endpoint: at }),
+  AddressInUse: new TcpError.AddressInUse({ operation: "listen", endpoint: at }),
+  PermissionDenied: new TcpError.PermissionDenied({ operation: "listen", endpoint: at }),
+  AddressNotAvailable: new TcpError.AddressNotAvailable({ operation: "listen", endpoint: at }),
+  BrokenPipe: new TcpError.BrokenPipe({ operation: "write", endpoint: at }),
+  SocketClosed: new TcpError.SocketClosed({ operation: "write", endpoint: at, reason: "closed" }),
+  UnexpectedEof: new TcpError.UnexpectedEof({ operation: "read", endpoint: at, received: 1, expected: 2 }),
+  FrameTooLarge: new TcpError.FrameTooLarge({ operation: "read", endpoint: at, size: 9, maxBytes: 8 }),
+  MalformedFrame: new TcpError.MalformedFrame({ operation: "read", endpoint: at, reason: "bad" }),
+  InvalidOptions: new TcpError.InvalidOptions({ operation: "connect", issues: "port" }),
+  SocketFailure: new TcpError.SocketFailure({ operation: "read", endpoint: at, code: "EIO", detail: "read EIO" })
+}
+
+describe("the union Schemas", () => {
+  it("have as Type the unions that signatures use", () => {
+    expectTypeOf<typeof TcpError.ConnectError.Type>().toEqualTypeOf<
+      | TcpError.ConnectionRefused
+      | TcpError.ConnectionReset
+      | TcpError.ConnectionAborted
+      | TcpError.ConnectTimeout
+      | TcpError.DnsLookupFailed
+      | TcpError.HostUnreachable
+      | TcpError.NetworkUnreachable
+      | TcpError.PermissionDenied
+      | TcpError.AddressNotAvailable
+      | TcpError.InvalidOptions
+      | TcpError.SocketFailure
+    >()
+    expectTypeOf<TcpError.ReadError>().toEqualTypeOf<
+      | TcpError.ConnectionReset
+      | TcpError.ConnectionAborted
+      | TcpError.ReadTimeout
+      | TcpError.IdleTimeout
+      | TcpError.SocketClosed
+      | TcpError.SocketFailure
+    >()
+    expectTypeOf<TcpError.WriteError>().toEqualTypeOf<
+      | TcpError.ConnectionReset
+      | TcpError.ConnectionAborted
+      | TcpError.BrokenPipe
+      | TcpError.WriteTimeout
+      | TcpError.IdleTimeout
+      | TcpError.SocketClosed
+      | TcpError.SocketFailure
+    >()
+    expectTypeOf<TcpError.ListenError>().toEqualTypeOf<
+      | TcpError.AddressInUse
+      | TcpError.PermissionDenied
+      | TcpError.AddressNotAvailable
+      | TcpError.DnsLookupFailed
+      | TcpError.InvalidOptions
+      | TcpError.SocketFailure
+    >()
+    expectTypeOf<TcpError.TcpError>().toEqualTypeOf<
+      | TcpError.ConnectError
+      | TcpError.ReadError
+      | TcpError.WriteError
+      | TcpError.ListenError
+      | TcpError.UnexpectedEof
+      | TcpError.FrameTooLarge
+      | TcpError.MalformedFrame
+    >()
+  })
+
+  it("each decodes what it encodes and rejects an error of another phase", () => {
+    const unions = [
+      [TcpError.ConnectError, samples.ConnectionRefused, samples.BrokenPipe],
+      [TcpError.ReadError, samples.ReadTimeout, samples.ConnectionRefused],
+      [TcpError.WriteError, samples.BrokenPipe, samples.ReadTimeout],
+      [TcpError.ListenError, samples.AddressInUse, samples.ConnectionReset]
+    ] as const
+    for (const [union, member, stranger] of unions) {
+      const schema = union as Schema.Schema<TcpError.TcpError, unknown>
+      const decoded = Schema.decodeUnknownSync(schema)(JSON.parse(JSON.stringify(Schema.encodeSync(schema)(member))))
+      expect(decoded).toBeInstanceOf(member.constructor)
+      expect(decoded).toEqual(member)
+      expect(Schema.is(schema)(stranger)).toBe(false)
+      expect(Either.isLeft(Schema.encodeEither(schema)(stranger))).toBe(true)
+    }
   })
 })
 

@@ -1,4 +1,5 @@
 import { describe, expect } from "@effect/vitest"
+import * as Chunk from "effect/Chunk"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
@@ -153,11 +154,13 @@ describe("HealthCheck.probe", () => {
       for (const [options, issue] of cases) {
         const built = Effect.suspend(() => HealthCheck.probe(options as HealthCheck.ProbeOptions))
         const error = yield* Effect.flip(built)
-        expect(error).toMatchObject({ _tag: "InvalidOptions", operation: "read" })
+        // A probe writes and reads: its options belong to no one socket operation.
+        expect(error._tag).toBe("InvalidOptions")
+        expect(error).not.toHaveProperty("operation")
         expect(error.issues).toContain(issue)
       }
       expect((yield* Effect.flip(HealthCheck.probe({ timeout: "-5 seconds" }))).message).toBe(
-        `invalid read options: HealthCheck.probe: timeout: expected a finite, non-negative duration (milliseconds, or a string like "5 seconds"), got "-5 seconds"`
+        `invalid options: HealthCheck.probe: timeout: expected a finite, non-negative duration (milliseconds, or a string like "5 seconds"), got "-5 seconds"`
       )
     }))
 })
@@ -224,6 +227,21 @@ describe("HealthCheck.heartbeat", () => {
       yield* realSleep(20)
       expect(yield* heartbeat.failure).toEqual(Option.none())
       expect(yield* heartbeat.exclusive(Effect.succeed("still usable"))).toBe("still usable")
+    }))
+
+  effect("takes the connection first or last: in a pipe after connect, it probes on its schedule", () =>
+    Effect.gen(function*() {
+      const { peer, port } = yield* pingPeer("PONG")
+      const heartbeat = yield* Tcp.connect({ host: "127.0.0.1", port }).pipe(
+        Effect.flatMap(HealthCheck.heartbeat({ schedule: Schedule.spaced("1 second") }))
+      )
+      // Once the heartbeat waits for its first beat, one second of test time brings it.
+      while (Chunk.isEmpty(yield* TestClock.sleeps())) yield* realSleep(1)
+      yield* TestClock.adjust("1 second")
+      yield* eventually(() => peer.received.length === 1)
+      expect(peer.received).toEqual(["PING"])
+      expect(yield* heartbeat.exclusive(Effect.succeed("usable"))).toBe("usable")
+      expect(yield* heartbeat.failure).toEqual(Option.none())
     }))
 
   effect("ends quietly when the connection's owner closes it", () =>

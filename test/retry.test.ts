@@ -158,7 +158,12 @@ describe("Retry.exponential", () => {
           return Effect.fail(refused)
         })
         const error = yield* Effect.flip(attempt.pipe(Retry.retryTransient(Retry.exponential({ retries: -1 }))))
-        expect(error).toMatchObject({ _tag: "InvalidOptions", operation: "connect" })
+        // A policy retries any effect: no socket operation is named, Retry.exponential is.
+        expect(error._tag).toBe("InvalidOptions")
+        expect(error).not.toHaveProperty("operation")
+        expect(error.message).toBe(
+          "invalid options: Retry.exponential: retries must be a non-negative integer (or Infinity), got -1"
+        )
         expect(attempts).toBe(0)
         // The data-first form too.
         const again = yield* Effect.flip(Retry.retryTransient(attempt, Retry.exponential({ attempts: 0 })))
@@ -169,6 +174,28 @@ describe("Retry.exponential", () => {
 })
 
 describe("Retry.retryTransient", () => {
+  effect("takes the effect first or last, with a Schedule or with a policy still to be built", () =>
+    Effect.gen(function*() {
+      let attempts = 0
+      const attempt = Effect.suspend(() => {
+        attempts++
+        return Effect.fail(refused)
+      })
+      const quiet = { onRetry: () => Effect.void }
+      const forms = [
+        attempt.pipe(Retry.retryTransient(Schedule.recurs(2), quiet)),
+        Retry.retryTransient(attempt, Schedule.recurs(2), quiet),
+        attempt.pipe(Retry.retryTransient(Effect.succeed(Schedule.recurs(2)), quiet)),
+        Retry.retryTransient(attempt, Effect.succeed(Schedule.recurs(2)), quiet),
+        Retry.retryTransient(attempt, Schedule.recurs(2))
+      ]
+      for (const form of forms) {
+        attempts = 0
+        expect(yield* Effect.flip(form)).toBe(refused)
+        expect(attempts).toBe(3)
+      }
+    }))
+
   effect("retries a refused connect after exactly 1 s, 2 s and 4 s, logging each retry, then fails with ConnectionRefused", () =>
     Effect.gen(function*() {
       const port = yield* closedPort

@@ -11,28 +11,30 @@ import * as Scope from "effect/Scope"
 import type { Connection } from "../Connection.js"
 import * as Endpoint from "../Endpoint.js"
 import type { FailoverOptions } from "../Failover.js"
-import { AllEndpointsFailed } from "../Failover.js"
 import * as Tcp from "../Tcp.js"
 import * as TcpError from "../TcpError.js"
 
-/**
- * What `connect` can fail with, as one Schema.
- *
- * @internal
- */
-export const ConnectErrorSchema: Schema.Schema<TcpError.ConnectError, any> = Schema.Union(
-  TcpError.ConnectionRefused,
-  TcpError.ConnectionReset,
-  TcpError.ConnectionAborted,
-  TcpError.ConnectTimeout,
-  TcpError.DnsLookupFailed,
-  TcpError.HostUnreachable,
-  TcpError.NetworkUnreachable,
-  TcpError.PermissionDenied,
-  TcpError.AddressNotAvailable,
-  TcpError.InvalidOptions,
-  TcpError.SocketFailure
-)
+/** @internal */
+export const EndpointFailure = Schema.Struct({
+  endpoint: Endpoint.Endpoint,
+  error: TcpError.ConnectError
+})
+
+/** @internal */
+export class AllEndpointsFailed extends Schema.TaggedError<AllEndpointsFailed>()("AllEndpointsFailed", {
+  failures: Schema.Array(EndpointFailure)
+}) {
+  override get message(): string {
+    if (this.failures.length === 0) return "no endpoint to connect to: the list of endpoints is empty"
+    const each = this.failures.map(({ endpoint, error }) => `${Endpoint.format(endpoint)} ${error._tag}`)
+    return `all ${this.failures.length} endpoints failed: ${each.join(", ")}`
+  }
+
+  /** Whether trying the endpoints again later may succeed. */
+  get transient(): boolean {
+    return this.failures.some(({ error }) => TcpError.isTransient(error))
+  }
+}
 
 /** For errors built from this module's own values: Schema's check of them costs up to a millisecond. */
 const trusted = { disableValidation: true } as const

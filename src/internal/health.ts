@@ -2,43 +2,55 @@ import * as Deferred from "effect/Deferred"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
+import { dual } from "effect/Function"
 import * as Option from "effect/Option"
+import * as Predicate from "effect/Predicate"
 import * as Schedule from "effect/Schedule"
 import * as Schema from "effect/Schema"
 import type * as Scope from "effect/Scope"
 import type { Connection } from "../Connection.js"
+import * as Endpoint from "../Endpoint.js"
+import type * as HealthCheck from "../HealthCheck.js"
 import type { Heartbeat, HeartbeatOptions, Probe, ProbeOptions } from "../HealthCheck.js"
-import { HealthCheckFailed } from "../HealthCheck.js"
 import * as TcpError from "../TcpError.js"
 import * as Options from "./options.js"
 
-/**
- * Every error of the core as one Schema, so that errors carrying one stay serialisable.
- *
- * @internal
- */
-export const TcpErrorSchema: Schema.Schema<TcpError.TcpError, any> = Schema.Union(
-  TcpError.ConnectionRefused,
-  TcpError.ConnectionReset,
-  TcpError.ConnectionAborted,
-  TcpError.ConnectTimeout,
-  TcpError.ReadTimeout,
-  TcpError.WriteTimeout,
-  TcpError.IdleTimeout,
-  TcpError.DnsLookupFailed,
-  TcpError.HostUnreachable,
-  TcpError.NetworkUnreachable,
-  TcpError.AddressInUse,
-  TcpError.PermissionDenied,
-  TcpError.AddressNotAvailable,
-  TcpError.BrokenPipe,
-  TcpError.SocketClosed,
-  TcpError.UnexpectedEof,
-  TcpError.FrameTooLarge,
-  TcpError.MalformedFrame,
-  TcpError.InvalidOptions,
-  TcpError.SocketFailure
+/** @internal */
+export const HealthCheckReason = Schema.Union(
+  Schema.TaggedStruct("Timeout", { timeoutMillis: Schema.Number }),
+  Schema.TaggedStruct("WrongReply", { expected: Schema.String, received: Schema.String }),
+  Schema.TaggedStruct("ConnectionError", { error: TcpError.TcpError })
 )
+
+/** @internal */
+export class HealthCheckFailed extends Schema.TaggedError<HealthCheckFailed>()("HealthCheckFailed", {
+  endpoint: Endpoint.Endpoint,
+  reason: HealthCheckReason
+}) {
+  override get message(): string {
+    const at = `health check of ${Endpoint.format(this.endpoint)} failed`
+    switch (this.reason._tag) {
+      case "Timeout":
+        return `${at}: no reply within ${this.reason.timeoutMillis} ms; the peer is stalled, overloaded or gone (a half-open connection): close the connection`
+      case "WrongReply":
+        return `${at}: expected ${this.reason.expected}, got ${this.reason.received}; the peer speaks another protocol or the exchange is out of step: close the connection`
+      case "ConnectionError":
+        return `${at}: ${this.reason.error._tag}: ${this.reason.error.message}`
+    }
+  }
+
+  /** Whether trying again on a new connection may succeed. */
+  get transient(): boolean {
+    switch (this.reason._tag) {
+      case "Timeout":
+        return true
+      case "WrongReply":
+        return false
+      case "ConnectionError":
+        return TcpError.isTransient(this.reason.error)
+    }
+  }
+}
 
 /** For errors built from this module's own values: Schema's check of them costs up to a millisecond. */
 const trusted = { disableValidation: true } as const
@@ -117,7 +129,8 @@ export const probe = (options: ProbeOptions = {}): Effect.Effect<Probe, TcpError
       : Options.durationOption("timeout", options.timeout)
     if (Either.isLeft(timeout)) issues.push(timeout.left)
     if (issues.length > 0 || Either.isLeft(timeout)) {
-      return Effect.fail(new TcpError.InvalidOptions({ operation: "read", issues: `HealthCheck.probe: ${issues.join("; ")}` }))
+      // A probe writes and reads: its options belong to no one socket operation.
+      return Effect.fail(new TcpError.InvalidOptions({ issues: `HealthCheck.probe: ${issues.join("; ")}` }))
     }
     return Effect.succeed(makeProbe({ request, expect, readReply, timeout: timeout.right }))
   })
@@ -139,10 +152,20 @@ export const redisPing: Probe = makeProbe({
 
 const stopped = Symbol("stopped")
 
+/** A connection, told from heartbeat options by the members only a connection has. */
+const isConnection = (u: unknown): u is Connection =>
+  Predicate.hasProperty(u, "readExactly") && Predicate.hasProperty(u, "remoteAddress")
+
 /** @internal */
-export const heartbeat = (
+export const heartbeat: typeof HealthCheck.heartbeat = dual(
+  (args) => isConnection(args[0]),
+  (connection: Connection, options: HeartbeatOptions | undefined): Effect.Effect<Heartbeat, never, Scope.Scope> =>
+    makeHeartbeat(connection, options ?? {})
+)
+
+const makeHeartbeat = (
   connection: Connection,
-  options: HeartbeatOptions = {}
+  options: HeartbeatOptions
 ): Effect.Effect<Heartbeat, never, Scope.Scope> =>
   Effect.gen(function*() {
     const check = options.probe ?? ping

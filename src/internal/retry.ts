@@ -1,6 +1,7 @@
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
+import { dual } from "effect/Function"
 import * as Predicate from "effect/Predicate"
 import * as Random from "effect/Random"
 import * as Schedule from "effect/Schedule"
@@ -8,6 +9,7 @@ import * as ScheduleDecision from "effect/ScheduleDecision"
 import * as ScheduleInterval from "effect/ScheduleInterval"
 import * as ScheduleIntervals from "effect/ScheduleIntervals"
 import * as Schema from "effect/Schema"
+import type * as Retry from "../Retry.js"
 import type { BackoffOptions, RetryEvent, RetryOptions } from "../Retry.js"
 import * as TcpError from "../TcpError.js"
 import * as Options from "./options.js"
@@ -55,10 +57,8 @@ export const exponential = (
   Effect.suspend(() => {
     const issues = issuesOf(options ?? {})
     if (issues.length > 0) {
-      // A schedule is retried around any effect; connect is what it retries most often.
-      return Effect.fail(
-        new TcpError.InvalidOptions({ operation: "connect", issues: `Retry.exponential: ${issues.join("; ")}` })
-      )
+      // A policy retries any effect: its options belong to no one socket operation.
+      return Effect.fail(new TcpError.InvalidOptions({ issues: `Retry.exponential: ${issues.join("; ")}` }))
     }
     return Effect.succeed(make(options ?? {}))
   })
@@ -137,13 +137,20 @@ export const announced = <Out, In, R, R2>(
   )
 
 /** @internal */
-export const retryTransient = <A, E extends In, R, Out, In, R2, R3, E2>(
-  self: Effect.Effect<A, E, R>,
-  policy: Schedule.Schedule<Out, In, R2> | Effect.Effect<Schedule.Schedule<Out, In, R2>, E2>,
-  options: RetryOptions<In, R3> | undefined
-): Effect.Effect<A, E | E2, R | R2 | R3> => {
-  const retry = (schedule: Schedule.Schedule<Out, In, R2>) =>
-    Effect.retry(self, announced(schedule, options?.while ?? isRetryable, options?.onRetry ?? logRetry))
-  // A policy still to be built (`Retry.exponential`) fails with its InvalidOptions before the first attempt.
-  return Effect.isEffect(policy) ? Effect.flatMap(policy, retry) : retry(policy)
-}
+export const transient = <Out, In, R>(policy: Schedule.Schedule<Out, In, R>): Schedule.Schedule<Out, In, R> =>
+  Schedule.whileInput(policy, isRetryable)
+
+/** @internal */
+export const retryTransient: typeof Retry.retryTransient = dual(
+  (args) => args.length >= 2 && (Schedule.isSchedule(args[1]) || Effect.isEffect(args[1])),
+  <A, E extends In, R, Out, In, R2, R3, E2>(
+    self: Effect.Effect<A, E, R>,
+    policy: Schedule.Schedule<Out, In, R2> | Effect.Effect<Schedule.Schedule<Out, In, R2>, E2>,
+    options: RetryOptions<In, R3> | undefined
+  ): Effect.Effect<A, E | E2, R | R2 | R3> => {
+    const retry = (schedule: Schedule.Schedule<Out, In, R2>) =>
+      Effect.retry(self, announced(schedule, options?.while ?? isRetryable, options?.onRetry ?? logRetry))
+    // A policy still to be built (`Retry.exponential`) fails with its InvalidOptions before the first attempt.
+    return Effect.isEffect(policy) ? Effect.flatMap(policy, retry) : retry(policy)
+  }
+)

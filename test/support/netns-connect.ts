@@ -35,7 +35,7 @@ export type Outcome =
     readonly _tag: TcpError.TcpError["_tag"]
     readonly code?: string | undefined
     readonly syscall?: string | undefined
-    readonly operation: string
+    readonly operation?: string | undefined
     readonly endpoint?: { readonly host: string; readonly port: number }
     readonly message: string
     readonly transient: boolean
