@@ -6,6 +6,7 @@
 import * as Layer from "effect/Layer"
 import * as client from "./internal/client.js"
 import * as server from "./internal/server.js"
+import * as tcpTransport from "./internal/tcpTransport.js"
 import { Tcp, type TcpService } from "./Tcp.js"
 
 /**
@@ -15,8 +16,8 @@ import { Tcp, type TcpService } from "./Tcp.js"
  * @category constructors
  */
 export const make = (): TcpService => ({
-  connect: client.connect,
-  serve: server.serve
+  connect: client.connectWith(tcpTransport.dialer),
+  serve: server.serveWith(tcpTransport.listener)
 })
 
 /**

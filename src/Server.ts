@@ -5,12 +5,26 @@
  * @since 0.1.0
  */
 import type * as Duration from "effect/Duration"
-import * as Effect from "effect/Effect"
-import type * as Scope from "effect/Scope"
+import type * as Effect from "effect/Effect"
+import type { Pipeable } from "effect/Pipeable"
 import type { Connection } from "./Connection.js"
 import type * as Endpoint from "./Endpoint.js"
-import { Tcp } from "./Tcp.js"
-import type { ListenError } from "./TcpError.js"
+import * as internal from "./internal/server.js"
+import * as Tcp from "./Tcp.js"
+
+/**
+ * The type id of a `Server`.
+ *
+ * @since 0.1.0
+ * @category symbols
+ */
+export const ServerTypeId: unique symbol = internal.ServerTypeId
+
+/**
+ * @since 0.1.0
+ * @category symbols
+ */
+export type ServerTypeId = typeof ServerTypeId
 
 /**
  * Options of `serve`. Durations are `Duration.DurationInput`: milliseconds or `"5 seconds"`.
@@ -92,7 +106,8 @@ export interface ServerStats {
  * @since 0.1.0
  * @category models
  */
-export interface Server {
+export interface Server extends Pipeable {
+  readonly [ServerTypeId]: ServerTypeId
   /** The address actually bound (with the real port when 0 was asked for); the first of `addresses`. */
   readonly address: Endpoint.Endpoint
   /**
@@ -102,6 +117,14 @@ export interface Server {
   readonly addresses: ReadonlyArray<Endpoint.Endpoint>
   readonly stats: Effect.Effect<ServerStats>
 }
+
+/**
+ * Whether a value is a `Server`.
+ *
+ * @since 0.1.0
+ * @category guards
+ */
+export const isServer: (u: unknown) => u is Server = internal.isServer
 
 /**
  * A connection handler. It runs in its own fiber with a `Scope` that closes with the connection;
@@ -117,7 +140,8 @@ export interface Server {
 export type Handler<E, R> = (connection: Connection) => Effect.Effect<unknown, E, R>
 
 /**
- * Starts a server with the `Tcp` service in context. A host name binds every address it resolves
+ * Starts a server with the `Tcp` service in context: the same function as `Tcp.serve`, here
+ * because a server is where a reader looks for it. A host name binds every address it resolves
  * to, on one port (see `ServeOptions.host` and `Server.addresses`).
  *
  * @example
@@ -137,8 +161,4 @@ export type Handler<E, R> = (connection: Connection) => Effect.Effect<unknown, E
  * @since 0.1.0
  * @category constructors
  */
-export const serve = <E, R>(
-  options: ServeOptions,
-  handler: Handler<E, R>
-): Effect.Effect<Server, ListenError, Tcp | Scope.Scope | Exclude<R, Scope.Scope>> =>
-  Effect.flatMap(Tcp, (tcp) => tcp.serve(options, handler))
+export const serve: typeof Tcp.serve = Tcp.serve

@@ -1,5 +1,6 @@
 /**
- * The `Tcp` service: connecting and serving. `NodeTcp.layer` provides it over `node:net`.
+ * The `Tcp` service, connecting and serving, and its accessors `connect` and `serve`.
+ * `NodeTcp.layer` provides it over `node:net`.
  *
  * @since 0.1.0
  */
@@ -93,3 +94,30 @@ export class Tcp extends Context.Tag("effect-tcp/Tcp")<Tcp, TcpService>() {}
  */
 export const connect = (options: ConnectOptions): Effect.Effect<Connection, ConnectError, Tcp | Scope.Scope> =>
   Effect.flatMap(Tcp, (tcp) => tcp.connect(options))
+
+/**
+ * Starts a server with the `Tcp` service in context: `Server.serve` is the same function. It runs
+ * until the scope closes (see `Server.Server`); a host name binds every address it resolves to,
+ * on one port (see `ServeOptions.host`).
+ *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import { NodeTcp, Tcp } from "effect-tcp"
+ *
+ * // Greet each client, then close its connection.
+ * const program = Effect.gen(function*() {
+ *   const server = yield* Tcp.serve({ port: 0 }, (connection) => connection.write("hello\n"))
+ *   yield* Effect.log(`listening on ${server.address}`)
+ *   yield* Effect.never
+ * }).pipe(Effect.scoped, Effect.provide(NodeTcp.layer))
+ * ```
+ *
+ * @since 0.1.0
+ * @category accessors
+ */
+export const serve = <E, R>(
+  options: ServeOptions,
+  handler: Handler<E, R>
+): Effect.Effect<Server, ListenError, Tcp | Scope.Scope | Exclude<R, Scope.Scope>> =>
+  Effect.flatMap(Tcp, (tcp) => tcp.serve(options, handler))

@@ -110,6 +110,29 @@ describe("serve", () => {
       expect((yield* server.stats).accepted).toBe(2)
     }))
 
+  live("a server is a Server: isServer tells it from a look-alike, and it pipes", () =>
+    Effect.gen(function*() {
+      const server = yield* Server.serve({ port: 0 }, upperCaseEcho)
+      expect(Server.isServer(server)).toBe(true)
+      expect(Server.isServer({ address: server.address, addresses: server.addresses, stats: server.stats })).toBe(false)
+      expect(Server.isServer(null)).toBe(false)
+      expect(server.pipe((s) => s.address)).toBe(server.address)
+      expect(server.pipe((s) => s.addresses, (addresses) => addresses.length)).toBe(1)
+      // The model's own properties are still all there is to see, as JSON and in a spread.
+      expect(JSON.parse(JSON.stringify({ ...server, stats: undefined }))).toEqual({
+        address: { host: "127.0.0.1", port: server.address.port },
+        addresses: [{ host: "127.0.0.1", port: server.address.port }]
+      })
+    }))
+
+  live("Tcp.serve is Server.serve: both accessors of the Tcp service are in Tcp", () =>
+    Effect.gen(function*() {
+      expect(Server.serve).toBe(Tcp.serve)
+      const server = yield* Tcp.serve({ port: 0 }, upperCaseEcho)
+      expect(Server.isServer(server)).toBe(true)
+      expect(yield* exchange(server.address.port, "via tcp.serve")).toBe("VIA TCP.SERVE")
+    }))
+
   live("serves over IPv6 on ::1", () =>
     Effect.gen(function*() {
       const server = yield* Server.serve({ host: "::1", port: 0 }, upperCaseEcho)

@@ -3,37 +3,27 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Scope from "effect/Scope"
-import * as net from "node:net"
 import type { Connection } from "../Connection.js"
-import * as Endpoint from "../Endpoint.js"
-import type { ConnectOptions } from "../Tcp.js"
 import * as TcpError from "../TcpError.js"
 import { NodeConnection } from "./connection.js"
 import * as Options from "./options.js"
-
-type Validated = typeof Options.ConnectOptions.Type
+import type { Dialer, Socket } from "./transport.js"
 
 /** The socket of an attempt, kept where the attempt's end can destroy it whatever won the race. */
 interface Attempt {
-  socket: net.Socket | undefined
+  socket: Socket | undefined
 }
 
-const open = (
-  options: Validated,
+const open = <O extends Options.ConnectionSettings>(
+  dialer: Dialer<O>,
+  options: O,
   clock: Clock.Clock,
   attempt: Attempt
 ): Effect.Effect<NodeConnection, TcpError.ConnectError> => {
-  const endpoint = Endpoint.make(options.host, options.port)
+  const endpoint = dialer.endpoint(options)
+  const connectedEvent = dialer.connectedEvent
   const connecting = Effect.async<NodeConnection, TcpError.ConnectError>((resume) => {
-    const socket = attempt.socket = net.connect({
-      host: options.host,
-      port: options.port,
-      allowHalfOpen: true,
-      noDelay: options.noDelay ?? true,
-      keepAlive: options.keepAlive ?? false,
-      keepAliveInitialDelay: options.keepAliveInitialDelay && Duration.toMillis(options.keepAliveInitialDelay),
-      localAddress: options.localAddress
-    })
+    const socket = attempt.socket = dialer.dial(options)
     const onConnect = () => {
       // The connection's own listeners are attached before ours go, so an error always has a listener.
       const connection = new NodeConnection(socket, {
@@ -42,19 +32,19 @@ const open = (
         onActivity: undefined,
         clock
       })
-      socket.off("connect", onConnect)
+      socket.off(connectedEvent, onConnect)
       socket.off("error", onError)
       resume(Effect.succeed(connection))
     }
     const onError = (error: unknown) => {
-      socket.off("connect", onConnect)
+      socket.off(connectedEvent, onConnect)
       socket.destroy()
       resume(Effect.fail(TcpError.classify(error, "connect", endpoint)))
     }
-    socket.on("connect", onConnect)
+    socket.on(connectedEvent, onConnect)
     socket.on("error", onError)
     return Effect.sync(() => {
-      socket.off("connect", onConnect)
+      socket.off(connectedEvent, onConnect)
       // Keep a listener: destroy() on a connecting socket may still report an error.
       socket.destroy()
     })
@@ -68,10 +58,17 @@ const open = (
   })
 }
 
-/** @internal */
-export const connect = (options: ConnectOptions): Effect.Effect<Connection, TcpError.ConnectError, Scope.Scope> =>
+/**
+ * The connect of a transport: validates the options with the dialer's schema, opens a socket
+ * with it and waits for its connected event under `connectTimeout`, classifies its errors, and
+ * puts the connection in the scope.
+ *
+ * @internal
+ */
+export const connectWith = <O extends Options.ConnectionSettings>(dialer: Dialer<O>) =>
+(options: unknown): Effect.Effect<Connection, TcpError.ConnectError, Scope.Scope> =>
   Effect.flatMap(
-    Options.validate(Options.ConnectOptions, "connect", options),
+    Options.validate(dialer.options, "connect", options),
     (validated) =>
       // acquireRelease by hand: it would copy the caller's FiberRefs for the finalizer (a fifth of
       // a connect's CPU), and destroying a socket needs none of them. The attempt is interruptible
@@ -83,7 +80,7 @@ export const connect = (options: ConnectOptions): Effect.Effect<Connection, TcpE
         Effect.flatMap(Effect.scope, (scope) => {
           const attempt: Attempt = { socket: undefined }
           return Effect.onExit(
-            Effect.interruptible(Effect.flatMap(Effect.clock, (clock) => open(validated, clock, attempt))),
+            Effect.interruptible(Effect.flatMap(Effect.clock, (clock) => open(dialer, validated, clock, attempt))),
             (exit) =>
               Exit.isSuccess(exit)
                 ? Scope.addFinalizer(scope, exit.value.release)

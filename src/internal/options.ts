@@ -65,29 +65,45 @@ const LocalAddress = Host.pipe(
   })
 )
 
+/** Options of a connection that every transport's connect takes. */
+export const connectionFields = {
+  connectTimeout: Schema.optional(DurationOption),
+  readTimeout: Schema.optional(DurationOption),
+  writeTimeout: Schema.optional(DurationOption)
+}
+
+/** What every transport's connect reads of its validated options. */
+export type ConnectionSettings = Schema.Struct.Type<typeof connectionFields>
+
 /** @internal */
 export const ConnectOptions = Schema.Struct({
   host: Host,
   port: ConnectPort,
-  connectTimeout: Schema.optional(DurationOption),
-  readTimeout: Schema.optional(DurationOption),
-  writeTimeout: Schema.optional(DurationOption),
+  ...connectionFields,
   keepAlive: Schema.optional(Schema.Boolean),
   keepAliveInitialDelay: Schema.optional(DurationOption),
   noDelay: Schema.optional(Schema.Boolean),
   localAddress: Schema.optional(LocalAddress)
 })
 
+/** The server's own options (limits, idle time, drain, deadlines), the same over every transport. */
+export const serverFields = {
+  maxConnections: Schema.optional(PositiveInt("maxConnections")),
+  idleTimeout: Schema.optional(DurationOption),
+  drainTimeout: Schema.optional(DurationOption),
+  readTimeout: Schema.optional(DurationOption),
+  writeTimeout: Schema.optional(DurationOption)
+}
+
+/** What the server reads of a transport's validated options. */
+export type ServerSettings = Schema.Struct.Type<typeof serverFields>
+
 /** @internal */
 export const ServeOptions = Schema.Struct({
   host: Schema.optional(Host),
   port: Port,
   backlog: Schema.optional(PositiveInt("backlog")),
-  maxConnections: Schema.optional(PositiveInt("maxConnections")),
-  idleTimeout: Schema.optional(DurationOption),
-  drainTimeout: Schema.optional(DurationOption),
-  readTimeout: Schema.optional(DurationOption),
-  writeTimeout: Schema.optional(DurationOption),
+  ...serverFields,
   noDelay: Schema.optional(Schema.Boolean)
 })
 

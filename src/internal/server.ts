@@ -1,21 +1,46 @@
-import * as Scope from "effect/Scope"
 import * as Cause from "effect/Cause"
+import * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
-import * as Context from "effect/Context"
 import * as Fiber from "effect/Fiber"
 import * as FiberRef from "effect/FiberRef"
 import * as FiberRefs from "effect/FiberRefs"
 import * as HashMap from "effect/HashMap"
+import { pipeArguments } from "effect/Pipeable"
+import { hasProperty } from "effect/Predicate"
 import * as Runtime from "effect/Runtime"
-import * as dns from "node:dns"
-import * as net from "node:net"
+import * as Scope from "effect/Scope"
 import * as Endpoint from "../Endpoint.js"
-import type { Handler, Server, ServeOptions, ServerStats } from "../Server.js"
+import type { Handler, Server, ServerStats, ServerTypeId as ServerTypeId_ } from "../Server.js"
 import * as TcpError from "../TcpError.js"
 import { NodeConnection } from "./connection.js"
 import * as Descriptors from "./descriptors.js"
 import * as Options from "./options.js"
+import type { Listener, Listening, Socket } from "./transport.js"
+
+/** @internal */
+export const ServerTypeId: ServerTypeId_ = Symbol.for("effect-tcp/Server") as ServerTypeId_
+
+/** @internal */
+export const isServer = (u: unknown): u is Server => hasProperty(u, ServerTypeId)
+
+const ServerProto = {
+  [ServerTypeId]: ServerTypeId,
+  pipe() {
+    return pipeArguments(this, arguments)
+  }
+}
+
+const makeServer = (
+  addresses: readonly [Endpoint.Endpoint, ...Array<Endpoint.Endpoint>],
+  stats: Effect.Effect<ServerStats>
+): Server => {
+  const server = Object.create(ServerProto)
+  server.address = addresses[0]
+  server.addresses = addresses
+  server.stats = stats
+  return server
+}
 
 const defaultDrainTimeout = Duration.seconds(5)
 // How long handlers interrupted at drainTimeout have to run their finalizers (the socket still
@@ -24,107 +49,26 @@ const interruptGrace = Duration.seconds(1)
 // At most one log line this often while the process keeps running out of descriptors.
 const exhaustionReportInterval = Duration.seconds(10)
 
-const listen = (
-  server: net.Server,
-  endpoint: Endpoint.Endpoint,
-  backlog: number
-): Effect.Effect<void, TcpError.ListenError> =>
-  Effect.async<void, TcpError.ListenError>((resume) => {
-    const onListening = () => {
-      server.off("error", onError)
-      resume(Effect.void)
-    }
-    const onError = (error: unknown) => {
-      server.off("listening", onListening)
-      resume(Effect.fail(TcpError.classify(error, "listen", endpoint)))
-    }
-    server.once("listening", onListening)
-    server.once("error", onError)
-    server.listen({ host: endpoint.host, port: endpoint.port, backlog, exclusive: true })
-    return Effect.sync(() => {
-      server.off("listening", onListening)
-      server.off("error", onError)
-      server.close()
-    })
-  })
-
-/** The addresses to bind for `host`: itself when it is an IP address, else every address it resolves to. */
-const addressesOf = (host: string, port: number): Effect.Effect<ReadonlyArray<string>, TcpError.ListenError> =>
-  net.isIP(host) !== 0 ?
-    Effect.succeed([host]) :
-    Effect.async((resume) => {
-      dns.lookup(host, { all: true }, (error, found) => {
-        if (error) return resume(Effect.fail(TcpError.classify(error, "listen", Endpoint.make(host, port))))
-        resume(Effect.succeed(Array.from(new Set(found.map(({ address }) => address)))))
-      })
-    })
-
-// An address of a name that this host cannot bind (such as ::1 in a container without IPv6).
-const isUnavailable = (error: TcpError.ListenError) =>
-  error._tag === "AddressNotAvailable" || (error._tag === "SocketFailure" && error.code === "EAFNOSUPPORT")
-
 /**
- * Listens on every address, all on one port: the asked one, or the one the system gave the first
- * address for port 0. Where a name has several addresses, one this host does not have is skipped
- * (with a warning) as long as another can be bound. On failure nothing stays bound.
+ * The server of a transport: validates the options with the listener's schema, binds with it,
+ * and applies to every socket it accepts the policy that is the same over every transport:
+ * limits, idle time, deadlines, a fiber per handler with its log annotations, stats, the check
+ * for exhausted descriptors, and the drain when the scope closes.
+ *
+ * @internal
  */
-const listenAll = (
-  addresses: ReadonlyArray<string>,
-  port: number,
-  backlog: number,
-  makeServer: () => net.Server
-): Effect.Effect<ReadonlyArray<{ readonly server: net.Server; readonly address: Endpoint.Endpoint }>, TcpError.ListenError> =>
-  Effect.gen(function*() {
-    // Port 0 on several addresses: the port given for the first may be taken on another.
-    for (let attempt = 1;; attempt++) {
-      const bound: Array<{ readonly server: net.Server; readonly address: Endpoint.Endpoint }> = []
-      let firstUnavailable: TcpError.ListenError | undefined
-      const closeBound = Effect.sync(() => bound.forEach(({ server }) => server.close()))
-      let retry = false
-      for (const host of addresses) {
-        const server = makeServer()
-        const onPort = bound.length === 0 ? port : bound[0]!.address.port
-        const outcome = yield* Effect.either(listen(server, Endpoint.make(host, onPort), backlog)).pipe(
-          Effect.onInterrupt(() => closeBound)
-        )
-        if (outcome._tag === "Right") {
-          const actual = server.address() as net.AddressInfo
-          bound.push({ server, address: Endpoint.make(actual.address, actual.port) })
-          continue
-        }
-        const error = outcome.left
-        if (addresses.length > 1 && isUnavailable(error)) {
-          firstUnavailable ??= error
-          yield* Effect.logWarning(`not listening on ${host}, an address of the name: ${error.message}`)
-          continue
-        }
-        yield* closeBound
-        if (port === 0 && bound.length > 0 && error._tag === "AddressInUse" && attempt < 5) {
-          retry = true
-          break
-        }
-        return yield* Effect.fail(error)
-      }
-      if (retry) continue
-      if (bound.length === 0) return yield* Effect.fail(firstUnavailable!)
-      return bound
-    }
-  })
-
-/** @internal */
-export const serve = <E, R>(
-  options: ServeOptions,
+export const serveWith = <O extends Options.ServerSettings>(listener: Listener<O>) =>
+<E, R>(
+  options: unknown,
   handler: Handler<E, R>
 ): Effect.Effect<Server, TcpError.ListenError, Scope.Scope | Exclude<R, Scope.Scope>> =>
   Effect.gen(function*() {
-    const validated = yield* Options.validate(Options.ServeOptions, "listen", options)
+    const validated = yield* Options.validate(listener.options, "listen", options)
     const runtime = yield* Effect.runtime<Exclude<R, Scope.Scope>>()
     const clock = yield* Effect.clock
-    const requested = Endpoint.make(validated.host ?? "127.0.0.1", validated.port)
     const maxConnections = validated.maxConnections ?? Infinity
     const idleMillis = validated.idleTimeout && Duration.toMillis(validated.idleTimeout)
     const drainTimeout = validated.drainTimeout ?? defaultDrainTimeout
-    const noDelay = validated.noDelay ?? true
 
     const runFork = Runtime.runFork(runtime)
 
@@ -193,7 +137,7 @@ export const serve = <E, R>(
         )).pipe(Effect.catchAllCause(logFailure))
     }
 
-    const onConnection = (socket: net.Socket) => {
+    const onConnection = (socket: Socket) => {
       if (stopping || connections.size >= maxConnections) {
         if (!stopping) rejected++
         socket.destroy()
@@ -241,19 +185,18 @@ export const serve = <E, R>(
 
     // A release, so uninterruptible: interrupting the fiber that owns the scope (as NodeRuntime
     // does on SIGINT and SIGTERM) drains exactly like closing it.
-    const shutdown = (servers: ReadonlyArray<{ readonly server: net.Server }>) => Effect.gen(function*() {
+    const shutdown = (listening: Listening) => Effect.gen(function*() {
       stopping = true
-      // Stop accepting now; each callback comes once every socket its server accepted is gone too.
-      let listening = servers.length
-      let onServersClosed: (() => void) | undefined
-      for (const { server } of servers) {
-        server.close(() => {
-          if (--listening === 0) onServersClosed?.()
-        })
-      }
+      // Stop accepting now; the callback comes once every socket accepted is gone too.
+      let listenersClosed = false
+      let onListenersClosed: (() => void) | undefined
+      listening.close(() => {
+        listenersClosed = true
+        onListenersClosed?.()
+      })
       const closed = Effect.async<void>((resume) => {
-        if (listening === 0) return resume(Effect.void)
-        onServersClosed = () => resume(Effect.void)
+        if (listenersClosed) return resume(Effect.void)
+        onListenersClosed = () => resume(Effect.void)
       })
       if (fibers.size > 0) yield* drained(drainTimeout)
       if (fibers.size > 0) {
@@ -303,18 +246,18 @@ export const serve = <E, R>(
           `or set maxConnections below it`
       ))
     }
-    const makeServer = () =>
-      net.createServer({ allowHalfOpen: true, noDelay }, onConnection).on("connection", checkDescriptors)
-    const addresses = yield* addressesOf(requested.host, requested.port)
-    const servers = yield* Effect.acquireRelease(
-      listenAll(addresses, requested.port, validated.backlog ?? 511, makeServer),
-      shutdown
-    )
-    for (const { server } of servers) {
-      // Not accept errors: libuv (1.45 and later) handles those itself and never reports them.
-      // Whatever else comes is logged rather than allowed to crash the process.
-      server.on("error", (error) => runFork(Effect.logWarning("server error", error)))
+    const events = {
+      connection: onConnection,
+      accepted: checkDescriptors,
+      // Logged rather than allowed to crash the process.
+      error: (error: unknown) => {
+        runFork(Effect.logWarning("server error", error))
+      }
     }
+    // acquireRelease, with the listener's lookup in the caller's interruptibility.
+    const listening = yield* Effect.uninterruptibleMask((restore) =>
+      Effect.tap(listener.listen(validated, events, restore), (listening) => Effect.addFinalizer(() => shutdown(listening)))
+    )
 
     const stats = Effect.sync((): ServerStats => ({
       active: connections.size,
@@ -325,9 +268,5 @@ export const serve = <E, R>(
       abandoned,
       outOfDescriptors
     }))
-    return {
-      address: servers[0]!.address,
-      addresses: servers.map(({ address }) => address),
-      stats
-    } satisfies Server
+    return makeServer(listening.addresses, stats)
   })

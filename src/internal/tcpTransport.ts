@@ -1,0 +1,158 @@
+/**
+ * TCP over `node:net`: how to open a socket to a host and port, and how to bind a host (every
+ * address of a name) and a port. Everything else is the client's and the server's, shared with
+ * the other transports.
+ */
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as dns from "node:dns"
+import * as net from "node:net"
+import * as Endpoint from "../Endpoint.js"
+import * as TcpError from "../TcpError.js"
+import * as Options from "./options.js"
+import type { Dialer, Listener, Listening } from "./transport.js"
+
+type ConnectOptions = typeof Options.ConnectOptions.Type
+type ServeOptions = typeof Options.ServeOptions.Type
+
+/** @internal */
+export const dialer: Dialer<ConnectOptions> = {
+  options: Options.ConnectOptions,
+  endpoint: (options) => Endpoint.make(options.host, options.port),
+  dial: (options) =>
+    net.connect({
+      host: options.host,
+      port: options.port,
+      allowHalfOpen: true,
+      noDelay: options.noDelay ?? true,
+      keepAlive: options.keepAlive ?? false,
+      keepAliveInitialDelay: options.keepAliveInitialDelay && Duration.toMillis(options.keepAliveInitialDelay),
+      localAddress: options.localAddress
+    }),
+  connectedEvent: "connect"
+}
+
+const listen = (
+  server: net.Server,
+  endpoint: Endpoint.Endpoint,
+  backlog: number
+): Effect.Effect<void, TcpError.ListenError> =>
+  Effect.async<void, TcpError.ListenError>((resume) => {
+    const onListening = () => {
+      server.off("error", onError)
+      resume(Effect.void)
+    }
+    const onError = (error: unknown) => {
+      server.off("listening", onListening)
+      resume(Effect.fail(TcpError.classify(error, "listen", endpoint)))
+    }
+    server.once("listening", onListening)
+    server.once("error", onError)
+    server.listen({ host: endpoint.host, port: endpoint.port, backlog, exclusive: true })
+    return Effect.sync(() => {
+      server.off("listening", onListening)
+      server.off("error", onError)
+      server.close()
+    })
+  })
+
+/** The addresses to bind for `host`: itself when it is an IP address, else every address it resolves to. */
+const addressesOf = (host: string, port: number): Effect.Effect<ReadonlyArray<string>, TcpError.ListenError> =>
+  net.isIP(host) !== 0 ?
+    Effect.succeed([host]) :
+    Effect.async((resume) => {
+      dns.lookup(host, { all: true }, (error, found) => {
+        if (error) return resume(Effect.fail(TcpError.classify(error, "listen", Endpoint.make(host, port))))
+        resume(Effect.succeed(Array.from(new Set(found.map(({ address }) => address)))))
+      })
+    })
+
+// An address of a name that this host cannot bind (such as ::1 in a container without IPv6).
+const isUnavailable = (error: TcpError.ListenError) =>
+  error._tag === "AddressNotAvailable" || (error._tag === "SocketFailure" && error.code === "EAFNOSUPPORT")
+
+interface Bound {
+  readonly server: net.Server
+  readonly address: Endpoint.Endpoint
+}
+
+/**
+ * Listens on every address, all on one port: the asked one, or the one the system gave the first
+ * address for port 0. Where a name has several addresses, one this host does not have is skipped
+ * (with a warning) as long as another can be bound. On failure nothing stays bound.
+ */
+const listenAll = (
+  addresses: ReadonlyArray<string>,
+  port: number,
+  backlog: number,
+  makeServer: () => net.Server
+): Effect.Effect<readonly [Bound, ...Array<Bound>], TcpError.ListenError> =>
+  Effect.gen(function*() {
+    // Port 0 on several addresses: the port given for the first may be taken on another.
+    for (let attempt = 1;; attempt++) {
+      const bound: Array<Bound> = []
+      let firstUnavailable: TcpError.ListenError | undefined
+      const closeBound = Effect.sync(() => bound.forEach(({ server }) => server.close()))
+      let retry = false
+      for (const host of addresses) {
+        const server = makeServer()
+        const onPort = bound.length === 0 ? port : bound[0]!.address.port
+        const outcome = yield* Effect.either(listen(server, Endpoint.make(host, onPort), backlog)).pipe(
+          Effect.onInterrupt(() => closeBound)
+        )
+        if (outcome._tag === "Right") {
+          const actual = server.address() as net.AddressInfo
+          bound.push({ server, address: Endpoint.make(actual.address, actual.port) })
+          continue
+        }
+        const error = outcome.left
+        if (addresses.length > 1 && isUnavailable(error)) {
+          firstUnavailable ??= error
+          yield* Effect.logWarning(`not listening on ${host}, an address of the name: ${error.message}`)
+          continue
+        }
+        yield* closeBound
+        if (port === 0 && bound.length > 0 && error._tag === "AddressInUse" && attempt < 5) {
+          retry = true
+          break
+        }
+        return yield* Effect.fail(error)
+      }
+      if (retry) continue
+      if (bound.length === 0) return yield* Effect.fail(firstUnavailable!)
+      return bound as [Bound, ...Array<Bound>]
+    }
+  })
+
+/** Closes every server; `onClosed` once each has closed and every socket it accepted is gone. */
+const closeAll = (servers: ReadonlyArray<Bound>) => (onClosed: () => void) => {
+  let listening = servers.length
+  for (const { server } of servers) {
+    server.close(() => {
+      if (--listening === 0) onClosed()
+    })
+  }
+}
+
+/** @internal */
+export const listener: Listener<ServeOptions> = {
+  options: Options.ServeOptions,
+  listen: (options, events, restore): Effect.Effect<Listening, TcpError.ListenError> =>
+    Effect.gen(function*() {
+      const host = options.host ?? "127.0.0.1"
+      const noDelay = options.noDelay ?? true
+      const addresses = yield* restore(addressesOf(host, options.port))
+      const servers = yield* listenAll(
+        addresses,
+        options.port,
+        options.backlog ?? 511,
+        () => net.createServer({ allowHalfOpen: true, noDelay }, events.connection).on("connection", events.accepted)
+      )
+      // Not accept errors: libuv (1.45 and later) handles those itself and never reports them.
+      for (const { server } of servers) server.on("error", events.error)
+      return {
+        addresses: servers.map(({ address }) => address) as [Endpoint.Endpoint, ...Array<Endpoint.Endpoint>],
+        close: closeAll(servers)
+      }
+    })
+}
