@@ -192,11 +192,11 @@ export const delimited = (options: DelimitedOptions): Delimited => {
 /**
  * Frames read from one connection.
  *
- * The connection is read only when no complete frame is held, one chunk at a time, so reading
- * stays pulled: a slow consumer slows the peer down through TCP flow control. A frame inside one
- * received chunk is a view of it; only a frame spanning chunks is copied, once. Bytes the reader
- * took from the connection belong to it until it returns them as frames: once frames are read
- * with a reader, read the connection only through that reader.
+ * Frames are decoded in place from the connection's own bytes: the connection reads from its
+ * socket only while no complete frame is queued, so reading stays pulled and a slow consumer slows
+ * the peer down through TCP flow control. A frame inside one received chunk is a view of it; only a
+ * frame spanning chunks is copied, once. `read` takes one frame at a time, so the bytes after the
+ * last frame it returned are still the connection's (a `stream` takes every frame queued at each pull).
  *
  * Interruption: an interrupted `read` loses no bytes; the next `read` of the same reader goes on
  * where it stopped.
@@ -221,7 +221,8 @@ export interface FrameReader {
 
 /**
  * A reader of frames from `connection`; `InvalidOptions` (operation `"read"`) if the framing's
- * options cannot work. Use one reader per connection: it owns the bytes it has taken from it.
+ * options cannot work. Use one reader per connection: what it learnt about the frame it waits for
+ * (a header, how far the delimiter search went) is its own.
  *
  * @example
  * ```ts
@@ -250,9 +251,10 @@ export const reader = (connection: Connection, framing: Framing): Effect.Effect<
 
 /**
  * The frames of `connection` as a stream (a fresh `reader`'s `stream`): pulled, so backpressure is
- * kept, ending normally when the peer closes between two frames. Bytes after the last frame the
- * stream emitted may have been taken from the connection: read it through one reader, or one
- * stream, only. Fails at once with `InvalidOptions` if the framing's options cannot work.
+ * kept, ending normally when the peer closes between two frames. Each pull takes every frame
+ * queued, so frames after the last one the stream emitted may have been taken from the connection:
+ * read it through one reader, or one stream, only. Fails at once with `InvalidOptions` if the
+ * framing's options cannot work.
  *
  * @example
  * ```ts

@@ -115,8 +115,13 @@ describe("DelimiterSearch", () => {
           const expected = data.toString("latin1").split(delimiter.toString("latin1"))
           expected.pop()
           const decoder = makeDecoder(Framing.delimited({ delimiter, maxFrameBytes: 1000 }))
+          const queue = new ByteQueue()
           const frames: Array<Uint8Array> = []
-          for (const piece of cut(data, sizes)) expect(decoder.push(piece, frames)).toBeUndefined()
+          for (const piece of cut(data, sizes)) {
+            queue.push(piece)
+            for (let frame = decoder.decode(queue); frame !== undefined; frame = decoder.decode(queue)) frames.push(frame)
+            expect(decoder.failure).toBeUndefined()
+          }
           expect(frames.map((frame) => Buffer.from(frame).toString("latin1"))).toEqual(expected)
         }
       ),

@@ -9,9 +9,11 @@ import * as Sink from "effect/Sink"
 import * as Stream from "effect/Stream"
 import type * as net from "node:net"
 import type { Connection, ConnectionState, ReadUntilOptions } from "../Connection.js"
+import type { DecodeError } from "../Framing.js"
 import * as Endpoint from "../Endpoint.js"
 import * as TcpError from "../TcpError.js"
-import { ByteQueue, DelimiterSearch } from "./byteQueue.js"
+import { ByteQueue } from "./byteQueue.js"
+import { DelimitedDecoder, type FrameDecoder, readFramesKey } from "./frameDecoder.js"
 import { Deadline } from "./deadline.js"
 
 /** @internal */
@@ -30,6 +32,8 @@ const unchecked = { disableValidation: true } as const
 const invalid = (issues: string) => new TcpError.InvalidOptions({ operation: "read", issues }, unchecked)
 
 const noneEffect = Effect.succeed(Option.none<Uint8Array>())
+const framesRead = Effect.succeed(true)
+const endOfInput = Effect.succeed(false)
 const openState: ConnectionState = { _tag: "Open" }
 const closedState: ConnectionState = { _tag: "Closed" }
 
@@ -116,8 +120,6 @@ export class NodeConnection implements Connection {
   readonly localAddress: Endpoint.Endpoint
   /** Bytes Node delivered and no read has taken yet. */
   private readonly bytes = new ByteQueue()
-  /** Bytes ever taken from `bytes`: a resumed `readUntil` knows from it whether its scan still holds. */
-  private consumed = 0
   private paused = false
   private eof = false
   private writeEnded = false
@@ -260,14 +262,11 @@ export class NodeConnection implements Connection {
   }
   private takeChunk(): Buffer {
     const chunk = this.bytes.takeChunk()
-    this.consumed += chunk.length
     this.resumeIfRoom()
     return chunk
   }
-  private takeBytes(size: number, skip: number): Buffer {
+  private takeBytes(size: number): Buffer {
     const taken = this.bytes.take(size)
-    if (skip > 0) this.bytes.skip(skip)
-    this.consumed += size + skip
     this.resumeIfRoom()
     return taken
   }
@@ -391,7 +390,7 @@ export class NodeConnection implements Connection {
   private readExactlyNow(size: number): Effect.Effect<Uint8Array, TcpError.ReadError | TcpError.UnexpectedEof> {
     const blocked = this.readBlocked()
     if (blocked !== undefined) return Effect.fail(blocked)
-    if (this.bytes.length >= size) return Effect.succeed(this.takeBytes(size, 0))
+    if (this.bytes.length >= size) return Effect.succeed(this.takeBytes(size))
     const after = this.afterQueued()
     if (after === null) {
       return Effect.fail(
@@ -434,40 +433,55 @@ export class NodeConnection implements Connection {
     if (!Number.isSafeInteger(maxBytes) || maxBytes < 0) {
       return Effect.fail(invalid(`readUntil: maxBytes must be a non-negative integer, got ${maxBytes}`))
     }
-    const tooLarge = (size: number) =>
-      new TcpError.FrameTooLarge({ operation: "read", endpoint: this.remoteAddress, size, maxBytes }, unchecked)
-    // The search carries its state across waits, so each byte is looked at once, as long as nobody else took bytes.
-    const search = new DelimiterSearch(needle)
-    let consumedAt = this.consumed
-    const attempt = (): Effect.Effect<
-      Uint8Array,
-      TcpError.ReadError | TcpError.UnexpectedEof | TcpError.FrameTooLarge
-    > => {
-      const blocked = this.readBlocked()
-      if (blocked !== undefined) return Effect.fail(blocked)
-      if (this.consumed !== consumedAt) {
-        search.reset()
-        consumedAt = this.consumed
-      }
-      const queued = this.bytes.length
-      const at = this.bytes.search(search)
-      if (at >= 0) {
-        if (at > maxBytes) return Effect.fail(tooLarge(at))
-        return Effect.succeed(this.takeBytes(at, needle.length))
-      }
-      // Without the delimiter, only the start of it that the bytes end with may still not belong to the result.
-      if (queued - search.matched > maxBytes) return Effect.fail(tooLarge(queued))
-      const after = this.afterQueued()
-      if (after === null) {
-        return Effect.fail(
-          new TcpError.UnexpectedEof({ operation: "read", endpoint: this.remoteAddress, received: queued }, unchecked)
-        )
-      }
-      if (after !== undefined) return Effect.fail(after)
-      // Wake at the next byte, and let up to the limit and the delimiter queue up meanwhile.
-      return Effect.flatMap(this.waitFor(Math.min(queued + 1, maxBytes + needle.length)), attempt)
+    return Effect.suspend(() => {
+      const decoder = new DelimitedDecoder(needle, maxBytes, this.remoteAddress)
+      const line: Array<Uint8Array> = []
+      return Effect.flatMap(this.readFrames(decoder, line, 1), (found) =>
+        found
+          ? Effect.succeed(line[0]!)
+          // The peer closed before a byte of the line came (bytes cut short fail in the decoder).
+          : Effect.fail(
+            new TcpError.UnexpectedEof({ operation: "read", endpoint: this.remoteAddress, received: 0 }, unchecked)
+          ))
+    })
+  }
+
+  readonly [readFramesKey] = (
+    decoder: FrameDecoder,
+    out: Array<Uint8Array>,
+    limit: number
+  ): Effect.Effect<boolean, TcpError.ReadError | DecodeError> => Effect.suspend(() => this.readFrames(decoder, out, limit))
+
+  /**
+   * What `readUntil` and frame readers share: a decoder takes frames from the queue itself, in one
+   * synchronous step once a frame is whole; meanwhile the read waits, taking nothing, for as many
+   * bytes as the decoder wants (which raises the pause mark, up to the decoder's limit).
+   */
+  private readFrames(
+    decoder: FrameDecoder,
+    out: Array<Uint8Array>,
+    limit: number
+  ): Effect.Effect<boolean, TcpError.ReadError | DecodeError> {
+    const blocked = this.readBlocked()
+    if (blocked !== undefined) return Effect.fail(blocked)
+    const bytes = this.bytes
+    const before = out.length
+    for (let frame = decoder.decode(bytes); frame !== undefined; frame = decoder.decode(bytes)) {
+      out.push(frame)
+      if (out.length - before === limit) break
     }
-    return Effect.suspend(attempt)
+    if (out.length > before) {
+      this.resumeIfRoom()
+      return framesRead
+    }
+    if (decoder.failure !== undefined) return Effect.fail(decoder.failure)
+    const after = this.afterQueued()
+    if (after === null) {
+      const error = decoder.end(bytes)
+      return error === undefined ? endOfInput : Effect.fail(error)
+    }
+    if (after !== undefined) return Effect.fail(after)
+    return Effect.flatMap(this.waitFor(decoder.wanted(bytes)), () => this.readFrames(decoder, out, limit))
   }
 
   /**
