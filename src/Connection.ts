@@ -5,10 +5,35 @@
  */
 import type * as Effect from "effect/Effect"
 import type * as Option from "effect/Option"
+import type { Pipeable } from "effect/Pipeable"
 import type * as Sink from "effect/Sink"
 import type * as Stream from "effect/Stream"
 import type * as Endpoint from "./Endpoint.js"
+import * as internal from "./internal/connection.js"
 import type { FrameTooLarge, InvalidOptions, ReadError, UnexpectedEof, WriteError } from "./TcpError.js"
+
+/**
+ * The mark of a `Connection`.
+ *
+ * @since 0.1.0
+ * @category type ids
+ */
+export const TypeId: unique symbol = internal.TypeId
+
+/**
+ * @since 0.1.0
+ * @category type ids
+ */
+export type TypeId = typeof TypeId
+
+/**
+ * Whether `u` is a `Connection` (one opened by `Tcp.connect` or handed to a `Server` handler, or a
+ * copy of one such as `{ ...connection }`).
+ *
+ * @since 0.1.0
+ * @category guards
+ */
+export const isConnection: (u: unknown) => u is Connection = internal.isConnection
 
 /**
  * Where a connection stands, known without a system call.
@@ -56,10 +81,14 @@ export interface ReadUntilOptions {
  * complete; a `readExactly(n)` waits until all `n` bytes are there at once, so a concurrent
  * `read` loop can take them first.
  *
+ * Every member is an own property, so a copy (`{ ...connection, write: logged }`) is a connection
+ * too, reading and writing the same socket.
+ *
  * @since 0.1.0
  * @category models
  */
-export interface Connection {
+export interface Connection extends Pipeable {
+  readonly [TypeId]: TypeId
   /** The peer's address. */
   readonly remoteAddress: Endpoint.Endpoint
   /** This side's address. */

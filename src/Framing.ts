@@ -243,11 +243,14 @@ export interface FrameReader {
  * @since 0.1.0
  * @category constructors
  */
-export const reader = (connection: Connection, framing: Framing): Effect.Effect<FrameReader, InvalidOptions> =>
+export const reader: {
+  (framing: Framing): (connection: Connection) => Effect.Effect<FrameReader, InvalidOptions>
+  (connection: Connection, framing: Framing): Effect.Effect<FrameReader, InvalidOptions>
+} = dual(2, (connection: Connection, framing: Framing): Effect.Effect<FrameReader, InvalidOptions> =>
   Effect.suspend(() => {
     const invalid = internal.checkFraming(framing, "read")
     return invalid === undefined ? Effect.succeed(internal.makeReader(connection, framing)) : Effect.fail(invalid)
-  })
+  }))
 
 /**
  * The frames of `connection` as a stream (a fresh `reader`'s `stream`): pulled, so backpressure is
@@ -271,14 +274,14 @@ export const reader = (connection: Connection, framing: Framing): Effect.Effect<
  * @since 0.1.0
  * @category decoding
  */
-export const stream = (
-  connection: Connection,
-  framing: Framing
-): Stream.Stream<Uint8Array, ReadError | DecodeError | InvalidOptions> =>
+export const stream: {
+  (framing: Framing): (connection: Connection) => Stream.Stream<Uint8Array, ReadError | DecodeError | InvalidOptions>
+  (connection: Connection, framing: Framing): Stream.Stream<Uint8Array, ReadError | DecodeError | InvalidOptions>
+} = dual(2, (connection: Connection, framing: Framing): Stream.Stream<Uint8Array, ReadError | DecodeError | InvalidOptions> =>
   Stream.suspend((): Stream.Stream<Uint8Array, ReadError | DecodeError | InvalidOptions> => {
     const invalid = internal.checkFraming(framing, "read")
     return invalid === undefined ? internal.makeReader(connection, framing).stream : Stream.fail(invalid)
-  })
+  }))
 
 /**
  * Sends one frame: header and body (or body and delimiter) in one corked write, without copying
@@ -288,11 +291,17 @@ export const stream = (
  * @since 0.1.0
  * @category encoding
  */
-export const write = <F extends Framing>(
-  connection: Connection,
-  framing: F,
-  body: Uint8Array | string
-): Effect.Effect<void, WriteError | EncodeError<F>> => internal.write(connection, framing, body)
+export const write: {
+  <F extends Framing>(
+    framing: F,
+    body: Uint8Array | string
+  ): (connection: Connection) => Effect.Effect<void, WriteError | EncodeError<F>>
+  <F extends Framing>(
+    connection: Connection,
+    framing: F,
+    body: Uint8Array | string
+  ): Effect.Effect<void, WriteError | EncodeError<F>>
+} = dual(3, internal.write)
 
 /**
  * Sends several frames in one corked write. Every body is checked first: if one cannot be framed,
@@ -302,11 +311,17 @@ export const write = <F extends Framing>(
  * @since 0.1.0
  * @category encoding
  */
-export const writeAll = <F extends Framing>(
-  connection: Connection,
-  framing: F,
-  bodies: Iterable<Uint8Array | string>
-): Effect.Effect<void, WriteError | EncodeError<F>> => internal.writeAll(connection, framing, bodies)
+export const writeAll: {
+  <F extends Framing>(
+    framing: F,
+    bodies: Iterable<Uint8Array | string>
+  ): (connection: Connection) => Effect.Effect<void, WriteError | EncodeError<F>>
+  <F extends Framing>(
+    connection: Connection,
+    framing: F,
+    bodies: Iterable<Uint8Array | string>
+  ): Effect.Effect<void, WriteError | EncodeError<F>>
+} = dual(3, internal.writeAll)
 
 /**
  * Writes each element as a frame (each chunk of the stream in one corked write); does not end the
@@ -315,7 +330,15 @@ export const writeAll = <F extends Framing>(
  * @since 0.1.0
  * @category encoding
  */
-export const sink = <F extends Framing>(
+export const sink: {
+  <F extends Framing>(
+    framing: F
+  ): (connection: Connection) => Sink.Sink<void, Uint8Array | string, never, WriteError | EncodeError<F>>
+  <F extends Framing>(
+    connection: Connection,
+    framing: F
+  ): Sink.Sink<void, Uint8Array | string, never, WriteError | EncodeError<F>>
+} = dual(2, <F extends Framing>(
   connection: Connection,
   framing: F
 ): Sink.Sink<void, Uint8Array | string, never, WriteError | EncodeError<F>> =>
@@ -324,7 +347,7 @@ export const sink = <F extends Framing>(
     return invalid === undefined
       ? Sink.forEachChunk((bodies: Chunk.Chunk<Uint8Array | string>) => internal.writeAll(connection, framing, bodies))
       : Sink.fail(invalid)
-  })
+  }))
 
 /**
  * Options of the pure `decode`, `encode` and `encodeFrame`.

@@ -9,7 +9,7 @@ import * as TestClock from "effect/TestClock"
 import { type ChildProcess, spawn } from "node:child_process"
 import { randomBytes } from "node:crypto"
 import type * as net from "node:net"
-import { Tcp } from "../src/index.js"
+import { Connection, Tcp } from "../src/index.js"
 import { closed, collect, effect, eventually, live, rawServer, realSleep } from "./support/harness.js"
 
 const text = (bytes: Uint8Array) => Buffer.from(bytes).toString()
@@ -641,5 +641,44 @@ describe("UnexpectedEof says where the stream ended", () => {
       expect(error.message).toBe(
         `read on the connection with 127.0.0.1:${port} failed: the peer closed the connection before any of the 4 bytes expected`
       )
+    }))
+})
+
+describe("Connection as a model", () => {
+  live("a connection is recognised by isConnection and pipes, and so is a copy { ...connection }", () =>
+    Effect.gen(function*() {
+      const { connection } = yield* connectTo(() => {})
+      expect(Connection.isConnection(connection)).toBe(true)
+      expect(Connection.isConnection({ ...connection })).toBe(true)
+      for (const other of [{}, null, "connection", { read: connection.read }]) expect(Connection.isConnection(other)).toBe(false)
+      expect(connection.pipe((self) => self.remoteAddress)).toBe(connection.remoteAddress)
+      const copy = { ...connection }
+      expect(copy.pipe((self) => self)).toBe(copy)
+    }))
+
+  live("stream and sink are built when first used, once", () =>
+    Effect.gen(function*() {
+      const { connection } = yield* connectTo(() => {})
+      // White-box: what an idle connection holds.
+      const built = connection as unknown as { readonly builtStream: unknown; readonly builtSink: unknown }
+      expect(built.builtStream).toBeUndefined()
+      expect(built.builtSink).toBeUndefined()
+      expect(connection.stream).toBe(connection.stream)
+      expect(connection.sink).toBe(connection.sink)
+      expect(built.builtStream).toBe(connection.stream)
+      expect(built.builtSink).toBe(connection.sink)
+    }))
+
+  live("a copy { ...connection } made before stream and sink were used reads and writes with them", () =>
+    Effect.gen(function*() {
+      const { connection, peer } = yield* connectTo((socket) => socket.end("from the peer"))
+      const copy: Connection.Connection = { ...connection }
+      expect(Object.keys(copy)).toEqual(expect.arrayContaining(["stream", "sink"]))
+      const received = yield* Effect.fork(collect(peer))
+      yield* Stream.make("one ", "two").pipe(Stream.run(copy.sink))
+      yield* copy.endWrite
+      expect((yield* Fiber.join(received)).toString()).toBe("one two")
+      const chunks = yield* Stream.runCollect(copy.stream)
+      expect(Chunk.toArray(chunks).map(text).join("")).toBe("from the peer")
     }))
 })

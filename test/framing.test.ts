@@ -9,7 +9,7 @@ import * as Option from "effect/Option"
 import * as Stream from "effect/Stream"
 import * as fc from "fast-check"
 import type * as net from "node:net"
-import { Framing, Tcp } from "../src/index.js"
+import { type Connection, Framing, Tcp } from "../src/index.js"
 import type { TcpError } from "../src/TcpError.js"
 import { collect, live, rawServer } from "./support/harness.js"
 
@@ -566,5 +566,78 @@ describe("Framing on a connection", () => {
           { numRuns: 40 }
         )
       )
+    }))
+})
+
+describe("Framing reads in place from the connection", () => {
+  live("read takes one frame at a time: the bytes after it are still the connection's", () =>
+    Effect.gen(function*() {
+      const peer = yield* scriptedPeer
+      const framing = Framing.lengthPrefixed({ headerBytes: 2 })
+      const second = encodeAll(framing, [bytes("second")])
+      // One write: the three frames arrive in one chunk.
+      const connection = yield* peer.connect((socket) =>
+        socket.end(Buffer.concat([encodeAll(framing, [bytes("first")]), second, encodeAll(framing, [bytes("third")])]))
+      )
+      const frames = yield* Framing.reader(connection, framing)
+      expect(Option.map(yield* frames.read, text)).toEqual(Option.some("first"))
+      expect(Buffer.from(yield* connection.readExactly(second.length)).equals(second)).toBe(true)
+      expect(Option.map(yield* frames.read, text)).toEqual(Option.some("third"))
+      expect(yield* frames.read).toEqual(Option.none())
+    }))
+
+  live("a reader of a copy { ...connection } decodes in place too", () =>
+    Effect.gen(function*() {
+      const peer = yield* scriptedPeer
+      const lines = Framing.delimited({ delimiter: "\n" })
+      const connection = yield* peer.connect((socket) => socket.end("one\ntwo\nrest"))
+      const frames = yield* Framing.reader({ ...connection }, lines)
+      expect(Option.map(yield* frames.read, text)).toEqual(Option.some("one"))
+      expect(text(yield* connection.readUntil("\n"))).toBe("two")
+      expect(yield* Effect.flip(frames.read)).toMatchObject({ _tag: "UnexpectedEof", received: 4 })
+    }))
+
+  live("a connection implemented outside the library (only its public members) is decoded through its read", () =>
+    Effect.gen(function*() {
+      const peer = yield* scriptedPeer
+      const framing = Framing.lengthPrefixed()
+      const data = encodeAll(framing, [bytes("alpha"), bytes(""), Buffer.alloc(100_000, 7)])
+      const connection = yield* peer.connect((socket) => dribblePieces(socket, cut(data, [3, 9, 50, 4000])))
+      // Its string-keyed members: no symbol, so no access to the connection's queue.
+      const foreign = Object.fromEntries(Object.entries(connection)) as unknown as Connection.Connection
+      const result = yield* readAll(yield* Framing.reader(foreign, framing))
+      expect(result.frames.map((frame) => frame.length)).toEqual([5, 0, 100_000])
+      expect(result.error).toBeUndefined()
+      const cutShort = yield* peer.connect((socket) => socket.end(data.subarray(0, 7)))
+      const foreignCut = Object.fromEntries(Object.entries(cutShort)) as unknown as Connection.Connection
+      expect((yield* readAll(yield* Framing.reader(foreignCut, framing))).error).toMatchObject({
+        _tag: "UnexpectedEof",
+        expected: 5,
+        received: 3
+      })
+    }))
+})
+
+describe("Framing on a connection, data-first and piped", () => {
+  live("write, writeAll, sink, reader and stream take the connection first, or are piped from it", () =>
+    Effect.gen(function*() {
+      const peer = yield* scriptedPeer
+      const lines = Framing.delimited({ delimiter: "\n" })
+      const connection = yield* peer.connect((socket) => socket.pipe(socket))
+      yield* Framing.write(connection, lines, "a")
+      yield* connection.pipe(Framing.write(lines, "b"))
+      yield* Framing.writeAll(connection, lines, ["c"])
+      yield* connection.pipe(Framing.writeAll(lines, ["d", "e"]))
+      yield* Stream.make("f").pipe(Stream.run(Framing.sink(connection, lines)))
+      yield* Stream.make("g").pipe(Stream.run(connection.pipe(Framing.sink(lines))))
+      const first = yield* Framing.reader(connection, lines)
+      expect(Option.map(yield* first.read, text)).toEqual(Option.some("a"))
+      const second = yield* connection.pipe(Framing.reader(lines))
+      expect(Option.map(yield* second.read, text)).toEqual(Option.some("b"))
+      yield* connection.endWrite
+      const rest = yield* connection.pipe(Framing.stream(lines), Stream.map(text), Stream.runCollect)
+      expect(Chunk.toArray(rest)).toEqual(["c", "d", "e", "f", "g"])
+      const other = yield* peer.connect((socket) => socket.end("h\ni\n"))
+      expect(Chunk.toArray(yield* Stream.runCollect(Framing.stream(other, lines))).map(text)).toEqual(["h", "i"])
     }))
 })

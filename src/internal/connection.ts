@@ -8,13 +8,26 @@ import * as Option from "effect/Option"
 import * as Sink from "effect/Sink"
 import * as Stream from "effect/Stream"
 import type * as net from "node:net"
-import type { Connection, ConnectionState, ReadUntilOptions } from "../Connection.js"
+import { pipeArguments } from "effect/Pipeable"
+import { hasProperty } from "effect/Predicate"
+import type { Connection, ConnectionState, ReadUntilOptions, TypeId as TypeId_ } from "../Connection.js"
 import type { DecodeError } from "../Framing.js"
 import * as Endpoint from "../Endpoint.js"
 import * as TcpError from "../TcpError.js"
 import { ByteQueue } from "./byteQueue.js"
 import { DelimitedDecoder, type FrameDecoder, readFramesKey } from "./frameDecoder.js"
 import { Deadline } from "./deadline.js"
+
+/** @internal */
+export const TypeId: TypeId_ = Symbol.for("effect-tcp/Connection") as TypeId_
+
+/** @internal */
+export const isConnection = (u: unknown): u is Connection => hasProperty(u, TypeId)
+
+/** An own property of each connection rather than a method, so that a copy `{ ...connection }` pipes too. */
+const pipe = function(this: unknown) {
+  return pipeArguments(this, arguments)
+} as Connection["pipe"]
 
 /** @internal */
 export interface ConnectionOptions {
@@ -116,6 +129,8 @@ const writeQueueSize = (socket: net.Socket): number => {
  * @internal
  */
 export class NodeConnection implements Connection {
+  readonly [TypeId]: TypeId_ = TypeId
+  readonly pipe = pipe
   readonly remoteAddress: Endpoint.Endpoint
   readonly localAddress: Endpoint.Endpoint
   /** Bytes Node delivered and no read has taken yet. */
@@ -164,6 +179,7 @@ export class NodeConnection implements Connection {
     socket.on("end", this.onEnd)
     socket.on("error", this.onError)
     socket.on("close", this.wakeReaders)
+    Object.defineProperties(this, NodeConnection.lazyMembers)
   }
 
   private readonly wakeReaders = (): void => {
@@ -488,7 +504,8 @@ export class NodeConnection implements Connection {
    * A channel written by hand rather than `Stream.repeatEffectOption(read)`: about 1 us less per
    * element. One chunk per pull, so a stream stopped early leaves the rest queued.
    */
-  readonly stream: Stream.Stream<Uint8Array, TcpError.ReadError> = Stream.fromChannel(this.makeStreamChannel())
+  declare readonly stream: Stream.Stream<Uint8Array, TcpError.ReadError>
+  private builtStream: Stream.Stream<Uint8Array, TcpError.ReadError> | undefined = undefined
 
   private makeStreamChannel(): Channel.Channel<Chunk.Chunk<Uint8Array>, unknown, TcpError.ReadError, unknown, void, unknown> {
     const loop: Channel.Channel<Chunk.Chunk<Uint8Array>, unknown, TcpError.ReadError, unknown, void, unknown> = Channel
@@ -609,7 +626,29 @@ export class NodeConnection implements Connection {
       })
     })
 
-  readonly sink: Sink.Sink<void, Uint8Array | string, never, TcpError.WriteError> = Sink.forEach(this.write)
+  declare readonly sink: Sink.Sink<void, Uint8Array | string, never, TcpError.WriteError>
+  private builtSink: Sink.Sink<void, Uint8Array | string, never, TcpError.WriteError> | undefined = undefined
+
+  /**
+   * `stream` and `sink`, built when first used: most connections never use them, and building both
+   * costs about 1 KiB per connection. Own accessors rather than getters of the class, so that a copy
+   * `{ ...connection }` has them (the copy gets the built values); the same two functions for every
+   * connection, so all connections keep one hidden class.
+   */
+  private static readonly lazyMembers: PropertyDescriptorMap = {
+    stream: {
+      enumerable: true,
+      get(this: NodeConnection) {
+        return this.builtStream ??= Stream.fromChannel(this.makeStreamChannel())
+      }
+    },
+    sink: {
+      enumerable: true,
+      get(this: NodeConnection) {
+        return this.builtSink ??= Sink.forEach(this.write)
+      }
+    }
+  }
 
   readonly endWrite: Effect.Effect<void, TcpError.WriteError> = Effect.suspend(() => {
     if (this.writeEnded && !this.closedByUs && this.imposed === undefined) return Effect.void
