@@ -58,8 +58,12 @@ export type ConnectionState =
  * @category models
  */
 export interface ReadUntilOptions {
-  /** Most bytes accepted before the delimiter; beyond it the read fails with `FrameTooLarge`. Default 64 KiB. */
-  readonly maxBytes?: number
+  /**
+   * Most bytes accepted before the delimiter (the delimiter not counted); beyond it the read fails
+   * with `FrameTooLarge`. Default 64 KiB. The same limit, and the same name, as a
+   * `Framing.delimited`'s: the bytes before a delimiter are a frame.
+   */
+  readonly maxFrameBytes?: number
 }
 
 /**
@@ -106,8 +110,9 @@ export interface Connection extends Pipeable {
   readonly readExactly: (size: number) => Effect.Effect<Uint8Array, ReadError | UnexpectedEof | InvalidOptions>
   /**
    * The bytes before the next `delimiter` (the delimiter is consumed, not returned); bytes after
-   * it stay for the next read. `FrameTooLarge` when more than `maxBytes` arrive without it,
-   * `UnexpectedEof` if the peer closes first, `InvalidOptions` for an empty delimiter or a bad `maxBytes`.
+   * it stay for the next read. `FrameTooLarge` when more than `maxFrameBytes` arrive without it,
+   * `UnexpectedEof` if the peer closes first, `InvalidOptions` for an empty delimiter or a bad
+   * `maxFrameBytes`.
    */
   readonly readUntil: (
     delimiter: Uint8Array | string,

@@ -4,8 +4,8 @@
  * size, so that no peer can make us buffer without bound.
  *
  * A `Framing` is a value describing the format; `reader` / `stream` decode frames from a
- * `Connection`, `write` / `writeAll` / `sink` send them, and `decode` / `encode` do the same on
- * any `Stream` of bytes.
+ * `Connection`, `write` / `writeAll` / `sink` send them, and `decodeStream` / `encodeStream` do
+ * the same on any `Stream` of bytes.
  *
  * The constructors never throw: a framing whose options cannot work (a 3-byte header, an empty
  * delimiter, a negative `maxFrameBytes`) makes every use of it fail with `InvalidOptions` naming
@@ -350,12 +350,14 @@ export const sink: {
   }))
 
 /**
- * Options of the pure `decode`, `encode` and `encodeFrame`.
+ * Options of the functions that work without a connection (`decodeStream`, `encodeStream`,
+ * `encodeFrame`): the endpoint their errors name, which no connection tells them (as
+ * `Message.EndpointOptions` does for `Message.decode`).
  *
  * @since 0.1.0
  * @category models
  */
-export interface CodecOptions {
+export interface EndpointOptions {
   /** The peer named in errors; default `unknown:0`. */
   readonly endpoint?: Endpoint.Endpoint
 }
@@ -379,7 +381,7 @@ const isStream = (u: unknown): u is Stream.Stream<unknown, unknown, unknown> =>
  *
  * const program = Stream.make("GET / HT", "TP/1.1\r\nHost: exa", "mple.com\r\n\r\n").pipe(
  *   Stream.encodeText,
- *   Framing.decode(lines),
+ *   Framing.decodeStream(lines),
  *   Stream.decodeText(),
  *   Stream.runCollect
  * ) // ["GET / HTTP/1.1", "Host: example.com", ""]
@@ -388,42 +390,42 @@ const isStream = (u: unknown): u is Stream.Stream<unknown, unknown, unknown> =>
  * @since 0.1.0
  * @category decoding
  */
-export const decode: {
+export const decodeStream: {
   (
     framing: Framing,
-    options?: CodecOptions
+    options?: EndpointOptions
   ): <E, R>(self: Stream.Stream<Uint8Array, E, R>) => Stream.Stream<Uint8Array, E | DecodeError | InvalidOptions, R>
   <E, R>(
     self: Stream.Stream<Uint8Array, E, R>,
     framing: Framing,
-    options?: CodecOptions
+    options?: EndpointOptions
   ): Stream.Stream<Uint8Array, E | DecodeError | InvalidOptions, R>
 } = dual(
   (args) => isStream(args[0]),
-  <E, R>(self: Stream.Stream<Uint8Array, E, R>, framing: Framing, options?: CodecOptions) =>
+  <E, R>(self: Stream.Stream<Uint8Array, E, R>, framing: Framing, options?: EndpointOptions) =>
     internal.decodeStream(self, framing, options?.endpoint ?? internal.unknownEndpoint)
 )
 
 /**
  * Turns each element into a frame's bytes (header and body, or body and delimiter, as separate
- * chunks); the inverse of `decode`.
+ * chunks); the inverse of `decodeStream`.
  *
  * @since 0.1.0
  * @category encoding
  */
-export const encode: {
+export const encodeStream: {
   <F extends Framing>(
     framing: F,
-    options?: CodecOptions
+    options?: EndpointOptions
   ): <E, R>(self: Stream.Stream<Uint8Array | string, E, R>) => Stream.Stream<Uint8Array, E | EncodeError<F>, R>
   <F extends Framing, E, R>(
     self: Stream.Stream<Uint8Array | string, E, R>,
     framing: F,
-    options?: CodecOptions
+    options?: EndpointOptions
   ): Stream.Stream<Uint8Array, E | EncodeError<F>, R>
 } = dual(
   (args) => isStream(args[0]),
-  <F extends Framing, E, R>(self: Stream.Stream<Uint8Array | string, E, R>, framing: F, options?: CodecOptions) =>
+  <F extends Framing, E, R>(self: Stream.Stream<Uint8Array | string, E, R>, framing: F, options?: EndpointOptions) =>
     internal.encodeStream(self, framing, options?.endpoint ?? internal.unknownEndpoint)
 )
 
@@ -437,6 +439,6 @@ export const encode: {
 export const encodeFrame = <F extends Framing>(
   framing: F,
   body: Uint8Array | string,
-  options?: CodecOptions
+  options?: EndpointOptions
 ): Either.Either<ReadonlyArray<Uint8Array>, EncodeError<F>> =>
   internal.encodeFrame(framing, body, options?.endpoint ?? internal.unknownEndpoint)

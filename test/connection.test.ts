@@ -9,7 +9,7 @@ import * as TestClock from "effect/TestClock"
 import { type ChildProcess, spawn } from "node:child_process"
 import { randomBytes } from "node:crypto"
 import type * as net from "node:net"
-import { Connection, Tcp } from "../src/index.js"
+import { Connection, Tcp, TcpError } from "../src/index.js"
 import { closed, collect, effect, eventually, live, rawServer, realSleep } from "./support/harness.js"
 
 const text = (bytes: Uint8Array) => Buffer.from(bytes).toString()
@@ -123,10 +123,10 @@ describe("Connection reads", () => {
       expect(text(yield* connection.readExactly(4))).toBe("rest")
     }))
 
-  live("readUntil fails with FrameTooLarge once more than maxBytes arrive without the delimiter", () =>
+  live("readUntil fails with FrameTooLarge once more than maxFrameBytes arrive without the delimiter", () =>
     Effect.gen(function*() {
       const { connection } = yield* connectTo((socket) => socket.write(Buffer.alloc(100_000, "x")))
-      const error = yield* Effect.flip(connection.readUntil("\n", { maxBytes: 1000 }))
+      const error = yield* Effect.flip(connection.readUntil("\n", { maxFrameBytes: 1000 }))
       expect(error._tag).toBe("FrameTooLarge")
       if (error._tag !== "FrameTooLarge") return
       expect(error.maxBytes).toBe(1000)
@@ -148,7 +148,7 @@ describe("Connection reads", () => {
         _tag: "InvalidOptions",
         issues: "readUntil: the delimiter must not be empty"
       })
-      expect((yield* Effect.flip(connection.readUntil("\n", { maxBytes: -3 })))._tag).toBe("InvalidOptions")
+      expect((yield* Effect.flip(connection.readUntil("\n", { maxFrameBytes: -3 })))._tag).toBe("InvalidOptions")
       // A caller without types: Buffer.from threw at the call.
       expect(yield* Effect.flip(Effect.suspend(() => connection.readUntil(NaN as unknown as string)))).toMatchObject({
         _tag: "InvalidOptions",
@@ -164,11 +164,11 @@ describe("Connection reads", () => {
       expect(text(yield* connection.readUntil("<=>"))).toBe("two")
     }))
 
-  live("readUntil accepts a line of exactly maxBytes", () =>
+  live("readUntil accepts a line of exactly maxFrameBytes", () =>
     Effect.gen(function*() {
       const line = Buffer.alloc(1000, "y")
       const { connection } = yield* connectTo((socket) => socket.write(Buffer.concat([line, Buffer.from("\n")])))
-      expect((yield* connection.readUntil("\n", { maxBytes: 1000 })).length).toBe(1000)
+      expect((yield* connection.readUntil("\n", { maxFrameBytes: 1000 })).length).toBe(1000)
     }))
 
   live("a peer that resets fails the read with ConnectionReset", () =>
@@ -680,5 +680,22 @@ describe("Connection as a model", () => {
       expect((yield* Fiber.join(received)).toString()).toBe("one two")
       const chunks = yield* Stream.runCollect(copy.stream)
       expect(Chunk.toArray(chunks).map(text).join("")).toBe("from the peer")
+    }))
+})
+
+describe("An error imposed on a connection", () => {
+  live("IdleTimeout reaches a pending write, a later write and a later read, each with its own operation", () =>
+    Effect.gen(function*() {
+      const { connection, port } = yield* connectTo((socket) => socket.pause())
+      const fiber = yield* pendingWrite(connection.write(Buffer.alloc(64 * 1024 * 1024)))
+      // White-box: what the server's idle limit does to a connection.
+      const idle = new TcpError.IdleTimeout({ operation: "read", endpoint: connection.remoteAddress, timeoutMillis: 500 })
+      ;(connection as unknown as { impose(error: TcpError.IdleTimeout): void }).impose(idle)
+      const fields = { _tag: "IdleTimeout", endpoint: { port }, timeoutMillis: 500 }
+      expect(yield* Effect.flip(Fiber.join(fiber))).toMatchObject({ ...fields, operation: "write" })
+      expect(yield* Effect.flip(connection.write("x"))).toMatchObject({ ...fields, operation: "write" })
+      expect(yield* Effect.flip(connection.endWrite)).toMatchObject({ ...fields, operation: "write" })
+      expect(yield* Effect.flip(connection.read)).toBe(idle)
+      expect(yield* Effect.flip(connection.readUntil("\n"))).toBe(idle)
     }))
 })

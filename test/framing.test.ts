@@ -18,7 +18,7 @@ const text = (data: Uint8Array) => Buffer.from(data).toString()
 
 /** Runs a pure stream to its exit, synchronously: a decoder that waited for input would throw here. */
 const runDecode = (pieces: ReadonlyArray<Uint8Array>, framing: Framing.Framing) =>
-  Effect.runSyncExit(Stream.runCollect(Stream.fromIterable(pieces).pipe(Framing.decode(framing))))
+  Effect.runSyncExit(Stream.runCollect(Stream.fromIterable(pieces).pipe(Framing.decodeStream(framing))))
 
 const framesOf = (exit: Exit.Exit<Chunk.Chunk<Uint8Array>, unknown>) =>
   Exit.isSuccess(exit) ? Chunk.toArray(exit.value).map((frame) => Buffer.from(frame)) : undefined
@@ -39,7 +39,7 @@ const decodeAll = (pieces: ReadonlyArray<Uint8Array>, framing: Framing.Framing) 
     Effect.gen(function*() {
       const frames: Array<Buffer> = []
       const exit = yield* Stream.fromIterable(pieces).pipe(
-        Framing.decode(framing),
+        Framing.decodeStream(framing),
         Stream.runForEach((frame) => Effect.sync(() => frames.push(Buffer.from(frame)))),
         Effect.exit
       )
@@ -117,11 +117,11 @@ describe("Framing constructors", () => {
       expect(Either.isLeft(encoded) && encoded.left).toMatchObject({ _tag: "InvalidOptions", operation: "write" })
       expect(Either.isLeft(encoded) && encoded.left._tag === "InvalidOptions" && encoded.left.issues).toContain(issue)
       expect(failureOf(runDecode([bytes("x\n")], framing))).toMatchObject({ _tag: "InvalidOptions", operation: "read" })
-      const encodedStream = Effect.runSyncExit(Stream.runCollect(Stream.make("x").pipe(Framing.encode(framing))))
+      const encodedStream = Effect.runSyncExit(Stream.runCollect(Stream.make("x").pipe(Framing.encodeStream(framing))))
       expect(failureOf(encodedStream)).toMatchObject({ _tag: "InvalidOptions", operation: "write" })
       // Even with nothing to encode or decode: the framing is unusable.
       expect(failureOf(runDecode([], framing))?._tag).toBe("InvalidOptions")
-      expect(failureOf(Effect.runSyncExit(Stream.runCollect(Stream.empty.pipe(Framing.encode(framing)))))?._tag).toBe(
+      expect(failureOf(Effect.runSyncExit(Stream.runCollect(Stream.empty.pipe(Framing.encodeStream(framing)))))?._tag).toBe(
         "InvalidOptions"
       )
     }
@@ -190,7 +190,7 @@ describe("Framing encoding", () => {
   })
 })
 
-describe("Framing.decode (pure)", () => {
+describe("Framing.decodeStream (pure)", () => {
   it("frames come out whole whatever the chunks, as views of a chunk when they lie inside one", () => {
     const framing = Framing.lengthPrefixed({ headerBytes: 2 })
     const data = encodeAll(framing, [bytes("hello"), bytes(""), bytes("world!")])
@@ -199,7 +199,7 @@ describe("Framing.decode (pure)", () => {
     expect(framesOf(runDecode(cut(data, [1, 3, 4, 9, 10, 11]), framing))!.map(text)).toEqual(["hello", "", "world!"])
     // Chunks of more than a few hundred bytes are not copied: frames inside them are views.
     const large = encodeAll(framing, [Buffer.alloc(1000, 1), Buffer.alloc(2000, 2)])
-    const views = Chunk.toArray(Effect.runSync(Stream.runCollect(Stream.make(large).pipe(Framing.decode(framing)))))
+    const views = Chunk.toArray(Effect.runSync(Stream.runCollect(Stream.make(large).pipe(Framing.decodeStream(framing)))))
     expect(views.map((view) => view.buffer)).toEqual([large.buffer, large.buffer])
     expect(views[1]!.byteOffset).toBe(large.byteOffset + 1004)
   })
@@ -251,12 +251,12 @@ describe("Framing.decode (pure)", () => {
     expect(decodeAll([bytes("123456")], lines).error).toMatchObject({ _tag: "FrameTooLarge", size: 6, maxBytes: 5 })
   })
 
-  it("encode is the inverse of decode", () => {
+  it("encodeStream is the inverse of decodeStream", () => {
     const framing = Framing.lengthPrefixed({ headerBytes: 1 })
     const bodies = ["a", "bc", ""]
     const decoded = Stream.fromIterable(bodies).pipe(
-      Framing.encode(framing),
-      Framing.decode(framing),
+      Framing.encodeStream(framing),
+      Framing.decodeStream(framing),
       Stream.map(text),
       Stream.runCollect,
       Effect.runSync
@@ -319,7 +319,7 @@ describe("Framing properties", () => {
             pulled += chunkSize
             return piece
           }))
-          const exit = Effect.runSyncExit(Stream.runDrain(endless.pipe(Framing.decode(framing))))
+          const exit = Effect.runSyncExit(Stream.runDrain(endless.pipe(Framing.decodeStream(framing))))
           expect(failureOf(exit)).toMatchObject({ _tag: "FrameTooLarge", maxBytes: framing.maxFrameBytes })
           // Not one chunk more than needed to know.
           expect(pulled).toBe(Math.ceil((prefix.length + extra) / chunkSize) * chunkSize)

@@ -160,7 +160,7 @@ describe("DelimiterSearch", () => {
     const decode = (...pieces: Array<string>) =>
       Effect.runSyncExit(Stream.runCollect(Stream.fromIterable(pieces).pipe(
         Stream.encodeText,
-        Framing.decode(framing),
+        Framing.decodeStream(framing),
         Stream.decodeText()
       )))
     // "xyz" then "a", which may start the delimiter: not too large yet, and "b" completes it.
@@ -197,14 +197,14 @@ describe("the delimiter search on a connection", () => {
     return () => chunks
   }
 
-  live("readUntil counts against maxBytes only the bytes that can no longer start the delimiter", () =>
+  live("readUntil counts against maxFrameBytes only the bytes that can no longer start the delimiter", () =>
     Effect.gen(function*() {
       // The peer then stays silent, with the connection open.
       const { port } = yield* rawServer((socket) => socket.write("xyzabxyzx"))
       const connection = yield* Tcp.connect({ host: "127.0.0.1", port })
-      expect(Buffer.from(yield* connection.readUntil("ab", { maxBytes: 3 })).toString()).toBe("xyz")
+      expect(Buffer.from(yield* connection.readUntil("ab", { maxFrameBytes: 3 })).toString()).toBe("xyz")
       // "xyzx" cannot end with the start of "ab": 4 bytes are over the limit, known without waiting for more.
-      const error = yield* Effect.flip(connection.readUntil("ab", { maxBytes: 3 }))
+      const error = yield* Effect.flip(connection.readUntil("ab", { maxFrameBytes: 3 }))
       expect(error).toMatchObject({ _tag: "FrameTooLarge", maxBytes: 3, size: 4 })
     }))
 
@@ -217,7 +217,7 @@ describe("the delimiter search on a connection", () => {
         const connection = yield* Tcp.connect({ host: "127.0.0.1", port })
         const before = searchWork.steps
         const wakes = searchWakes(connection)
-        const line = yield* connection.readUntil(delimiter, { maxBytes: dataBytes })
+        const line = yield* connection.readUntil(delimiter, { maxFrameBytes: dataBytes })
         expect(line.length).toBe(dataBytes)
         // The reader was woken many times, each time by a few new bytes.
         expect(wakes()).toBeGreaterThan(dataBytes / 8192)

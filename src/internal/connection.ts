@@ -53,7 +53,7 @@ const closedState: ConnectionState = { _tag: "Closed" }
 /**
  * Bytes received and not yet read, per connection, before the socket is paused: past this, Node
  * stops reading from the kernel, the kernel's window fills and the peer's writes block. A reader
- * waiting for more (`readExactly(n)`, `readUntil` up to `maxBytes`) raises the mark by what it
+ * waiting for more (`readExactly(n)`, `readUntil` up to `maxFrameBytes`) raises the mark by what it
  * needs; Node's own buffer (16 KiB) and one chunk in flight (64 KiB at most) come on top.
  */
 const highWaterMark = 64 * 1024
@@ -141,8 +141,12 @@ export class NodeConnection implements Connection {
   private closedByUs = false
   /** The first error Node reported; every later operation fails with it. */
   private failure: unknown = undefined
-  /** A typed error imposed from outside (the server's idle limit), reported by every later operation. */
-  private imposed: TcpError.IdleTimeout | undefined = undefined
+  /**
+   * A typed error imposed from outside (the server's idle limit), reported by every later
+   * operation, each with its own operation: a read gets it as a read's error, a write as a write's.
+   */
+  private imposed: { readonly read: TcpError.IdleTimeout; readonly write: TcpError.IdleTimeout } | undefined =
+    undefined
   private readWaiters: Array<Waiter<TcpError.ReadTimeout>> = []
   /** When `readWaiters` reaches this, the stale ones are dropped; it grows with the live ones. */
   private waiterLimit = maxWaiters
@@ -331,7 +335,13 @@ export class NodeConnection implements Connection {
 
   /** Closes the connection so that every later operation fails with `error`. */
   impose(error: TcpError.IdleTimeout): void {
-    if (this.imposed === undefined) this.imposed = error
+    if (this.imposed === undefined) {
+      const as = (operation: "read" | "write") =>
+        error.operation === operation
+          ? error
+          : new TcpError.IdleTimeout({ ...error, operation }, unchecked)
+      this.imposed = { read: as("read"), write: as("write") }
+    }
     // Every later read reports `error`: nothing queued will be read.
     this.bytes.clear()
     if (!this.socket.destroyed) this.socket.destroy()
@@ -348,7 +358,7 @@ export class NodeConnection implements Connection {
 
   /** Why no read can take bytes any more (closed by us, or an imposed error), else undefined. */
   private readBlocked(): TcpError.ReadError | undefined {
-    if (this.imposed !== undefined) return this.imposed
+    if (this.imposed !== undefined) return this.imposed.read
     if (this.closedByUs) return this.closedError("read", "closed")
     return undefined
   }
@@ -444,13 +454,13 @@ export class NodeConnection implements Connection {
       return Effect.fail(invalid(`readUntil: the delimiter must be a string or bytes, got ${typeof delimiter}`))
     }
     const needle = Buffer.from(delimiter)
-    const maxBytes = options?.maxBytes ?? defaultReadUntilMax
+    const maxFrameBytes = options?.maxFrameBytes ?? defaultReadUntilMax
     if (needle.length === 0) return Effect.fail(invalid("readUntil: the delimiter must not be empty"))
-    if (!Number.isSafeInteger(maxBytes) || maxBytes < 0) {
-      return Effect.fail(invalid(`readUntil: maxBytes must be a non-negative integer, got ${maxBytes}`))
+    if (!Number.isSafeInteger(maxFrameBytes) || maxFrameBytes < 0) {
+      return Effect.fail(invalid(`readUntil: maxFrameBytes must be a non-negative integer, got ${maxFrameBytes}`))
     }
     return Effect.suspend(() => {
-      const decoder = new DelimitedDecoder(needle, maxBytes, this.remoteAddress)
+      const decoder = new DelimitedDecoder(needle, maxFrameBytes, this.remoteAddress)
       const line: Array<Uint8Array> = []
       return Effect.flatMap(this.readFrames(decoder, line, 1), (found) =>
         found
@@ -520,7 +530,7 @@ export class NodeConnection implements Connection {
   // writing
 
   private writeFailure(): TcpError.WriteError | undefined {
-    if (this.imposed !== undefined) return this.imposed
+    if (this.imposed !== undefined) return this.imposed.write
     if (this.closedByUs) return this.closedError("write", "closed")
     // `errored` is set as the socket is destroyed, a turn before its 'error' event.
     const failure = this.failure ?? this.socket.errored ?? undefined
