@@ -7,7 +7,6 @@ import type * as Fiber from "effect/Fiber"
 import * as Option from "effect/Option"
 import * as Sink from "effect/Sink"
 import * as Stream from "effect/Stream"
-import type * as net from "node:net"
 import { pipeArguments } from "effect/Pipeable"
 import { hasProperty } from "effect/Predicate"
 import type { Connection, ConnectionState, ReadUntilOptions, TypeId as TypeId_ } from "../Connection.js"
@@ -108,14 +107,64 @@ const expireWaiters = <E>(
   return { next, waiting, expire }
 }
 
-/** libuv's count of bytes that pending writes still have for the kernel; it falls as the kernel takes them. */
-const writeQueueSize = (socket: net.Socket): number => {
-  const handle = (socket as unknown as { readonly _handle: { readonly writeQueueSize?: number } | null })._handle
-  return handle?.writeQueueSize ?? 0
+/**
+ * What a connection needs of its socket, and all it uses: a `net.Socket` has it, and so have a
+ * `tls.TLSSocket`, a socket on a Unix domain path and an in-memory `Duplex` given addresses, so
+ * that each transport wraps its sockets in the same connection.
+ *
+ * @internal
+ */
+export interface ConnectionSocket {
+  /** Undefined when unknown (an in-memory socket, a Unix domain socket's peer): the endpoint says `unknown`. */
+  readonly remoteAddress?: string | undefined
+  readonly remotePort?: number | undefined
+  readonly localAddress?: string | undefined
+  readonly localPort?: number | undefined
+  /** Bytes as they arrive ("data", while flowing), the peer's FIN ("end"), a failure ("error"), the end ("close"). */
+  on(event: "data" | "end" | "error" | "close", listener: (...args: Array<any>) => void): unknown
+  /** Stops and restarts "data" events: the connection's backpressure. */
+  pause(): unknown
+  resume(): unknown
+  /** Hands bytes on; the callback says when they are with the system, or why not. */
+  write(data: Uint8Array | string, callback?: (error?: Error | null) => void): boolean
+  /** Between the two, writes leave together (`writev`). */
+  cork(): void
+  uncork(): void
+  /** Half-close: FIN once every byte written went. */
+  end(callback: () => void): unknown
+  destroy(): unknown
+  /** Closes with RST. Absent, or throwing (Node refuses it on TLS and Unix domain sockets): `reset` closes instead. */
+  resetAndDestroy?: (() => unknown) | undefined
+  readonly destroyed: boolean
+  /** The error the socket was destroyed with, set before its "error" event. */
+  readonly errored: Error | null
+  /** Bytes written and not yet with the system. */
+  readonly writableLength: number
+  /**
+   * libuv's count of bytes that pending writes still have for the kernel: the write deadline sees
+   * progress when it falls. Without it (no libuv handle), progress is seen at each write's callback.
+   */
+  readonly _handle?: { readonly writeQueueSize?: number } | null | undefined
+}
+
+const writeQueueSize = (socket: ConnectionSocket): number => socket._handle?.writeQueueSize ?? 0
+
+/** Closes abortively where the socket can, else closes. */
+const resetOrDestroy = (socket: ConnectionSocket): void => {
+  if (socket.resetAndDestroy !== undefined) {
+    try {
+      socket.resetAndDestroy()
+      return
+    } catch {
+      // ERR_INVALID_HANDLE_TYPE: not a TCP handle (TLS, Unix domain socket); nothing was done yet.
+    }
+  }
+  socket.destroy()
 }
 
 /**
- * A Node socket behind the `Connection` interface. The socket flows: each chunk Node reads goes
+ * A socket (`ConnectionSocket`: TCP, TLS, Unix domain, in memory) behind the `Connection`
+ * interface, so every transport shares its reads, writes, deadlines and errors. The socket flows: each chunk Node reads goes
  * into a byte queue, synchronously in its 'data' event, and reads take from the queue. Past the
  * high-water mark the socket is paused, and it resumes once reads drain the queue below it.
  * (Node's paused mode, 'readable' + read(), costs a tick and a pass through the stream
@@ -162,10 +211,10 @@ export class NodeConnection implements Connection {
   /** `writeQueueSize` when last looked at, and when it was last seen to change or a write completed. */
   private lastWriteQueueSize = 0
   private lastWriteProgressAt = 0
-  readonly socket: net.Socket
+  readonly socket: ConnectionSocket
   private readonly options: ConnectionOptions
 
-  constructor(socket: net.Socket, options: ConnectionOptions) {
+  constructor(socket: ConnectionSocket, options: ConnectionOptions) {
     this.socket = socket
     this.options = options
     this.remoteAddress = Endpoint.make(socket.remoteAddress ?? "unknown", socket.remotePort ?? 0)
@@ -324,11 +373,11 @@ export class NodeConnection implements Connection {
     return Effect.zipRight(this.readDeadline?.stop ?? Effect.void, this.writeDeadline?.stop ?? Effect.void)
   })
 
-  /** Destroys the socket abortively (RST). */
+  /** Destroys the socket abortively (RST), where its transport can. */
   readonly resetNow = (): void => {
     this.closedByUs = true
     this.bytes.clear()
-    if (!this.socket.destroyed) this.socket.resetAndDestroy()
+    if (!this.socket.destroyed) resetOrDestroy(this.socket)
     this.wakeReaders()
     this.stopDeadlines()
   }
@@ -369,7 +418,9 @@ export class NodeConnection implements Connection {
    * kernel would.
    */
   private afterQueued(): TcpError.ReadError | null | undefined {
-    if (this.failure !== undefined) return TcpError.classify(this.failure, "read", this.remoteAddress)
+    // `errored` is set as the socket is destroyed, a turn before its 'error' event.
+    const failure = this.failure ?? this.socket.errored ?? undefined
+    if (failure !== undefined) return TcpError.classify(failure, "read", this.remoteAddress)
     if (this.eof) return null
     if (this.socket.destroyed) return this.closedError("read", "closed")
     return undefined
