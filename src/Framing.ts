@@ -286,7 +286,22 @@ export const stream: {
 /**
  * Sends one frame: header and body (or body and delimiter) in one corked write, without copying
  * them together. A string body is sent as UTF-8. Nothing is sent when the body cannot be framed.
- * Frames written concurrently by several fibers never interleave.
+ * Frames written concurrently by several fibers never interleave. Takes the connection first, or
+ * last to be piped from it (as `writeAll`, `sink`, `reader` and `stream` do).
+ *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import { Framing, Tcp } from "effect-tcp"
+ *
+ * const lines = Framing.delimited({ delimiter: "\n" })
+ *
+ * const program = Effect.gen(function*() {
+ *   const connection = yield* Tcp.connect({ host: "127.0.0.1", port: 7000 })
+ *   yield* Framing.write(connection, lines, "first")
+ *   yield* connection.pipe(Framing.write(lines, "second"))
+ * })
+ * ```
  *
  * @since 0.1.0
  * @category encoding

@@ -662,6 +662,16 @@ describe("Connection as a model", () => {
       expect(copy.pipe((self) => self)).toBe(copy)
     }))
 
+  live("the model is named Connection beside its namespace: no need to spell Connection.Connection", () =>
+    Effect.gen(function*() {
+      const { connection, port } = yield* connectTo(() => {})
+      // Type-checked: `Connection` is the model's type and the namespace of its values at once.
+      const peerPort = (model: Connection): number => model.remoteAddress.port
+      const same: Connection.Connection = connection satisfies Connection
+      expect(peerPort(same)).toBe(port)
+      expect(Connection.isConnection(same)).toBe(true)
+    }))
+
   live("stream and sink are built when first used, once", () =>
     Effect.gen(function*() {
       const { connection } = yield* connectTo(() => {})

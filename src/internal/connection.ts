@@ -164,11 +164,11 @@ const resetOrDestroy = (socket: ConnectionSocket): void => {
 
 /**
  * A socket (`ConnectionSocket`: TCP, TLS, Unix domain, in memory) behind the `Connection`
- * interface, so every transport shares its reads, writes, deadlines and errors. The socket flows: each chunk Node reads goes
- * into a byte queue, synchronously in its 'data' event, and reads take from the queue. Past the
- * high-water mark the socket is paused, and it resumes once reads drain the queue below it.
- * (Node's paused mode, 'readable' + read(), costs a tick and a pass through the stream
- * machinery per chunk; this costs an array push.)
+ * interface, so every transport shares its reads, writes, deadlines and errors. The socket flows:
+ * each chunk Node reads goes into a byte queue, synchronously in its 'data' event, and reads take
+ * from the queue. Past the high-water mark the socket is paused, and it resumes once reads drain
+ * the queue below it. (Node's paused mode, 'readable' + read(), costs a tick and a pass through
+ * the stream machinery per chunk; this costs an array push.)
  *
  * A read never holds bytes across a wait: it waits, without taking anything, until the queue
  * holds what it needs (or the stream ended), then takes it in one synchronous step. So an
