@@ -242,3 +242,21 @@ describe("the delimiter search on a connection", () => {
       }))
   }
 })
+
+describe("ByteQueue", () => {
+  it("peek returns the first bytes without taking them, across chunks; taken counts every byte removed", () => {
+    const queue = new ByteQueue()
+    queue.push(Buffer.alloc(300, 1))
+    queue.push(Buffer.from([2, 3]))
+    queue.push(Buffer.alloc(400, 4))
+    queue.skip(298)
+    expect([...queue.peek(5)]).toEqual([1, 1, 2, 3, 4])
+    expect(queue.length).toBe(404)
+    expect(queue.taken).toBe(298)
+    expect([...queue.take(3)]).toEqual([1, 1, 2])
+    queue.takeChunk()
+    expect(queue.taken).toBe(302)
+    queue.clear()
+    expect(queue.taken).toBe(702)
+  })
+})
