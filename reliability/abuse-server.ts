@@ -28,7 +28,7 @@ const sample = () => {
 const handler = (connection: Connection) =>
   Effect.gen(function*() {
     for (;;) {
-      const line = yield* connection.readUntil("\n", { maxBytes: limits.maxLineBytes }).pipe(
+      const line = yield* connection.readUntil("\n", { maxFrameBytes: limits.maxLineBytes }).pipe(
         Effect.timeoutFail({
           duration: limits.lineDeadlineMillis,
           onTimeout: () =>

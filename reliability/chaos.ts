@@ -56,7 +56,7 @@ const checksum = (payload: string) => createHash("sha1").update(payload).digest(
 const answer = (connection: Connection) =>
   Effect.gen(function*() {
     for (;;) {
-      const line = yield* connection.readUntil("\n", { maxBytes: 4096 }).pipe(
+      const line = yield* connection.readUntil("\n", { maxFrameBytes: 4096 }).pipe(
         Effect.catchTag("UnexpectedEof", (error) => (error.received === 0 ? Effect.succeed(null) : error))
       )
       if (line === null) return
@@ -168,7 +168,7 @@ export const runChaos = (options: ChaosOptions): Effect.Effect<ChaosFigures, Tcp
             const attempt = Effect.gen(function*() {
               const open = yield* connection
               yield* open.write(`${id} ${payload}\n`)
-              return Buffer.from(yield* open.readUntil("\n", { maxBytes: 256 })).toString()
+              return Buffer.from(yield* open.readUntil("\n", { maxFrameBytes: 256 })).toString()
             }).pipe(
               Effect.tapError((error) =>
                 Effect.zipRight(

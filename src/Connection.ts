@@ -5,10 +5,35 @@
  */
 import type * as Effect from "effect/Effect"
 import type * as Option from "effect/Option"
+import type { Pipeable } from "effect/Pipeable"
 import type * as Sink from "effect/Sink"
 import type * as Stream from "effect/Stream"
 import type * as Endpoint from "./Endpoint.js"
+import * as internal from "./internal/connection.js"
 import type { FrameTooLarge, InvalidOptions, ReadError, UnexpectedEof, WriteError } from "./TcpError.js"
+
+/**
+ * The mark of a `Connection`.
+ *
+ * @since 0.1.0
+ * @category type ids
+ */
+export const TypeId: unique symbol = internal.TypeId
+
+/**
+ * @since 0.1.0
+ * @category type ids
+ */
+export type TypeId = typeof TypeId
+
+/**
+ * Whether `u` is a `Connection` (one opened by `Tcp.connect` or handed to a `Server` handler, or a
+ * copy of one such as `{ ...connection }`).
+ *
+ * @since 0.1.0
+ * @category guards
+ */
+export const isConnection: (u: unknown) => u is Connection = internal.isConnection
 
 /**
  * Where a connection stands, known without a system call.
@@ -33,8 +58,12 @@ export type ConnectionState =
  * @category models
  */
 export interface ReadUntilOptions {
-  /** Most bytes accepted before the delimiter; beyond it the read fails with `FrameTooLarge`. Default 64 KiB. */
-  readonly maxBytes?: number
+  /**
+   * Most bytes accepted before the delimiter (the delimiter not counted); beyond it the read fails
+   * with `FrameTooLarge`. Default 64 KiB. The same limit, and the same name, as a
+   * `Framing.delimited`'s: the bytes before a delimiter are a frame.
+   */
+  readonly maxFrameBytes?: number
 }
 
 /**
@@ -56,10 +85,14 @@ export interface ReadUntilOptions {
  * complete; a `readExactly(n)` waits until all `n` bytes are there at once, so a concurrent
  * `read` loop can take them first.
  *
+ * Every member is an own property, so a copy (`{ ...connection, write: logged }`) is a connection
+ * too, reading and writing the same socket.
+ *
  * @since 0.1.0
  * @category models
  */
-export interface Connection {
+export interface Connection extends Pipeable {
+  readonly [TypeId]: TypeId
   /** The peer's address. */
   readonly remoteAddress: Endpoint.Endpoint
   /** This side's address. */
@@ -77,8 +110,9 @@ export interface Connection {
   readonly readExactly: (size: number) => Effect.Effect<Uint8Array, ReadError | UnexpectedEof | InvalidOptions>
   /**
    * The bytes before the next `delimiter` (the delimiter is consumed, not returned); bytes after
-   * it stay for the next read. `FrameTooLarge` when more than `maxBytes` arrive without it,
-   * `UnexpectedEof` if the peer closes first, `InvalidOptions` for an empty delimiter or a bad `maxBytes`.
+   * it stay for the next read. `FrameTooLarge` when more than `maxFrameBytes` arrive without it,
+   * `UnexpectedEof` if the peer closes first, `InvalidOptions` for an empty delimiter or a bad
+   * `maxFrameBytes`.
    */
   readonly readUntil: (
     delimiter: Uint8Array | string,

@@ -4,8 +4,8 @@
  * size, so that no peer can make us buffer without bound.
  *
  * A `Framing` is a value describing the format; `reader` / `stream` decode frames from a
- * `Connection`, `write` / `writeAll` / `sink` send them, and `decode` / `encode` do the same on
- * any `Stream` of bytes.
+ * `Connection`, `write` / `writeAll` / `sink` send them, and `decodeStream` / `encodeStream` do
+ * the same on any `Stream` of bytes.
  *
  * The constructors never throw: a framing whose options cannot work (a 3-byte header, an empty
  * delimiter, a negative `maxFrameBytes`) makes every use of it fail with `InvalidOptions` naming
@@ -192,11 +192,11 @@ export const delimited = (options: DelimitedOptions): Delimited => {
 /**
  * Frames read from one connection.
  *
- * The connection is read only when no complete frame is held, one chunk at a time, so reading
- * stays pulled: a slow consumer slows the peer down through TCP flow control. A frame inside one
- * received chunk is a view of it; only a frame spanning chunks is copied, once. Bytes the reader
- * took from the connection belong to it until it returns them as frames: once frames are read
- * with a reader, read the connection only through that reader.
+ * Frames are decoded in place from the connection's own bytes: the connection reads from its
+ * socket only while no complete frame is queued, so reading stays pulled and a slow consumer slows
+ * the peer down through TCP flow control. A frame inside one received chunk is a view of it; only a
+ * frame spanning chunks is copied, once. `read` takes one frame at a time, so the bytes after the
+ * last frame it returned are still the connection's (a `stream` takes every frame queued at each pull).
  *
  * Interruption: an interrupted `read` loses no bytes; the next `read` of the same reader goes on
  * where it stopped.
@@ -221,7 +221,8 @@ export interface FrameReader {
 
 /**
  * A reader of frames from `connection`; `InvalidOptions` (operation `"read"`) if the framing's
- * options cannot work. Use one reader per connection: it owns the bytes it has taken from it.
+ * options cannot work. Use one reader per connection: what it learnt about the frame it waits for
+ * (a header, how far the delimiter search went) is its own.
  *
  * @example
  * ```ts
@@ -242,17 +243,21 @@ export interface FrameReader {
  * @since 0.1.0
  * @category constructors
  */
-export const reader = (connection: Connection, framing: Framing): Effect.Effect<FrameReader, InvalidOptions> =>
+export const reader: {
+  (framing: Framing): (connection: Connection) => Effect.Effect<FrameReader, InvalidOptions>
+  (connection: Connection, framing: Framing): Effect.Effect<FrameReader, InvalidOptions>
+} = dual(2, (connection: Connection, framing: Framing): Effect.Effect<FrameReader, InvalidOptions> =>
   Effect.suspend(() => {
     const invalid = internal.checkFraming(framing, "read")
     return invalid === undefined ? Effect.succeed(internal.makeReader(connection, framing)) : Effect.fail(invalid)
-  })
+  }))
 
 /**
  * The frames of `connection` as a stream (a fresh `reader`'s `stream`): pulled, so backpressure is
- * kept, ending normally when the peer closes between two frames. Bytes after the last frame the
- * stream emitted may have been taken from the connection: read it through one reader, or one
- * stream, only. Fails at once with `InvalidOptions` if the framing's options cannot work.
+ * kept, ending normally when the peer closes between two frames. Each pull takes every frame
+ * queued, so frames after the last one the stream emitted may have been taken from the connection:
+ * read it through one reader, or one stream, only. Fails at once with `InvalidOptions` if the
+ * framing's options cannot work.
  *
  * @example
  * ```ts
@@ -269,28 +274,49 @@ export const reader = (connection: Connection, framing: Framing): Effect.Effect<
  * @since 0.1.0
  * @category decoding
  */
-export const stream = (
-  connection: Connection,
-  framing: Framing
-): Stream.Stream<Uint8Array, ReadError | DecodeError | InvalidOptions> =>
+export const stream: {
+  (framing: Framing): (connection: Connection) => Stream.Stream<Uint8Array, ReadError | DecodeError | InvalidOptions>
+  (connection: Connection, framing: Framing): Stream.Stream<Uint8Array, ReadError | DecodeError | InvalidOptions>
+} = dual(2, (connection: Connection, framing: Framing): Stream.Stream<Uint8Array, ReadError | DecodeError | InvalidOptions> =>
   Stream.suspend((): Stream.Stream<Uint8Array, ReadError | DecodeError | InvalidOptions> => {
     const invalid = internal.checkFraming(framing, "read")
     return invalid === undefined ? internal.makeReader(connection, framing).stream : Stream.fail(invalid)
-  })
+  }))
 
 /**
  * Sends one frame: header and body (or body and delimiter) in one corked write, without copying
  * them together. A string body is sent as UTF-8. Nothing is sent when the body cannot be framed.
- * Frames written concurrently by several fibers never interleave.
+ * Frames written concurrently by several fibers never interleave. Takes the connection first, or
+ * last to be piped from it (as `writeAll`, `sink`, `reader` and `stream` do).
+ *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import { Framing, Tcp } from "effect-tcp"
+ *
+ * const lines = Framing.delimited({ delimiter: "\n" })
+ *
+ * const program = Effect.gen(function*() {
+ *   const connection = yield* Tcp.connect({ host: "127.0.0.1", port: 7000 })
+ *   yield* Framing.write(connection, lines, "first")
+ *   yield* connection.pipe(Framing.write(lines, "second"))
+ * })
+ * ```
  *
  * @since 0.1.0
  * @category encoding
  */
-export const write = <F extends Framing>(
-  connection: Connection,
-  framing: F,
-  body: Uint8Array | string
-): Effect.Effect<void, WriteError | EncodeError<F>> => internal.write(connection, framing, body)
+export const write: {
+  <F extends Framing>(
+    framing: F,
+    body: Uint8Array | string
+  ): (connection: Connection) => Effect.Effect<void, WriteError | EncodeError<F>>
+  <F extends Framing>(
+    connection: Connection,
+    framing: F,
+    body: Uint8Array | string
+  ): Effect.Effect<void, WriteError | EncodeError<F>>
+} = dual(3, internal.write)
 
 /**
  * Sends several frames in one corked write. Every body is checked first: if one cannot be framed,
@@ -300,11 +326,17 @@ export const write = <F extends Framing>(
  * @since 0.1.0
  * @category encoding
  */
-export const writeAll = <F extends Framing>(
-  connection: Connection,
-  framing: F,
-  bodies: Iterable<Uint8Array | string>
-): Effect.Effect<void, WriteError | EncodeError<F>> => internal.writeAll(connection, framing, bodies)
+export const writeAll: {
+  <F extends Framing>(
+    framing: F,
+    bodies: Iterable<Uint8Array | string>
+  ): (connection: Connection) => Effect.Effect<void, WriteError | EncodeError<F>>
+  <F extends Framing>(
+    connection: Connection,
+    framing: F,
+    bodies: Iterable<Uint8Array | string>
+  ): Effect.Effect<void, WriteError | EncodeError<F>>
+} = dual(3, internal.writeAll)
 
 /**
  * Writes each element as a frame (each chunk of the stream in one corked write); does not end the
@@ -313,7 +345,15 @@ export const writeAll = <F extends Framing>(
  * @since 0.1.0
  * @category encoding
  */
-export const sink = <F extends Framing>(
+export const sink: {
+  <F extends Framing>(
+    framing: F
+  ): (connection: Connection) => Sink.Sink<void, Uint8Array | string, never, WriteError | EncodeError<F>>
+  <F extends Framing>(
+    connection: Connection,
+    framing: F
+  ): Sink.Sink<void, Uint8Array | string, never, WriteError | EncodeError<F>>
+} = dual(2, <F extends Framing>(
   connection: Connection,
   framing: F
 ): Sink.Sink<void, Uint8Array | string, never, WriteError | EncodeError<F>> =>
@@ -322,15 +362,17 @@ export const sink = <F extends Framing>(
     return invalid === undefined
       ? Sink.forEachChunk((bodies: Chunk.Chunk<Uint8Array | string>) => internal.writeAll(connection, framing, bodies))
       : Sink.fail(invalid)
-  })
+  }))
 
 /**
- * Options of the pure `decode`, `encode` and `encodeFrame`.
+ * Options of the functions that work without a connection (`decodeStream`, `encodeStream`,
+ * `encodeFrame`): the endpoint their errors name, which no connection tells them (as
+ * `Message.EndpointOptions` does for `Message.decode`).
  *
  * @since 0.1.0
  * @category models
  */
-export interface CodecOptions {
+export interface EndpointOptions {
   /** The peer named in errors; default `unknown:0`. */
   readonly endpoint?: Endpoint.Endpoint
 }
@@ -354,7 +396,7 @@ const isStream = (u: unknown): u is Stream.Stream<unknown, unknown, unknown> =>
  *
  * const program = Stream.make("GET / HT", "TP/1.1\r\nHost: exa", "mple.com\r\n\r\n").pipe(
  *   Stream.encodeText,
- *   Framing.decode(lines),
+ *   Framing.decodeStream(lines),
  *   Stream.decodeText(),
  *   Stream.runCollect
  * ) // ["GET / HTTP/1.1", "Host: example.com", ""]
@@ -363,42 +405,42 @@ const isStream = (u: unknown): u is Stream.Stream<unknown, unknown, unknown> =>
  * @since 0.1.0
  * @category decoding
  */
-export const decode: {
+export const decodeStream: {
   (
     framing: Framing,
-    options?: CodecOptions
+    options?: EndpointOptions
   ): <E, R>(self: Stream.Stream<Uint8Array, E, R>) => Stream.Stream<Uint8Array, E | DecodeError | InvalidOptions, R>
   <E, R>(
     self: Stream.Stream<Uint8Array, E, R>,
     framing: Framing,
-    options?: CodecOptions
+    options?: EndpointOptions
   ): Stream.Stream<Uint8Array, E | DecodeError | InvalidOptions, R>
 } = dual(
   (args) => isStream(args[0]),
-  <E, R>(self: Stream.Stream<Uint8Array, E, R>, framing: Framing, options?: CodecOptions) =>
+  <E, R>(self: Stream.Stream<Uint8Array, E, R>, framing: Framing, options?: EndpointOptions) =>
     internal.decodeStream(self, framing, options?.endpoint ?? internal.unknownEndpoint)
 )
 
 /**
  * Turns each element into a frame's bytes (header and body, or body and delimiter, as separate
- * chunks); the inverse of `decode`.
+ * chunks); the inverse of `decodeStream`.
  *
  * @since 0.1.0
  * @category encoding
  */
-export const encode: {
+export const encodeStream: {
   <F extends Framing>(
     framing: F,
-    options?: CodecOptions
+    options?: EndpointOptions
   ): <E, R>(self: Stream.Stream<Uint8Array | string, E, R>) => Stream.Stream<Uint8Array, E | EncodeError<F>, R>
   <F extends Framing, E, R>(
     self: Stream.Stream<Uint8Array | string, E, R>,
     framing: F,
-    options?: CodecOptions
+    options?: EndpointOptions
   ): Stream.Stream<Uint8Array, E | EncodeError<F>, R>
 } = dual(
   (args) => isStream(args[0]),
-  <F extends Framing, E, R>(self: Stream.Stream<Uint8Array | string, E, R>, framing: F, options?: CodecOptions) =>
+  <F extends Framing, E, R>(self: Stream.Stream<Uint8Array | string, E, R>, framing: F, options?: EndpointOptions) =>
     internal.encodeStream(self, framing, options?.endpoint ?? internal.unknownEndpoint)
 )
 
@@ -412,6 +454,6 @@ export const encode: {
 export const encodeFrame = <F extends Framing>(
   framing: F,
   body: Uint8Array | string,
-  options?: CodecOptions
+  options?: EndpointOptions
 ): Either.Either<ReadonlyArray<Uint8Array>, EncodeError<F>> =>
   internal.encodeFrame(framing, body, options?.endpoint ?? internal.unknownEndpoint)

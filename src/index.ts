@@ -2,8 +2,18 @@
  * @since 0.1.0
  */
 
+import type * as ConnectionModule from "./Connection.js"
+
 /** @since 0.1.0 */
 export * as Connection from "./Connection.js"
+/**
+ * The model itself, beside its namespace: `(connection: Connection) => ...` rather than
+ * `Connection.Connection`; `Connection.isConnection` and the other values stay on the namespace.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type Connection = ConnectionModule.Connection
 /** @since 0.1.0 */
 export * as Endpoint from "./Endpoint.js"
 /** @since 0.1.0 */

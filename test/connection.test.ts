@@ -1,5 +1,6 @@
-import { describe, expect } from "@effect/vitest"
+import { describe, expect, it } from "@effect/vitest"
 import * as Chunk from "effect/Chunk"
+import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
@@ -8,8 +9,13 @@ import * as Stream from "effect/Stream"
 import * as TestClock from "effect/TestClock"
 import { type ChildProcess, spawn } from "node:child_process"
 import { randomBytes } from "node:crypto"
-import type * as net from "node:net"
-import { Tcp } from "../src/index.js"
+import * as net from "node:net"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
+import type * as tls from "node:tls"
+import { Connection, Framing, Tcp, TcpError } from "../src/index.js"
+import { type ConnectionOptions, type ConnectionSocket, NodeConnection } from "../src/internal/connection.js"
+import { duplexPair, type MemorySocket } from "./support/duplexPair.js"
 import { closed, collect, effect, eventually, live, rawServer, realSleep } from "./support/harness.js"
 
 const text = (bytes: Uint8Array) => Buffer.from(bytes).toString()
@@ -123,10 +129,10 @@ describe("Connection reads", () => {
       expect(text(yield* connection.readExactly(4))).toBe("rest")
     }))
 
-  live("readUntil fails with FrameTooLarge once more than maxBytes arrive without the delimiter", () =>
+  live("readUntil fails with FrameTooLarge once more than maxFrameBytes arrive without the delimiter", () =>
     Effect.gen(function*() {
       const { connection } = yield* connectTo((socket) => socket.write(Buffer.alloc(100_000, "x")))
-      const error = yield* Effect.flip(connection.readUntil("\n", { maxBytes: 1000 }))
+      const error = yield* Effect.flip(connection.readUntil("\n", { maxFrameBytes: 1000 }))
       expect(error._tag).toBe("FrameTooLarge")
       if (error._tag !== "FrameTooLarge") return
       expect(error.maxBytes).toBe(1000)
@@ -148,7 +154,7 @@ describe("Connection reads", () => {
         _tag: "InvalidOptions",
         issues: "readUntil: the delimiter must not be empty"
       })
-      expect((yield* Effect.flip(connection.readUntil("\n", { maxBytes: -3 })))._tag).toBe("InvalidOptions")
+      expect((yield* Effect.flip(connection.readUntil("\n", { maxFrameBytes: -3 })))._tag).toBe("InvalidOptions")
       // A caller without types: Buffer.from threw at the call.
       expect(yield* Effect.flip(Effect.suspend(() => connection.readUntil(NaN as unknown as string)))).toMatchObject({
         _tag: "InvalidOptions",
@@ -164,11 +170,11 @@ describe("Connection reads", () => {
       expect(text(yield* connection.readUntil("<=>"))).toBe("two")
     }))
 
-  live("readUntil accepts a line of exactly maxBytes", () =>
+  live("readUntil accepts a line of exactly maxFrameBytes", () =>
     Effect.gen(function*() {
       const line = Buffer.alloc(1000, "y")
       const { connection } = yield* connectTo((socket) => socket.write(Buffer.concat([line, Buffer.from("\n")])))
-      expect((yield* connection.readUntil("\n", { maxBytes: 1000 })).length).toBe(1000)
+      expect((yield* connection.readUntil("\n", { maxFrameBytes: 1000 })).length).toBe(1000)
     }))
 
   live("a peer that resets fails the read with ConnectionReset", () =>
@@ -641,5 +647,204 @@ describe("UnexpectedEof says where the stream ended", () => {
       expect(error.message).toBe(
         `read on the connection with 127.0.0.1:${port} failed: the peer closed the connection before any of the 4 bytes expected`
       )
+    }))
+})
+
+describe("Connection as a model", () => {
+  live("a connection is recognised by isConnection and pipes, and so is a copy { ...connection }", () =>
+    Effect.gen(function*() {
+      const { connection } = yield* connectTo(() => {})
+      expect(Connection.isConnection(connection)).toBe(true)
+      expect(Connection.isConnection({ ...connection })).toBe(true)
+      for (const other of [{}, null, "connection", { read: connection.read }]) expect(Connection.isConnection(other)).toBe(false)
+      expect(connection.pipe((self) => self.remoteAddress)).toBe(connection.remoteAddress)
+      const copy = { ...connection }
+      expect(copy.pipe((self) => self)).toBe(copy)
+    }))
+
+  live("the model is named Connection beside its namespace: no need to spell Connection.Connection", () =>
+    Effect.gen(function*() {
+      const { connection, port } = yield* connectTo(() => {})
+      // Type-checked: `Connection` is the model's type and the namespace of its values at once.
+      const peerPort = (model: Connection): number => model.remoteAddress.port
+      const same: Connection.Connection = connection satisfies Connection
+      expect(peerPort(same)).toBe(port)
+      expect(Connection.isConnection(same)).toBe(true)
+    }))
+
+  live("stream and sink are built when first used, once", () =>
+    Effect.gen(function*() {
+      const { connection } = yield* connectTo(() => {})
+      // White-box: what an idle connection holds.
+      const built = connection as unknown as { readonly builtStream: unknown; readonly builtSink: unknown }
+      expect(built.builtStream).toBeUndefined()
+      expect(built.builtSink).toBeUndefined()
+      expect(connection.stream).toBe(connection.stream)
+      expect(connection.sink).toBe(connection.sink)
+      expect(built.builtStream).toBe(connection.stream)
+      expect(built.builtSink).toBe(connection.sink)
+    }))
+
+  live("a copy { ...connection } made before stream and sink were used reads and writes with them", () =>
+    Effect.gen(function*() {
+      const { connection, peer } = yield* connectTo((socket) => socket.end("from the peer"))
+      const copy: Connection.Connection = { ...connection }
+      expect(Object.keys(copy)).toEqual(expect.arrayContaining(["stream", "sink"]))
+      const received = yield* Effect.fork(collect(peer))
+      yield* Stream.make("one ", "two").pipe(Stream.run(copy.sink))
+      yield* copy.endWrite
+      expect((yield* Fiber.join(received)).toString()).toBe("one two")
+      const chunks = yield* Stream.runCollect(copy.stream)
+      expect(Chunk.toArray(chunks).map(text).join("")).toBe("from the peer")
+    }))
+})
+
+describe("An error imposed on a connection", () => {
+  live("IdleTimeout reaches a pending write, a later write and a later read, each with its own operation", () =>
+    Effect.gen(function*() {
+      const { connection, port } = yield* connectTo((socket) => socket.pause())
+      const fiber = yield* pendingWrite(connection.write(Buffer.alloc(64 * 1024 * 1024)))
+      // White-box: what the server's idle limit does to a connection.
+      const idle = new TcpError.IdleTimeout({ operation: "read", endpoint: connection.remoteAddress, timeoutMillis: 500 })
+      ;(connection as unknown as { impose(error: TcpError.IdleTimeout): void }).impose(idle)
+      const fields = { _tag: "IdleTimeout", endpoint: { port }, timeoutMillis: 500 }
+      expect(yield* Effect.flip(Fiber.join(fiber))).toMatchObject({ ...fields, operation: "write" })
+      expect(yield* Effect.flip(connection.write("x"))).toMatchObject({ ...fields, operation: "write" })
+      expect(yield* Effect.flip(connection.endWrite)).toMatchObject({ ...fields, operation: "write" })
+      expect(yield* Effect.flip(connection.read)).toBe(idle)
+      expect(yield* Effect.flip(connection.readUntil("\n"))).toBe(idle)
+    }))
+})
+
+/** Two connections joined in memory, no socket involved; closed with the scope. */
+const memoryPair = (options: Partial<ConnectionOptions> = {}) =>
+  Effect.gen(function*() {
+    const clock = yield* Effect.clock
+    const [a, b] = duplexPair()
+    const open = (socket: ConnectionSocket) =>
+      Effect.acquireRelease(
+        Effect.sync(() =>
+          new NodeConnection(socket, {
+            readTimeout: undefined,
+            writeTimeout: undefined,
+            onActivity: undefined,
+            clock,
+            ...options
+          })
+        ),
+        (connection) => connection.release
+      )
+    return [yield* open(a), yield* open(b)] as const
+  })
+
+describe("A connection over any socket of the right shape", () => {
+  it("net.Socket, tls.TLSSocket and an in-memory Duplex with addresses are all sockets a connection wraps", () => {
+    // A compile-time check: each type argument must be a ConnectionSocket.
+    const wraps = <_ extends ConnectionSocket>() => true
+    expect([wraps<net.Socket>(), wraps<tls.TLSSocket>(), wraps<MemorySocket>()]).toEqual([true, true, true])
+  })
+
+  effect("read, readExactly, readUntil, write, writeAll and endWrite behave over an in-memory pair", () =>
+    Effect.gen(function*() {
+      const [client, server] = yield* memoryPair()
+      expect(client.remoteAddress).toMatchObject({ host: "memory", port: 2 })
+      yield* client.write("hello\nwor")
+      yield* client.writeAll(["ld", Buffer.from("!rest")])
+      expect(text(yield* server.readUntil("\n"))).toBe("hello")
+      expect(text(yield* server.readExactly(6))).toBe("world!")
+      expect(Option.map(yield* server.read, text)).toEqual(Option.some("rest"))
+      yield* client.endWrite
+      expect(yield* server.read).toEqual(Option.none())
+      expect(yield* server.state).toEqual({ _tag: "HalfClosed", readable: false, writable: true })
+      // The other way, after the half-close.
+      yield* server.write("answer")
+      yield* server.endWrite
+      expect(text(yield* client.readExactly(6))).toBe("answer")
+      expect(yield* client.read).toEqual(Option.none())
+      expect(yield* client.state).toEqual({ _tag: "Closed" })
+    }))
+
+  effect("a large write waits for the reader (backpressure) and arrives whole, and frames decode in place", () =>
+    Effect.gen(function*() {
+      const [client, server] = yield* memoryPair()
+      const data = randomBytes(4 * 1024 * 1024)
+      const writer = yield* Effect.fork(client.write(data))
+      const received = yield* server.readExactly(data.length)
+      yield* Fiber.join(writer)
+      expect(Buffer.from(received).equals(data)).toBe(true)
+      const framing = Framing.lengthPrefixed({ headerBytes: 2 })
+      yield* client.pipe(Framing.writeAll(framing, ["one", "two"]))
+      const frames = yield* server.pipe(Framing.reader(framing))
+      expect(Option.map(yield* frames.read, text)).toEqual(Option.some("one"))
+      expect(Option.map(yield* frames.read, text)).toEqual(Option.some("two"))
+    }))
+
+  effect("close ends the peer's reads and fails the closer's operations; a reset fails the peer's with ConnectionReset", () =>
+    Effect.gen(function*() {
+      const [client, server] = yield* memoryPair()
+      const waiting = yield* Effect.fork(server.read)
+      yield* client.close
+      expect(yield* Fiber.join(waiting)).toEqual(Option.none())
+      expect(yield* Effect.flip(client.read)).toMatchObject({ _tag: "SocketClosed", operation: "read", reason: "closed" })
+      expect(yield* Effect.flip(client.write("x"))).toMatchObject({ _tag: "SocketClosed", operation: "write" })
+      expect(yield* client.state).toEqual({ _tag: "Closed" })
+
+      const [left, right] = yield* memoryPair()
+      const reading = yield* Effect.fork(right.readExactly(10))
+      while ((right as unknown as { readonly readWaiters: ReadonlyArray<unknown> }).readWaiters.length === 0) {
+        yield* Effect.yieldNow()
+      }
+      yield* left.reset
+      expect(yield* Effect.flip(Fiber.join(reading))).toMatchObject({ _tag: "ConnectionReset", code: "ECONNRESET" })
+      expect(yield* left.state).toEqual({ _tag: "Closed" })
+      // A read that starts after the reset, before the socket's 'error' event, gets the reset too.
+      const [early, late] = yield* memoryPair()
+      yield* early.reset
+      expect(yield* Effect.flip(late.read)).toMatchObject({ _tag: "ConnectionReset", operation: "read" })
+    }))
+
+  effect("readTimeout runs on the connection's clock: TestClock drives it over an in-memory pair", () =>
+    Effect.gen(function*() {
+      const [client, server] = yield* memoryPair({ readTimeout: Duration.seconds(1) })
+      const reading = yield* Effect.fork(server.read)
+      // The deadline's timer is registered before the clock moves.
+      while ((yield* TestClock.sleeps()).length === 0) yield* Effect.yieldNow()
+      yield* TestClock.adjust("1 second")
+      expect(yield* Effect.flip(Fiber.join(reading))).toMatchObject({ _tag: "ReadTimeout", timeoutMillis: 1000 })
+      yield* client.write("late")
+      expect(text(yield* server.readExactly(4))).toBe("late")
+    }))
+})
+
+describe("reset on a socket that cannot send RST", () => {
+  live("a Unix domain socket is closed instead (Node refuses to reset it), and its peer sees the end", () =>
+    Effect.gen(function*() {
+      const path = join(tmpdir(), `effect-tcp-${process.pid}-${Date.now()}.sock`)
+      const { accepted } = yield* Effect.acquireRelease(
+        Effect.async<{ readonly server: net.Server; readonly accepted: Effect.Effect<net.Socket> }>((resume) => {
+          let peer: ((socket: net.Socket) => void) | undefined
+          const first = new Promise<net.Socket>((resolve) => (peer = resolve))
+          const server = net.createServer({ allowHalfOpen: true }, (socket) => peer!(socket))
+          server.listen(path, () => resume(Effect.succeed({ server, accepted: Effect.promise(() => first) })))
+        }),
+        ({ server }) => Effect.async<void>((resume) => void server.close(() => resume(Effect.void)))
+      )
+      const socket = yield* Effect.async<net.Socket>((resume) => {
+        const socket = net.connect(path, () => resume(Effect.succeed(socket)))
+      })
+      const peer = yield* accepted
+      const clock = yield* Effect.clock
+      const connection = yield* Effect.acquireRelease(
+        Effect.sync(() =>
+          new NodeConnection(socket, { readTimeout: undefined, writeTimeout: undefined, onActivity: undefined, clock })
+        ),
+        (connection) => connection.release
+      )
+      const seen = yield* Effect.fork(collect(peer))
+      yield* connection.write("bye")
+      yield* connection.reset
+      expect(yield* connection.state).toEqual({ _tag: "Closed" })
+      expect((yield* Fiber.join(seen)).toString()).toBe("bye")
+      peer.destroy()
     }))
 })

@@ -9,7 +9,7 @@ import * as Option from "effect/Option"
 import * as Stream from "effect/Stream"
 import * as fc from "fast-check"
 import type * as net from "node:net"
-import { Framing, Tcp } from "../src/index.js"
+import { type Connection, Framing, Tcp } from "../src/index.js"
 import type { TcpError } from "../src/TcpError.js"
 import { collect, live, rawServer } from "./support/harness.js"
 
@@ -18,7 +18,7 @@ const text = (data: Uint8Array) => Buffer.from(data).toString()
 
 /** Runs a pure stream to its exit, synchronously: a decoder that waited for input would throw here. */
 const runDecode = (pieces: ReadonlyArray<Uint8Array>, framing: Framing.Framing) =>
-  Effect.runSyncExit(Stream.runCollect(Stream.fromIterable(pieces).pipe(Framing.decode(framing))))
+  Effect.runSyncExit(Stream.runCollect(Stream.fromIterable(pieces).pipe(Framing.decodeStream(framing))))
 
 const framesOf = (exit: Exit.Exit<Chunk.Chunk<Uint8Array>, unknown>) =>
   Exit.isSuccess(exit) ? Chunk.toArray(exit.value).map((frame) => Buffer.from(frame)) : undefined
@@ -39,7 +39,7 @@ const decodeAll = (pieces: ReadonlyArray<Uint8Array>, framing: Framing.Framing) 
     Effect.gen(function*() {
       const frames: Array<Buffer> = []
       const exit = yield* Stream.fromIterable(pieces).pipe(
-        Framing.decode(framing),
+        Framing.decodeStream(framing),
         Stream.runForEach((frame) => Effect.sync(() => frames.push(Buffer.from(frame)))),
         Effect.exit
       )
@@ -117,11 +117,11 @@ describe("Framing constructors", () => {
       expect(Either.isLeft(encoded) && encoded.left).toMatchObject({ _tag: "InvalidOptions", operation: "write" })
       expect(Either.isLeft(encoded) && encoded.left._tag === "InvalidOptions" && encoded.left.issues).toContain(issue)
       expect(failureOf(runDecode([bytes("x\n")], framing))).toMatchObject({ _tag: "InvalidOptions", operation: "read" })
-      const encodedStream = Effect.runSyncExit(Stream.runCollect(Stream.make("x").pipe(Framing.encode(framing))))
+      const encodedStream = Effect.runSyncExit(Stream.runCollect(Stream.make("x").pipe(Framing.encodeStream(framing))))
       expect(failureOf(encodedStream)).toMatchObject({ _tag: "InvalidOptions", operation: "write" })
       // Even with nothing to encode or decode: the framing is unusable.
       expect(failureOf(runDecode([], framing))?._tag).toBe("InvalidOptions")
-      expect(failureOf(Effect.runSyncExit(Stream.runCollect(Stream.empty.pipe(Framing.encode(framing)))))?._tag).toBe(
+      expect(failureOf(Effect.runSyncExit(Stream.runCollect(Stream.empty.pipe(Framing.encodeStream(framing)))))?._tag).toBe(
         "InvalidOptions"
       )
     }
@@ -190,7 +190,7 @@ describe("Framing encoding", () => {
   })
 })
 
-describe("Framing.decode (pure)", () => {
+describe("Framing.decodeStream (pure)", () => {
   it("frames come out whole whatever the chunks, as views of a chunk when they lie inside one", () => {
     const framing = Framing.lengthPrefixed({ headerBytes: 2 })
     const data = encodeAll(framing, [bytes("hello"), bytes(""), bytes("world!")])
@@ -199,7 +199,7 @@ describe("Framing.decode (pure)", () => {
     expect(framesOf(runDecode(cut(data, [1, 3, 4, 9, 10, 11]), framing))!.map(text)).toEqual(["hello", "", "world!"])
     // Chunks of more than a few hundred bytes are not copied: frames inside them are views.
     const large = encodeAll(framing, [Buffer.alloc(1000, 1), Buffer.alloc(2000, 2)])
-    const views = Chunk.toArray(Effect.runSync(Stream.runCollect(Stream.make(large).pipe(Framing.decode(framing)))))
+    const views = Chunk.toArray(Effect.runSync(Stream.runCollect(Stream.make(large).pipe(Framing.decodeStream(framing)))))
     expect(views.map((view) => view.buffer)).toEqual([large.buffer, large.buffer])
     expect(views[1]!.byteOffset).toBe(large.byteOffset + 1004)
   })
@@ -251,12 +251,12 @@ describe("Framing.decode (pure)", () => {
     expect(decodeAll([bytes("123456")], lines).error).toMatchObject({ _tag: "FrameTooLarge", size: 6, maxBytes: 5 })
   })
 
-  it("encode is the inverse of decode", () => {
+  it("encodeStream is the inverse of decodeStream", () => {
     const framing = Framing.lengthPrefixed({ headerBytes: 1 })
     const bodies = ["a", "bc", ""]
     const decoded = Stream.fromIterable(bodies).pipe(
-      Framing.encode(framing),
-      Framing.decode(framing),
+      Framing.encodeStream(framing),
+      Framing.decodeStream(framing),
       Stream.map(text),
       Stream.runCollect,
       Effect.runSync
@@ -319,7 +319,7 @@ describe("Framing properties", () => {
             pulled += chunkSize
             return piece
           }))
-          const exit = Effect.runSyncExit(Stream.runDrain(endless.pipe(Framing.decode(framing))))
+          const exit = Effect.runSyncExit(Stream.runDrain(endless.pipe(Framing.decodeStream(framing))))
           expect(failureOf(exit)).toMatchObject({ _tag: "FrameTooLarge", maxBytes: framing.maxFrameBytes })
           // Not one chunk more than needed to know.
           expect(pulled).toBe(Math.ceil((prefix.length + extra) / chunkSize) * chunkSize)
@@ -566,5 +566,78 @@ describe("Framing on a connection", () => {
           { numRuns: 40 }
         )
       )
+    }))
+})
+
+describe("Framing reads in place from the connection", () => {
+  live("read takes one frame at a time: the bytes after it are still the connection's", () =>
+    Effect.gen(function*() {
+      const peer = yield* scriptedPeer
+      const framing = Framing.lengthPrefixed({ headerBytes: 2 })
+      const second = encodeAll(framing, [bytes("second")])
+      // One write: the three frames arrive in one chunk.
+      const connection = yield* peer.connect((socket) =>
+        socket.end(Buffer.concat([encodeAll(framing, [bytes("first")]), second, encodeAll(framing, [bytes("third")])]))
+      )
+      const frames = yield* Framing.reader(connection, framing)
+      expect(Option.map(yield* frames.read, text)).toEqual(Option.some("first"))
+      expect(Buffer.from(yield* connection.readExactly(second.length)).equals(second)).toBe(true)
+      expect(Option.map(yield* frames.read, text)).toEqual(Option.some("third"))
+      expect(yield* frames.read).toEqual(Option.none())
+    }))
+
+  live("a reader of a copy { ...connection } decodes in place too", () =>
+    Effect.gen(function*() {
+      const peer = yield* scriptedPeer
+      const lines = Framing.delimited({ delimiter: "\n" })
+      const connection = yield* peer.connect((socket) => socket.end("one\ntwo\nrest"))
+      const frames = yield* Framing.reader({ ...connection }, lines)
+      expect(Option.map(yield* frames.read, text)).toEqual(Option.some("one"))
+      expect(text(yield* connection.readUntil("\n"))).toBe("two")
+      expect(yield* Effect.flip(frames.read)).toMatchObject({ _tag: "UnexpectedEof", received: 4 })
+    }))
+
+  live("a connection implemented outside the library (only its public members) is decoded through its read", () =>
+    Effect.gen(function*() {
+      const peer = yield* scriptedPeer
+      const framing = Framing.lengthPrefixed()
+      const data = encodeAll(framing, [bytes("alpha"), bytes(""), Buffer.alloc(100_000, 7)])
+      const connection = yield* peer.connect((socket) => dribblePieces(socket, cut(data, [3, 9, 50, 4000])))
+      // Its string-keyed members: no symbol, so no access to the connection's queue.
+      const foreign = Object.fromEntries(Object.entries(connection)) as unknown as Connection.Connection
+      const result = yield* readAll(yield* Framing.reader(foreign, framing))
+      expect(result.frames.map((frame) => frame.length)).toEqual([5, 0, 100_000])
+      expect(result.error).toBeUndefined()
+      const cutShort = yield* peer.connect((socket) => socket.end(data.subarray(0, 7)))
+      const foreignCut = Object.fromEntries(Object.entries(cutShort)) as unknown as Connection.Connection
+      expect((yield* readAll(yield* Framing.reader(foreignCut, framing))).error).toMatchObject({
+        _tag: "UnexpectedEof",
+        expected: 5,
+        received: 3
+      })
+    }))
+})
+
+describe("Framing on a connection, data-first and piped", () => {
+  live("write, writeAll, sink, reader and stream take the connection first, or are piped from it", () =>
+    Effect.gen(function*() {
+      const peer = yield* scriptedPeer
+      const lines = Framing.delimited({ delimiter: "\n" })
+      const connection = yield* peer.connect((socket) => socket.pipe(socket))
+      yield* Framing.write(connection, lines, "a")
+      yield* connection.pipe(Framing.write(lines, "b"))
+      yield* Framing.writeAll(connection, lines, ["c"])
+      yield* connection.pipe(Framing.writeAll(lines, ["d", "e"]))
+      yield* Stream.make("f").pipe(Stream.run(Framing.sink(connection, lines)))
+      yield* Stream.make("g").pipe(Stream.run(connection.pipe(Framing.sink(lines))))
+      const first = yield* Framing.reader(connection, lines)
+      expect(Option.map(yield* first.read, text)).toEqual(Option.some("a"))
+      const second = yield* connection.pipe(Framing.reader(lines))
+      expect(Option.map(yield* second.read, text)).toEqual(Option.some("b"))
+      yield* connection.endWrite
+      const rest = yield* connection.pipe(Framing.stream(lines), Stream.map(text), Stream.runCollect)
+      expect(Chunk.toArray(rest)).toEqual(["c", "d", "e", "f", "g"])
+      const other = yield* peer.connect((socket) => socket.end("h\ni\n"))
+      expect(Chunk.toArray(yield* Stream.runCollect(Framing.stream(other, lines))).map(text)).toEqual(["h", "i"])
     }))
 })

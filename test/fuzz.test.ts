@@ -65,7 +65,7 @@ describe("fuzz", () => {
           : Framing.lengthPrefixed(sample as Framing.LengthPrefixedOptions)
         const written = typedOrSuccess(yield* Effect.exit(Framing.write(connection, framing, "x")))
         const decoded = typedOrSuccess(
-          Effect.runSyncExit(Stream.runDrain(Stream.make(new Uint8Array([0, 0, 0, 1, 120, 10])).pipe(Framing.decode(framing))))
+          Effect.runSyncExit(Stream.runDrain(Stream.make(new Uint8Array([0, 0, 0, 1, 120, 10])).pipe(Framing.decodeStream(framing))))
         )
         const reader = typedOrSuccess(yield* Effect.exit(Framing.reader(connection, framing)))
         // A framing either works everywhere or fails everywhere with InvalidOptions.
@@ -171,7 +171,7 @@ describe("fuzz", () => {
             fc.record({
               kind: fc.constant("until" as const),
               delimiter: fc.uint8Array({ minLength: 1, maxLength: 3 }),
-              maxBytes: fc.integer({ min: 0, max: 400 })
+              maxFrameBytes: fc.integer({ min: 0, max: 400 })
             })
           ),
           { minLength: 1, maxLength: 30 }
@@ -202,7 +202,7 @@ describe("fuzz", () => {
                 : step.kind === "exactly"
                 ? connection.readExactly(step.size)
                 : Effect.map(
-                  connection.readUntil(step.delimiter, { maxBytes: step.maxBytes }),
+                  connection.readUntil(step.delimiter, { maxFrameBytes: step.maxFrameBytes }),
                   (line) => Buffer.concat([line, step.delimiter])
                 )
             )

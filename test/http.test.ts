@@ -21,7 +21,7 @@ interface Response {
 const get = (connection: Connection, target: string, extra = "") =>
   Effect.gen(function*() {
     yield* connection.write(`GET ${target} HTTP/1.1\r\nHost: 127.0.0.1\r\n${extra}\r\n`)
-    const head = Buffer.from(yield* connection.readUntil("\r\n\r\n", { maxBytes: 16 * 1024 })).toString("latin1")
+    const head = Buffer.from(yield* connection.readUntil("\r\n\r\n", { maxFrameBytes: 16 * 1024 })).toString("latin1")
     const [statusLine, ...lines] = head.split("\r\n")
     const headers = new Map(lines.map((line) => {
       const colon = line.indexOf(":")

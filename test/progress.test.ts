@@ -77,7 +77,8 @@ describe("a write that moves is progress", () => {
       yield* TestClock.adjust("2 seconds")
       yield* eventually(() => result !== undefined)
       expect(result).toMatchObject({ _tag: "Failure" })
-      expect(Exit.isFailure(result!) && result.cause).toMatchObject({ error: { _tag: "IdleTimeout" } })
+      // The write is what the idle limit cut: its error says so.
+      expect(Exit.isFailure(result!) && result.cause).toMatchObject({ error: { _tag: "IdleTimeout", operation: "write" } })
       expect(yield* server.stats).toMatchObject({ idleClosed: 1 })
     }), 30_000)
 

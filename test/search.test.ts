@@ -115,8 +115,13 @@ describe("DelimiterSearch", () => {
           const expected = data.toString("latin1").split(delimiter.toString("latin1"))
           expected.pop()
           const decoder = makeDecoder(Framing.delimited({ delimiter, maxFrameBytes: 1000 }))
+          const queue = new ByteQueue()
           const frames: Array<Uint8Array> = []
-          for (const piece of cut(data, sizes)) expect(decoder.push(piece, frames)).toBeUndefined()
+          for (const piece of cut(data, sizes)) {
+            queue.push(piece)
+            for (let frame = decoder.decode(queue); frame !== undefined; frame = decoder.decode(queue)) frames.push(frame)
+            expect(decoder.failure).toBeUndefined()
+          }
           expect(frames.map((frame) => Buffer.from(frame).toString("latin1"))).toEqual(expected)
         }
       ),
@@ -155,7 +160,7 @@ describe("DelimiterSearch", () => {
     const decode = (...pieces: Array<string>) =>
       Effect.runSyncExit(Stream.runCollect(Stream.fromIterable(pieces).pipe(
         Stream.encodeText,
-        Framing.decode(framing),
+        Framing.decodeStream(framing),
         Stream.decodeText()
       )))
     // "xyz" then "a", which may start the delimiter: not too large yet, and "b" completes it.
@@ -192,14 +197,14 @@ describe("the delimiter search on a connection", () => {
     return () => chunks
   }
 
-  live("readUntil counts against maxBytes only the bytes that can no longer start the delimiter", () =>
+  live("readUntil counts against maxFrameBytes only the bytes that can no longer start the delimiter", () =>
     Effect.gen(function*() {
       // The peer then stays silent, with the connection open.
       const { port } = yield* rawServer((socket) => socket.write("xyzabxyzx"))
       const connection = yield* Tcp.connect({ host: "127.0.0.1", port })
-      expect(Buffer.from(yield* connection.readUntil("ab", { maxBytes: 3 })).toString()).toBe("xyz")
+      expect(Buffer.from(yield* connection.readUntil("ab", { maxFrameBytes: 3 })).toString()).toBe("xyz")
       // "xyzx" cannot end with the start of "ab": 4 bytes are over the limit, known without waiting for more.
-      const error = yield* Effect.flip(connection.readUntil("ab", { maxBytes: 3 }))
+      const error = yield* Effect.flip(connection.readUntil("ab", { maxFrameBytes: 3 }))
       expect(error).toMatchObject({ _tag: "FrameTooLarge", maxBytes: 3, size: 4 })
     }))
 
@@ -212,7 +217,7 @@ describe("the delimiter search on a connection", () => {
         const connection = yield* Tcp.connect({ host: "127.0.0.1", port })
         const before = searchWork.steps
         const wakes = searchWakes(connection)
-        const line = yield* connection.readUntil(delimiter, { maxBytes: dataBytes })
+        const line = yield* connection.readUntil(delimiter, { maxFrameBytes: dataBytes })
         expect(line.length).toBe(dataBytes)
         // The reader was woken many times, each time by a few new bytes.
         expect(wakes()).toBeGreaterThan(dataBytes / 8192)
@@ -236,4 +241,22 @@ describe("the delimiter search on a connection", () => {
         expect(searchWork.steps - before).toBeLessThanOrEqual(3 * (dataBytes + delimiterBytes))
       }))
   }
+})
+
+describe("ByteQueue", () => {
+  it("peek returns the first bytes without taking them, across chunks; taken counts every byte removed", () => {
+    const queue = new ByteQueue()
+    queue.push(Buffer.alloc(300, 1))
+    queue.push(Buffer.from([2, 3]))
+    queue.push(Buffer.alloc(400, 4))
+    queue.skip(298)
+    expect([...queue.peek(5)]).toEqual([1, 1, 2, 3, 4])
+    expect(queue.length).toBe(404)
+    expect(queue.taken).toBe(298)
+    expect([...queue.take(3)]).toEqual([1, 1, 2])
+    queue.takeChunk()
+    expect(queue.taken).toBe(302)
+    queue.clear()
+    expect(queue.taken).toBe(702)
+  })
 })

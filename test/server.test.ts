@@ -473,7 +473,7 @@ describe("serve", () => {
         (connection) =>
           Effect.gen(function*() {
             for (;;) {
-              const line = yield* connection.readUntil("\n", { maxBytes: 1024 }).pipe(
+              const line = yield* connection.readUntil("\n", { maxFrameBytes: 1024 }).pipe(
                 // The client closing between two lines is the normal end.
                 Effect.catchTag("UnexpectedEof", (error) => error.received === 0 ? Effect.succeed(null) : error)
               )

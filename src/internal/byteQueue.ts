@@ -9,8 +9,9 @@ const blockSize = 4096
 
 /**
  * Bytes received but not yet consumed, kept as the chunks they came in: a read that lies inside
- * one chunk is returned as a view of it, and only one that spans chunks is copied (once). Used by
- * a connection for the bytes not yet read and by the framing decoders for the bytes not yet decoded.
+ * one chunk is returned as a view of it, and only one that spans chunks is copied (once). A
+ * connection keeps the bytes not yet read in one, and its reads and frame decoders take from it; a
+ * decoder of a plain stream of bytes keeps its own.
  */
 export class ByteQueue {
   private chunks: Array<Buffer> = []
@@ -20,6 +21,11 @@ export class ByteQueue {
   private offset = 0
   /** Total bytes held. */
   length = 0
+  /**
+   * Bytes ever removed (taken, skipped or cleared): a decoder that keeps state about the front of
+   * the queue across waits knows from it whether someone else has taken bytes since.
+   */
+  taken = 0
   private block: Buffer | undefined = undefined
   private blockStart = 0
   private blockUsed = 0
@@ -58,6 +64,7 @@ export class ByteQueue {
 
   private advance(n: number): void {
     this.length -= n
+    this.taken += n
     this.offset += n
     while (this.head < this.chunks.length && this.offset >= this.chunks[this.head]!.length) {
       this.offset -= this.chunks[this.head]!.length
@@ -99,6 +106,23 @@ export class ByteQueue {
     this.advance(n)
   }
 
+  /** The first `n` (<= length) bytes, left in place: a view when they lie in one chunk, else a copy. */
+  peek(n: number): Buffer {
+    if (n === 0) return empty
+    const first = this.chunks[this.head]!
+    if (first.length - this.offset >= n) return first.subarray(this.offset, this.offset + n)
+    const out = Buffer.allocUnsafe(n)
+    let filled = 0
+    for (let index = this.head; filled < n; index++) {
+      const chunk = this.chunks[index]!
+      const start = index === this.head ? this.offset : 0
+      const count = Math.min(chunk.length - start, n - filled)
+      chunk.copy(out, filled, start, start + count)
+      filled += count
+    }
+    return out
+  }
+
   /** Removes and returns what is left of the first chunk (length > 0 required): a view, never a copy. */
   takeChunk(): Buffer {
     const first = this.chunks[this.head]!
@@ -109,6 +133,7 @@ export class ByteQueue {
 
   /** Drops everything held. */
   clear(): void {
+    this.taken += this.length
     this.chunks = []
     this.head = 0
     this.offset = 0

@@ -7,12 +7,26 @@ import type * as Fiber from "effect/Fiber"
 import * as Option from "effect/Option"
 import * as Sink from "effect/Sink"
 import * as Stream from "effect/Stream"
-import type * as net from "node:net"
-import type { Connection, ConnectionState, ReadUntilOptions } from "../Connection.js"
+import { pipeArguments } from "effect/Pipeable"
+import { hasProperty } from "effect/Predicate"
+import type { Connection, ConnectionState, ReadUntilOptions, TypeId as TypeId_ } from "../Connection.js"
+import type { DecodeError } from "../Framing.js"
 import * as Endpoint from "../Endpoint.js"
 import * as TcpError from "../TcpError.js"
-import { ByteQueue, DelimiterSearch } from "./byteQueue.js"
+import { ByteQueue } from "./byteQueue.js"
+import { DelimitedDecoder, type FrameDecoder, readFramesKey } from "./frameDecoder.js"
 import { Deadline } from "./deadline.js"
+
+/** @internal */
+export const TypeId: TypeId_ = Symbol.for("effect-tcp/Connection") as TypeId_
+
+/** @internal */
+export const isConnection = (u: unknown): u is Connection => hasProperty(u, TypeId)
+
+/** An own property of each connection rather than a method, so that a copy `{ ...connection }` pipes too. */
+const pipe = function(this: unknown) {
+  return pipeArguments(this, arguments)
+} as Connection["pipe"]
 
 /** @internal */
 export interface ConnectionOptions {
@@ -30,13 +44,15 @@ const unchecked = { disableValidation: true } as const
 const invalid = (issues: string) => new TcpError.InvalidOptions({ operation: "read", issues }, unchecked)
 
 const noneEffect = Effect.succeed(Option.none<Uint8Array>())
+const framesRead = Effect.succeed(true)
+const endOfInput = Effect.succeed(false)
 const openState: ConnectionState = { _tag: "Open" }
 const closedState: ConnectionState = { _tag: "Closed" }
 
 /**
  * Bytes received and not yet read, per connection, before the socket is paused: past this, Node
  * stops reading from the kernel, the kernel's window fills and the peer's writes block. A reader
- * waiting for more (`readExactly(n)`, `readUntil` up to `maxBytes`) raises the mark by what it
+ * waiting for more (`readExactly(n)`, `readUntil` up to `maxFrameBytes`) raises the mark by what it
  * needs; Node's own buffer (16 KiB) and one chunk in flight (64 KiB at most) come on top.
  */
 const highWaterMark = 64 * 1024
@@ -91,18 +107,68 @@ const expireWaiters = <E>(
   return { next, waiting, expire }
 }
 
-/** libuv's count of bytes that pending writes still have for the kernel; it falls as the kernel takes them. */
-const writeQueueSize = (socket: net.Socket): number => {
-  const handle = (socket as unknown as { readonly _handle: { readonly writeQueueSize?: number } | null })._handle
-  return handle?.writeQueueSize ?? 0
+/**
+ * What a connection needs of its socket, and all it uses: a `net.Socket` has it, and so have a
+ * `tls.TLSSocket`, a socket on a Unix domain path and an in-memory `Duplex` given addresses, so
+ * that each transport wraps its sockets in the same connection.
+ *
+ * @internal
+ */
+export interface ConnectionSocket {
+  /** Undefined when unknown (an in-memory socket, a Unix domain socket's peer): the endpoint says `unknown`. */
+  readonly remoteAddress?: string | undefined
+  readonly remotePort?: number | undefined
+  readonly localAddress?: string | undefined
+  readonly localPort?: number | undefined
+  /** Bytes as they arrive ("data", while flowing), the peer's FIN ("end"), a failure ("error"), the end ("close"). */
+  on(event: "data" | "end" | "error" | "close", listener: (...args: Array<any>) => void): unknown
+  /** Stops and restarts "data" events: the connection's backpressure. */
+  pause(): unknown
+  resume(): unknown
+  /** Hands bytes on; the callback says when they are with the system, or why not. */
+  write(data: Uint8Array | string, callback?: (error?: Error | null) => void): boolean
+  /** Between the two, writes leave together (`writev`). */
+  cork(): void
+  uncork(): void
+  /** Half-close: FIN once every byte written went. */
+  end(callback: () => void): unknown
+  destroy(): unknown
+  /** Closes with RST. Absent, or throwing (Node refuses it on TLS and Unix domain sockets): `reset` closes instead. */
+  resetAndDestroy?: (() => unknown) | undefined
+  readonly destroyed: boolean
+  /** The error the socket was destroyed with, set before its "error" event. */
+  readonly errored: Error | null
+  /** Bytes written and not yet with the system. */
+  readonly writableLength: number
+  /**
+   * libuv's count of bytes that pending writes still have for the kernel: the write deadline sees
+   * progress when it falls. Without it (no libuv handle), progress is seen at each write's callback.
+   */
+  readonly _handle?: { readonly writeQueueSize?: number } | null | undefined
+}
+
+const writeQueueSize = (socket: ConnectionSocket): number => socket._handle?.writeQueueSize ?? 0
+
+/** Closes abortively where the socket can, else closes. */
+const resetOrDestroy = (socket: ConnectionSocket): void => {
+  if (socket.resetAndDestroy !== undefined) {
+    try {
+      socket.resetAndDestroy()
+      return
+    } catch {
+      // ERR_INVALID_HANDLE_TYPE: not a TCP handle (TLS, Unix domain socket); nothing was done yet.
+    }
+  }
+  socket.destroy()
 }
 
 /**
- * A Node socket behind the `Connection` interface. The socket flows: each chunk Node reads goes
- * into a byte queue, synchronously in its 'data' event, and reads take from the queue. Past the
- * high-water mark the socket is paused, and it resumes once reads drain the queue below it.
- * (Node's paused mode, 'readable' + read(), costs a tick and a pass through the stream
- * machinery per chunk; this costs an array push.)
+ * A socket (`ConnectionSocket`: TCP, TLS, Unix domain, in memory) behind the `Connection`
+ * interface, so every transport shares its reads, writes, deadlines and errors. The socket flows:
+ * each chunk Node reads goes into a byte queue, synchronously in its 'data' event, and reads take
+ * from the queue. Past the high-water mark the socket is paused, and it resumes once reads drain
+ * the queue below it. (Node's paused mode, 'readable' + read(), costs a tick and a pass through
+ * the stream machinery per chunk; this costs an array push.)
  *
  * A read never holds bytes across a wait: it waits, without taking anything, until the queue
  * holds what it needs (or the stream ended), then takes it in one synchronous step. So an
@@ -112,20 +178,24 @@ const writeQueueSize = (socket: net.Socket): number => {
  * @internal
  */
 export class NodeConnection implements Connection {
+  readonly [TypeId]: TypeId_ = TypeId
+  readonly pipe = pipe
   readonly remoteAddress: Endpoint.Endpoint
   readonly localAddress: Endpoint.Endpoint
   /** Bytes Node delivered and no read has taken yet. */
   private readonly bytes = new ByteQueue()
-  /** Bytes ever taken from `bytes`: a resumed `readUntil` knows from it whether its scan still holds. */
-  private consumed = 0
   private paused = false
   private eof = false
   private writeEnded = false
   private closedByUs = false
   /** The first error Node reported; every later operation fails with it. */
   private failure: unknown = undefined
-  /** A typed error imposed from outside (the server's idle limit), reported by every later operation. */
-  private imposed: TcpError.IdleTimeout | undefined = undefined
+  /**
+   * A typed error imposed from outside (the server's idle limit), reported by every later
+   * operation, each with its own operation: a read gets it as a read's error, a write as a write's.
+   */
+  private imposed: { readonly read: TcpError.IdleTimeout; readonly write: TcpError.IdleTimeout } | undefined =
+    undefined
   private readWaiters: Array<Waiter<TcpError.ReadTimeout>> = []
   /** When `readWaiters` reaches this, the stale ones are dropped; it grows with the live ones. */
   private waiterLimit = maxWaiters
@@ -141,10 +211,10 @@ export class NodeConnection implements Connection {
   /** `writeQueueSize` when last looked at, and when it was last seen to change or a write completed. */
   private lastWriteQueueSize = 0
   private lastWriteProgressAt = 0
-  readonly socket: net.Socket
+  readonly socket: ConnectionSocket
   private readonly options: ConnectionOptions
 
-  constructor(socket: net.Socket, options: ConnectionOptions) {
+  constructor(socket: ConnectionSocket, options: ConnectionOptions) {
     this.socket = socket
     this.options = options
     this.remoteAddress = Endpoint.make(socket.remoteAddress ?? "unknown", socket.remotePort ?? 0)
@@ -162,6 +232,7 @@ export class NodeConnection implements Connection {
     socket.on("end", this.onEnd)
     socket.on("error", this.onError)
     socket.on("close", this.wakeReaders)
+    Object.defineProperties(this, NodeConnection.lazyMembers)
   }
 
   private readonly wakeReaders = (): void => {
@@ -260,14 +331,11 @@ export class NodeConnection implements Connection {
   }
   private takeChunk(): Buffer {
     const chunk = this.bytes.takeChunk()
-    this.consumed += chunk.length
     this.resumeIfRoom()
     return chunk
   }
-  private takeBytes(size: number, skip: number): Buffer {
+  private takeBytes(size: number): Buffer {
     const taken = this.bytes.take(size)
-    if (skip > 0) this.bytes.skip(skip)
-    this.consumed += size + skip
     this.resumeIfRoom()
     return taken
   }
@@ -305,18 +373,24 @@ export class NodeConnection implements Connection {
     return Effect.zipRight(this.readDeadline?.stop ?? Effect.void, this.writeDeadline?.stop ?? Effect.void)
   })
 
-  /** Destroys the socket abortively (RST). */
+  /** Destroys the socket abortively (RST), where its transport can. */
   readonly resetNow = (): void => {
     this.closedByUs = true
     this.bytes.clear()
-    if (!this.socket.destroyed) this.socket.resetAndDestroy()
+    if (!this.socket.destroyed) resetOrDestroy(this.socket)
     this.wakeReaders()
     this.stopDeadlines()
   }
 
   /** Closes the connection so that every later operation fails with `error`. */
   impose(error: TcpError.IdleTimeout): void {
-    if (this.imposed === undefined) this.imposed = error
+    if (this.imposed === undefined) {
+      const as = (operation: "read" | "write") =>
+        error.operation === operation
+          ? error
+          : new TcpError.IdleTimeout({ ...error, operation }, unchecked)
+      this.imposed = { read: as("read"), write: as("write") }
+    }
     // Every later read reports `error`: nothing queued will be read.
     this.bytes.clear()
     if (!this.socket.destroyed) this.socket.destroy()
@@ -333,7 +407,7 @@ export class NodeConnection implements Connection {
 
   /** Why no read can take bytes any more (closed by us, or an imposed error), else undefined. */
   private readBlocked(): TcpError.ReadError | undefined {
-    if (this.imposed !== undefined) return this.imposed
+    if (this.imposed !== undefined) return this.imposed.read
     if (this.closedByUs) return this.closedError("read", "closed")
     return undefined
   }
@@ -344,7 +418,9 @@ export class NodeConnection implements Connection {
    * kernel would.
    */
   private afterQueued(): TcpError.ReadError | null | undefined {
-    if (this.failure !== undefined) return TcpError.classify(this.failure, "read", this.remoteAddress)
+    // `errored` is set as the socket is destroyed, a turn before its 'error' event.
+    const failure = this.failure ?? this.socket.errored ?? undefined
+    if (failure !== undefined) return TcpError.classify(failure, "read", this.remoteAddress)
     if (this.eof) return null
     if (this.socket.destroyed) return this.closedError("read", "closed")
     return undefined
@@ -391,7 +467,7 @@ export class NodeConnection implements Connection {
   private readExactlyNow(size: number): Effect.Effect<Uint8Array, TcpError.ReadError | TcpError.UnexpectedEof> {
     const blocked = this.readBlocked()
     if (blocked !== undefined) return Effect.fail(blocked)
-    if (this.bytes.length >= size) return Effect.succeed(this.takeBytes(size, 0))
+    if (this.bytes.length >= size) return Effect.succeed(this.takeBytes(size))
     const after = this.afterQueued()
     if (after === null) {
       return Effect.fail(
@@ -429,52 +505,68 @@ export class NodeConnection implements Connection {
       return Effect.fail(invalid(`readUntil: the delimiter must be a string or bytes, got ${typeof delimiter}`))
     }
     const needle = Buffer.from(delimiter)
-    const maxBytes = options?.maxBytes ?? defaultReadUntilMax
+    const maxFrameBytes = options?.maxFrameBytes ?? defaultReadUntilMax
     if (needle.length === 0) return Effect.fail(invalid("readUntil: the delimiter must not be empty"))
-    if (!Number.isSafeInteger(maxBytes) || maxBytes < 0) {
-      return Effect.fail(invalid(`readUntil: maxBytes must be a non-negative integer, got ${maxBytes}`))
+    if (!Number.isSafeInteger(maxFrameBytes) || maxFrameBytes < 0) {
+      return Effect.fail(invalid(`readUntil: maxFrameBytes must be a non-negative integer, got ${maxFrameBytes}`))
     }
-    const tooLarge = (size: number) =>
-      new TcpError.FrameTooLarge({ operation: "read", endpoint: this.remoteAddress, size, maxBytes }, unchecked)
-    // The search carries its state across waits, so each byte is looked at once, as long as nobody else took bytes.
-    const search = new DelimiterSearch(needle)
-    let consumedAt = this.consumed
-    const attempt = (): Effect.Effect<
-      Uint8Array,
-      TcpError.ReadError | TcpError.UnexpectedEof | TcpError.FrameTooLarge
-    > => {
-      const blocked = this.readBlocked()
-      if (blocked !== undefined) return Effect.fail(blocked)
-      if (this.consumed !== consumedAt) {
-        search.reset()
-        consumedAt = this.consumed
-      }
-      const queued = this.bytes.length
-      const at = this.bytes.search(search)
-      if (at >= 0) {
-        if (at > maxBytes) return Effect.fail(tooLarge(at))
-        return Effect.succeed(this.takeBytes(at, needle.length))
-      }
-      // Without the delimiter, only the start of it that the bytes end with may still not belong to the result.
-      if (queued - search.matched > maxBytes) return Effect.fail(tooLarge(queued))
-      const after = this.afterQueued()
-      if (after === null) {
-        return Effect.fail(
-          new TcpError.UnexpectedEof({ operation: "read", endpoint: this.remoteAddress, received: queued }, unchecked)
-        )
-      }
-      if (after !== undefined) return Effect.fail(after)
-      // Wake at the next byte, and let up to the limit and the delimiter queue up meanwhile.
-      return Effect.flatMap(this.waitFor(Math.min(queued + 1, maxBytes + needle.length)), attempt)
+    return Effect.suspend(() => {
+      const decoder = new DelimitedDecoder(needle, maxFrameBytes, this.remoteAddress)
+      const line: Array<Uint8Array> = []
+      return Effect.flatMap(this.readFrames(decoder, line, 1), (found) =>
+        found
+          ? Effect.succeed(line[0]!)
+          // The peer closed before a byte of the line came (bytes cut short fail in the decoder).
+          : Effect.fail(
+            new TcpError.UnexpectedEof({ operation: "read", endpoint: this.remoteAddress, received: 0 }, unchecked)
+          ))
+    })
+  }
+
+  readonly [readFramesKey] = (
+    decoder: FrameDecoder,
+    out: Array<Uint8Array>,
+    limit: number
+  ): Effect.Effect<boolean, TcpError.ReadError | DecodeError> => Effect.suspend(() => this.readFrames(decoder, out, limit))
+
+  /**
+   * What `readUntil` and frame readers share: a decoder takes frames from the queue itself, in one
+   * synchronous step once a frame is whole; meanwhile the read waits, taking nothing, for as many
+   * bytes as the decoder wants (which raises the pause mark, up to the decoder's limit).
+   */
+  private readFrames(
+    decoder: FrameDecoder,
+    out: Array<Uint8Array>,
+    limit: number
+  ): Effect.Effect<boolean, TcpError.ReadError | DecodeError> {
+    const blocked = this.readBlocked()
+    if (blocked !== undefined) return Effect.fail(blocked)
+    const bytes = this.bytes
+    const before = out.length
+    for (let frame = decoder.decode(bytes); frame !== undefined; frame = decoder.decode(bytes)) {
+      out.push(frame)
+      if (out.length - before === limit) break
     }
-    return Effect.suspend(attempt)
+    if (out.length > before) {
+      this.resumeIfRoom()
+      return framesRead
+    }
+    if (decoder.failure !== undefined) return Effect.fail(decoder.failure)
+    const after = this.afterQueued()
+    if (after === null) {
+      const error = decoder.end(bytes)
+      return error === undefined ? endOfInput : Effect.fail(error)
+    }
+    if (after !== undefined) return Effect.fail(after)
+    return Effect.flatMap(this.waitFor(decoder.wanted(bytes)), () => this.readFrames(decoder, out, limit))
   }
 
   /**
    * A channel written by hand rather than `Stream.repeatEffectOption(read)`: about 1 us less per
    * element. One chunk per pull, so a stream stopped early leaves the rest queued.
    */
-  readonly stream: Stream.Stream<Uint8Array, TcpError.ReadError> = Stream.fromChannel(this.makeStreamChannel())
+  declare readonly stream: Stream.Stream<Uint8Array, TcpError.ReadError>
+  private builtStream: Stream.Stream<Uint8Array, TcpError.ReadError> | undefined = undefined
 
   private makeStreamChannel(): Channel.Channel<Chunk.Chunk<Uint8Array>, unknown, TcpError.ReadError, unknown, void, unknown> {
     const loop: Channel.Channel<Chunk.Chunk<Uint8Array>, unknown, TcpError.ReadError, unknown, void, unknown> = Channel
@@ -489,7 +581,7 @@ export class NodeConnection implements Connection {
   // writing
 
   private writeFailure(): TcpError.WriteError | undefined {
-    if (this.imposed !== undefined) return this.imposed
+    if (this.imposed !== undefined) return this.imposed.write
     if (this.closedByUs) return this.closedError("write", "closed")
     // `errored` is set as the socket is destroyed, a turn before its 'error' event.
     const failure = this.failure ?? this.socket.errored ?? undefined
@@ -595,7 +687,29 @@ export class NodeConnection implements Connection {
       })
     })
 
-  readonly sink: Sink.Sink<void, Uint8Array | string, never, TcpError.WriteError> = Sink.forEach(this.write)
+  declare readonly sink: Sink.Sink<void, Uint8Array | string, never, TcpError.WriteError>
+  private builtSink: Sink.Sink<void, Uint8Array | string, never, TcpError.WriteError> | undefined = undefined
+
+  /**
+   * `stream` and `sink`, built when first used: most connections never use them, and building both
+   * costs about 1 KiB per connection. Own accessors rather than getters of the class, so that a copy
+   * `{ ...connection }` has them (the copy gets the built values); the same two functions for every
+   * connection, so all connections keep one hidden class.
+   */
+  private static readonly lazyMembers: PropertyDescriptorMap = {
+    stream: {
+      enumerable: true,
+      get(this: NodeConnection) {
+        return this.builtStream ??= Stream.fromChannel(this.makeStreamChannel())
+      }
+    },
+    sink: {
+      enumerable: true,
+      get(this: NodeConnection) {
+        return this.builtSink ??= Sink.forEach(this.write)
+      }
+    }
+  }
 
   readonly endWrite: Effect.Effect<void, TcpError.WriteError> = Effect.suspend(() => {
     if (this.writeEnded && !this.closedByUs && this.imposed === undefined) return Effect.void

@@ -8,37 +8,22 @@ import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import type { Connection } from "../Connection.js"
 import * as Endpoint from "../Endpoint.js"
-import type { DecodeError, Delimited, EncodeError, FrameReader, Framing, LengthPrefixed } from "../Framing.js"
+import type { DecodeError, EncodeError, FrameReader, Framing, LengthPrefixed } from "../Framing.js"
 import * as TcpError from "../TcpError.js"
 import { asBuffer, ByteQueue, DelimiterSearch, indexOfDelimiter } from "./byteQueue.js"
+import {
+  DelimitedDecoder,
+  type FrameDecoder,
+  type FrameSource,
+  LengthPrefixedDecoder,
+  readFramesKey
+} from "./frameDecoder.js"
 
 /** The endpoint named in errors of a decoder that does not read from a connection. */
 export const unknownEndpoint = Endpoint.make("unknown", 0)
 
-/** Frames out of bytes pushed in arbitrary pieces. */
-export interface Decoder {
-  /** Adds bytes and appends each complete frame to `out`; the error once the input is invalid (then for good). */
-  readonly push: (bytes: Uint8Array, out: Array<Uint8Array>) => DecodeError | undefined
-  /** At the end of the input: `UnexpectedEof` if a frame was cut off. */
-  readonly end: () => TcpError.UnexpectedEof | undefined
-  /** Bytes held that are not yet part of a returned frame. */
-  readonly buffered: () => number
-}
-
 /** The largest body a header of this size can announce. */
 export const headerCapacity = (headerBytes: 1 | 2 | 4): number => 2 ** (8 * headerBytes) - 1
-
-export const readHeader = (framing: LengthPrefixed, header: Buffer): number => {
-  const big = framing.endian === "big"
-  switch (framing.headerBytes) {
-    case 1:
-      return header.readUInt8(0)
-    case 2:
-      return big ? header.readUInt16BE(0) : header.readUInt16LE(0)
-    case 4:
-      return big ? header.readUInt32BE(0) : header.readUInt32LE(0)
-  }
-}
 
 const writeHeader = (framing: LengthPrefixed, length: number): Buffer => {
   const header = Buffer.allocUnsafe(framing.headerBytes)
@@ -120,76 +105,11 @@ const tooLarge = (
   maxBytes: number
 ) => new TcpError.FrameTooLarge({ operation, endpoint, size, maxBytes })
 
-const unexpectedEof = (endpoint: Endpoint.Endpoint, received: number, expected?: number) =>
-  new TcpError.UnexpectedEof({ operation: "read", endpoint, expected, received })
-
-const lengthPrefixedDecoder = (framing: LengthPrefixed, endpoint: Endpoint.Endpoint): Decoder => {
-  const queue = new ByteQueue()
-  const headerBytes = framing.headerBytes
-  const max = framing.maxFrameBytes
-  let bodyLength = -1
-  let failure: DecodeError | undefined = undefined
-  return {
-    push: (bytes, out) => {
-      if (failure !== undefined) return failure
-      queue.push(bytes)
-      for (;;) {
-        if (bodyLength < 0) {
-          if (queue.length < headerBytes) return undefined
-          const announced = readHeader(framing, queue.take(headerBytes))
-          // Refused before a byte of the body is kept: a header cannot make us buffer past the limit.
-          if (announced > max) return (failure = tooLarge("read", endpoint, announced, max))
-          bodyLength = announced
-        }
-        if (queue.length < bodyLength) return undefined
-        out.push(queue.take(bodyLength))
-        bodyLength = -1
-      }
-    },
-    end: () => {
-      if (failure !== undefined) return undefined
-      if (bodyLength >= 0) return unexpectedEof(endpoint, queue.length, bodyLength)
-      if (queue.length > 0) return unexpectedEof(endpoint, queue.length, headerBytes)
-      return undefined
-    },
-    buffered: () => queue.length
-  }
-}
-
-const delimitedDecoder = (framing: Delimited, endpoint: Endpoint.Endpoint): Decoder => {
-  const queue = new ByteQueue()
-  const search = new DelimiterSearch(framing.delimiter)
-  const delimiterLength = framing.delimiter.length
-  const max = framing.maxFrameBytes
-  let failure: DecodeError | undefined = undefined
-  return {
-    push: (bytes, out) => {
-      if (failure !== undefined) return failure
-      queue.push(bytes)
-      for (;;) {
-        const at = queue.search(search)
-        if (at < 0) {
-          // Without the delimiter, only the start of it that the bytes end with may still not belong to the frame.
-          if (queue.length - search.matched > max) {
-            return (failure = tooLarge("read", endpoint, queue.length, max))
-          }
-          return undefined
-        }
-        if (at > max) return (failure = tooLarge("read", endpoint, at, max))
-        out.push(queue.take(at))
-        queue.skip(delimiterLength)
-      }
-    },
-    end: () => {
-      if (failure !== undefined || queue.length === 0) return undefined
-      return unexpectedEof(endpoint, queue.length)
-    },
-    buffered: () => queue.length
-  }
-}
-
-export const makeDecoder = (framing: Framing, endpoint: Endpoint.Endpoint = unknownEndpoint): Decoder =>
-  framing._tag === "LengthPrefixed" ? lengthPrefixedDecoder(framing, endpoint) : delimitedDecoder(framing, endpoint)
+/** A decoder of `framing`'s frames; the framing must be valid (`checkFraming`). */
+export const makeDecoder = (framing: Framing, endpoint: Endpoint.Endpoint = unknownEndpoint): FrameDecoder =>
+  framing._tag === "LengthPrefixed"
+    ? new LengthPrefixedDecoder(framing, endpoint)
+    : new DelimitedDecoder(framing.delimiter, framing.maxFrameBytes, endpoint)
 
 /** A stream transformation that keeps per-run state: emits what `push` produced, fails with what it returned. */
 const transform = <A, B, E2>(
@@ -229,7 +149,18 @@ export const decodeStream = <E, R>(
   Stream.suspend((): Stream.Stream<Uint8Array, E | DecodeError | TcpError.InvalidOptions, R> => {
     const invalid = checkFraming(framing, "read")
     if (invalid !== undefined) return Stream.fail(invalid)
-    return transform<Uint8Array, Uint8Array, DecodeError>(() => makeDecoder(framing, endpoint))(self)
+    return transform<Uint8Array, Uint8Array, DecodeError>(() => {
+      const queue = new ByteQueue()
+      const decoder = makeDecoder(framing, endpoint)
+      return {
+        push: (bytes, out) => {
+          queue.push(bytes)
+          for (let frame = decoder.decode(queue); frame !== undefined; frame = decoder.decode(queue)) out.push(frame)
+          return decoder.failure
+        },
+        end: () => decoder.end(queue)
+      }
+    })(self)
   })
 
 const toBytes = (body: Uint8Array | string): Buffer => typeof body === "string" ? Buffer.from(body) : asBuffer(body)
@@ -379,70 +310,82 @@ export const writeAll = <F extends Framing>(
 
 type ReadFrameError = TcpError.ReadError | DecodeError
 
+const isFrameSource = (connection: Connection): connection is Connection & FrameSource =>
+  typeof (connection as Partial<FrameSource>)[readFramesKey] === "function"
+
 /**
- * Frames read from a connection by the pure decoder: the connection is read (one chunk at a time,
- * so backpressure is kept) only when no complete frame is held. Bytes taken from the connection
- * stay in the reader until they are returned as frames; an error of the decoder is sticky, since
- * the position in the byte stream is lost after it.
+ * For a connection that does not decode in place (one implemented outside this library): its chunks,
+ * taken with `read`, queued here. Only the wait is interruptible: a chunk once read is always queued.
+ */
+const readingSource = (connection: Connection): FrameSource[typeof readFramesKey] => {
+  const queue = new ByteQueue()
+  let ended = false
+  const pull = Effect.uninterruptibleMask((restore) =>
+    Effect.map(restore(connection.read), (chunk) => {
+      if (Option.isNone(chunk)) ended = true
+      else queue.push(chunk.value)
+    })
+  )
+  return (decoder, out, limit) => {
+    const attempt: Effect.Effect<boolean, ReadFrameError> = Effect.suspend(() => {
+      const before = out.length
+      for (let frame = decoder.decode(queue); frame !== undefined; frame = decoder.decode(queue)) {
+        out.push(frame)
+        if (out.length - before === limit) break
+      }
+      if (out.length > before) return frameRead
+      if (decoder.failure !== undefined) return Effect.fail(decoder.failure)
+      if (!ended) return Effect.zipRight(pull, attempt)
+      const error = decoder.end(queue)
+      return error === undefined ? endOfInput : Effect.fail(error)
+    })
+    return attempt
+  }
+}
+
+/**
+ * Frames read from a connection by the pure decoder, in place on the connection's own queue of
+ * unread bytes: the connection is read only when no complete frame is queued (one chunk at a time,
+ * so backpressure is kept), and `read` takes one frame at a time, so the bytes after the last frame
+ * it returned stay the connection's. An error of the decoder is sticky, since the position in the
+ * byte stream is lost after it.
  */
 export const makeReader = (connection: Connection, framing: Framing): FrameReader => {
   const decoder = makeDecoder(framing, connection.remoteAddress)
-  let ready: Array<Uint8Array> = []
-  let next = 0
+  const readFrames = isFrameSource(connection) ? connection[readFramesKey] : readingSource(connection)
+  // A frame taken from the connection waits here until `read` returns it: an interruption in between loses nothing.
+  const ready: Array<Uint8Array> = []
   let ended = false
-  let failure: DecodeError | undefined = undefined
-
-  const take = (): Array<Uint8Array> => {
-    const frames = next === 0 ? ready : ready.slice(next)
-    ready = []
-    next = 0
-    return frames
+  const markEnded = () => {
+    ended = true
   }
 
-  // Decodes one chunk: whether frames are now held (true), more bytes are needed (undefined), or
-  // the peer closed between frames (false).
-  const keep = (chunk: Option.Option<Uint8Array>): Effect.Effect<boolean | undefined, ReadFrameError> => {
-    if (Option.isNone(chunk)) {
-      const error = decoder.end()
-      if (error !== undefined) return Effect.fail(failure = error)
-      ended = true
-      return Effect.succeed(false)
-    }
-    const error = decoder.push(chunk.value, ready)
-    if (error !== undefined) failure = error
-    if (ready.length > 0) return Effect.succeed(true)
-    return error !== undefined ? Effect.fail(error) : Effect.succeed(undefined)
-  }
-  // Only the wait is interruptible: a chunk once read is always decoded and kept.
-  const pullOnce = Effect.uninterruptibleMask((restore) => Effect.flatMap(restore(connection.read), keep))
-  // Reads chunks until at least one frame is held (true) or the peer closed between frames (false).
-  const fill: Effect.Effect<boolean, ReadFrameError> = Effect.flatMap(
-    pullOnce,
-    (held) => (held === undefined ? fill : Effect.succeed(held))
+  const next: Effect.Effect<Option.Option<Uint8Array>, ReadFrameError> = Effect.suspend(() =>
+    ready.length > 0 ? Effect.succeed(Option.some(ready.shift()!)) : noFrame
   )
-
   const read: Effect.Effect<Option.Option<Uint8Array>, ReadFrameError> = Effect.suspend(() => {
-    if (next < ready.length) {
-      const frame = ready[next++]!
-      if (next === ready.length) {
-        ready = []
-        next = 0
-      }
-      return Effect.succeed(Option.some(frame))
-    }
-    if (failure !== undefined) return Effect.fail(failure)
+    if (ready.length > 0) return Effect.succeed(Option.some(ready.shift()!))
+    if (decoder.failure !== undefined) return Effect.fail(decoder.failure)
     if (ended) return noFrame
-    return Effect.flatMap(fill, (more) => (more ? read : noFrame))
+    return Effect.flatMap(readFrames(decoder, ready, 1), (more) => {
+      if (!more) markEnded()
+      return next
+    })
   })
 
-  // Every frame held, at least one, or null at the end: a stream of frames moves in chunks, not
+  // Every frame queued, at least one, or null at the end: a stream of frames moves in chunks, not
   // frame by frame, through a channel written by hand (about 1 us less per pull than
   // Stream.repeatEffectChunkOption).
   const readChunk: Effect.Effect<Chunk.Chunk<Uint8Array> | null, ReadFrameError> = Effect.suspend(() => {
-    if (next < ready.length) return Effect.succeed(Chunk.unsafeFromArray(take()))
-    if (failure !== undefined) return Effect.fail(failure)
+    if (ready.length > 0) return Effect.succeed(Chunk.unsafeFromArray(ready.splice(0)))
+    if (decoder.failure !== undefined) return Effect.fail(decoder.failure)
     if (ended) return endOfFrames
-    return Effect.flatMap(fill, (more) => (more ? readChunk : endOfFrames))
+    const out: Array<Uint8Array> = []
+    return Effect.map(readFrames(decoder, out, Infinity), (more) => {
+      if (more) return Chunk.unsafeFromArray(out)
+      markEnded()
+      return null
+    })
   })
   const frames: Channel.Channel<Chunk.Chunk<Uint8Array>, unknown, ReadFrameError, unknown, void, unknown> = Channel
     .flatMap(
@@ -453,6 +396,8 @@ export const makeReader = (connection: Connection, framing: Framing): FrameReade
   return { read, stream: Stream.fromChannel(frames) }
 }
 
+const frameRead = Effect.succeed(true)
+const endOfInput = Effect.succeed(false)
 const noFrame = Effect.succeed(Option.none<Uint8Array>())
 const endOfFrames = Effect.succeed(null)
 

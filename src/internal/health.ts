@@ -146,7 +146,7 @@ export const redisPing: Probe = makeProbe({
   request: "*1\r\n$4\r\nPING\r\n",
   expect: "+PONG",
   // An error reply ("-NOAUTH ...", "-LOADING ...") is one line too: WrongReply then shows all of it.
-  readReply: (connection) => connection.readUntil("\r\n", { maxBytes: 1024 }),
+  readReply: (connection) => connection.readUntil("\r\n", { maxFrameBytes: 1024 }),
   timeout: defaultTimeout
 })
 
