@@ -39,12 +39,11 @@
  */
 import type * as Duration from "effect/Duration"
 import type * as Effect from "effect/Effect"
-import * as Schema from "effect/Schema"
 import type * as Scope from "effect/Scope"
 import type { Connection } from "./Connection.js"
-import * as Endpoint from "./Endpoint.js"
 import type { HealthCheckFailed, Probe } from "./HealthCheck.js"
 import * as internal from "./internal/pool.js"
+import * as internalErrors from "./internal/poolError.js"
 import type { ConnectOptions, Tcp } from "./Tcp.js"
 import type { ConnectError, InvalidOptions } from "./TcpError.js"
 
@@ -55,24 +54,13 @@ import type { ConnectError, InvalidOptions } from "./TcpError.js"
  * @since 0.1.0
  * @category errors
  */
-export class PoolTimeout extends Schema.TaggedError<PoolTimeout>()("PoolTimeout", {
-  timeoutMillis: Schema.Number,
-  max: Schema.Number,
-  inUse: Schema.Number,
-  waiting: Schema.Number,
-  connecting: Schema.Number,
-  endpoint: Schema.optional(Endpoint.Endpoint)
-}) {
-  override get message(): string {
-    const to = this.endpoint === undefined ? "" : ` to ${Endpoint.format(this.endpoint)}`
-    return `no connection from the pool${to} within ${this.timeoutMillis} ms (${this.inUse} of ${this.max} in use, ${this.connecting} connecting, ${this.waiting} waiting): raise max or acquireTimeout, or look for uses that hold connections too long`
-  }
+export const PoolTimeout: typeof internalErrors.PoolTimeout = internalErrors.PoolTimeout
 
-  /** Trying again later may succeed. */
-  get transient(): boolean {
-    return true
-  }
-}
+/**
+ * @since 0.1.0
+ * @category errors
+ */
+export type PoolTimeout = internalErrors.PoolTimeout
 
 /**
  * A borrower arrived while all `max` connections were lent (or being opened) and `maxWaiters`
@@ -82,20 +70,13 @@ export class PoolTimeout extends Schema.TaggedError<PoolTimeout>()("PoolTimeout"
  * @since 0.1.0
  * @category errors
  */
-export class TooManyWaiters extends Schema.TaggedError<TooManyWaiters>()("TooManyWaiters", {
-  maxWaiters: Schema.Number,
-  endpoint: Schema.optional(Endpoint.Endpoint)
-}) {
-  override get message(): string {
-    const to = this.endpoint === undefined ? "" : ` to ${Endpoint.format(this.endpoint)}`
-    return `the pool${to} already has ${this.maxWaiters} borrowers waiting (maxWaiters): shed this request, or raise max or maxWaiters`
-  }
+export const TooManyWaiters: typeof internalErrors.TooManyWaiters = internalErrors.TooManyWaiters
 
-  /** Not worth retrying at once. */
-  get transient(): boolean {
-    return false
-  }
-}
+/**
+ * @since 0.1.0
+ * @category errors
+ */
+export type TooManyWaiters = internalErrors.TooManyWaiters
 
 /**
  * What borrowing can fail with: the connect's error (a new connection was needed and could not
