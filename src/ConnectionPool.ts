@@ -1,27 +1,26 @@
 /**
- * A pool of connections to one server, built on `effect/Pool` and adding what it lacks for TCP:
- * validation on borrow and in the background, invalidation of a connection whose use failed,
- * an acquire timeout, a bound on waiters and stats. A borrowed connection cannot leak: it is
- * returned or closed whatever happens to its borrower, interruption included.
+ * A pool of connections to one server: validation on borrow and in the background, invalidation
+ * of a connection whose use failed, an acquire timeout, a bound on waiters and stats. A borrowed
+ * connection cannot leak: it is returned or closed whatever happens to its borrower, interruption
+ * included.
  *
- * ## How it relates to effect/Pool
+ * ## How it works
  *
- * Each connection is an item of a `Pool.makeWithTTL` pool (usage strategy: `min`, `max`,
- * `idleTimeToLive`). Four behaviours of effect/Pool 3.x are worked around here:
+ * The pool keeps its own books, in the manner of bb8 and deadpool: `max` permits handed out first
+ * come, first served (one waiter woken per release, so a thousand borrowers waiting for ten
+ * connections cost a thousand wake-ups, not a million), an idle list from which the most recently
+ * returned connection is lent first (the warmest; the others age out after `idleTimeToLive`), and
+ * one state per connection (idle, lent, being validated, closed). Every idle connection has a read
+ * parked on it, so a FIN, an RST or stray bytes from the server close it at once.
  *
- * - A borrower that waits for an item being created cannot be interrupted until the creation
- *   ends (the wait is inside an uninterruptible region), so a deadline could not fire. Each wait
- *   here is detached (`Effect.disconnect`): the borrower stops at once, and an item that arrives
- *   later goes straight back to the pool.
- * - After a failed acquisition effect/Pool stops growing and leaves the other waiters waiting for
- *   an item that never comes. So a failed connect is an item here too: the borrower that gets it
- *   reports the error (if the attempt began after the borrower arrived; an older failure is
- *   discarded and a new connect made) and invalidates it.
- * - Its semaphore wakes every waiter on each release: with a thousand borrowers queued for ten
- *   connections, a million wake-ups. Borrowers queue here first, behind a FIFO gate of `max`
- *   permits that wakes one per release, so effect/Pool's semaphore is never contended.
- * - effect/Pool has one time-to-live strategy at a time; `maxLifetime` is enforced here, on
- *   borrow, on return and by the background validation.
+ * Connects run in the pool's own fibers: a borrower whose `acquireTimeout` passes while its
+ * connect is under way stops waiting at once, and the connect goes on (bounded by its own
+ * `connectTimeout`); the connection it opens goes to the idle list for the next borrower. So a
+ * server slower to accept than `acquireTimeout` still gets connections.
+ *
+ * A FIN already on its way when a connection is lent cannot be seen: the borrower's read fails
+ * with `UnexpectedEof` (and the connection is closed). A protocol that announces a close (HTTP's
+ * `Connection: close`) is best served by `invalidate` as soon as it is announced.
  *
  * ## Interruption
  *
@@ -39,6 +38,7 @@
  */
 import type * as Duration from "effect/Duration"
 import type * as Effect from "effect/Effect"
+import type { Pipeable } from "effect/Pipeable"
 import type * as Scope from "effect/Scope"
 import type { Connection } from "./Connection.js"
 import type { HealthCheckFailed, Probe } from "./HealthCheck.js"
@@ -46,6 +46,28 @@ import * as internal from "./internal/pool.js"
 import * as internalErrors from "./internal/poolError.js"
 import type { ConnectOptions, Tcp } from "./Tcp.js"
 import type { ConnectError, InvalidOptions } from "./TcpError.js"
+
+/**
+ * The type id of a `ConnectionPool`.
+ *
+ * @since 0.1.0
+ * @category symbols
+ */
+export const ConnectionPoolTypeId: unique symbol = internal.ConnectionPoolTypeId
+
+/**
+ * @since 0.1.0
+ * @category symbols
+ */
+export type ConnectionPoolTypeId = typeof ConnectionPoolTypeId
+
+/**
+ * Whether `u` is a `ConnectionPool`.
+ *
+ * @since 0.1.0
+ * @category guards
+ */
+export const isConnectionPool: (u: unknown) => u is ConnectionPool<unknown> = internal.isConnectionPool
 
 /**
  * No connection could be lent within `acquireTimeout`: all of them were in use (or being
@@ -100,9 +122,9 @@ export interface PoolOptions {
   /** Most connections open at once; borrowers beyond wait. Default 10. */
   readonly max?: number
   /**
-   * Every period, the connections above `min` that are not in use at that moment are closed
-   * (effect/Pool's usage strategy): the pool shrinks back after a burst, and an idle connection
-   * lives at most about twice this long. Default 60 seconds.
+   * A connection idle this long (since its last use) is closed, unless it is one of the `min` kept
+   * open: the pool shrinks back after a burst. Idle connections are looked at once a period, so one
+   * is closed between one and two periods after its last use. Default 60 seconds.
    */
   readonly idleTimeToLive?: Duration.DurationInput
   /** A connection older than this is closed instead of being lent or returned. Default: no limit. */
@@ -175,7 +197,8 @@ export interface PoolStats {
  * @since 0.1.0
  * @category models
  */
-export interface ConnectionPool<E = ConnectError> {
+export interface ConnectionPool<E = ConnectError> extends Pipeable {
+  readonly [ConnectionPoolTypeId]: ConnectionPoolTypeId
   /**
    * Borrows a connection for `f`: it goes back to the pool when `f` succeeds, and is closed (and
    * replaced) when `f` fails, dies or is interrupted, unless `keepOnFailure` accepts the failure.

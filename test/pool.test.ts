@@ -9,7 +9,7 @@ import * as Random from "effect/Random"
 import * as Scope from "effect/Scope"
 import * as TestClock from "effect/TestClock"
 import * as net from "node:net"
-import { ConnectionPool, HealthCheck, TcpError } from "../src/index.js"
+import { ConnectionPool, HealthCheck, Tcp as TcpService, TcpError } from "../src/index.js"
 import type { Connection } from "../src/Connection.js"
 import type * as Tcp from "../src/Tcp.js"
 import { closedPort, effect, eventually, live, rawServer, realSleep } from "./support/harness.js"
@@ -208,7 +208,7 @@ describe("ConnectionPool", () => {
       expect(yield* pool.stats).toMatchObject({ waiting: 0, inUse: 0, idle: 1 })
     }))
 
-  effect("acquireTimeout also bounds a connect that hangs, although effect/Pool's wait for it cannot be interrupted", () =>
+  effect("acquireTimeout also bounds a connect that hangs: the borrower stops waiting, the connect goes on to its own deadline", () =>
     Effect.gen(function*() {
       const port = yield* fullBacklogListener
       const pool = yield* ConnectionPool.make({ host: "127.0.0.1", port, connectTimeout: "1 minute", acquireTimeout: "2 seconds" })
@@ -493,6 +493,148 @@ describe("ConnectionPool", () => {
         expect(error).toMatchObject({ _tag: "InvalidOptions", operation: "connect" })
         expect(error.issues).toContain(issue)
       }
+    }))
+
+  effect("a connect slower than acquireTimeout still serves: the borrower who gave up leaves it running, and the next one is lent its connection", () =>
+    Effect.gen(function*() {
+      const server = yield* restartableServer
+      const tcp = yield* TcpService.Tcp
+      const accept = yield* Deferred.make<void>()
+      let attempts = 0
+      const slowConnect = Effect.zipRight(
+        Effect.sync(() => attempts++),
+        Effect.zipRight(Deferred.await(accept), tcp.connect({ host: "127.0.0.1", port: server.state.port }))
+      )
+      const pool = yield* ConnectionPool.makeWith(slowConnect, { max: 1, acquireTimeout: "1 second" })
+      const first = yield* Effect.fork(pool.use((c) => exchange(c)))
+      yield* eventually(() => attempts === 1)
+      yield* TestClock.adjust("1 second")
+      expect(yield* Effect.flip(Fiber.join(first))).toMatchObject({ _tag: "PoolTimeout", connecting: 1, waiting: 1 })
+      expect(yield* pool.stats).toMatchObject({ connecting: 1, waiting: 0, inUse: 0 })
+      // Meanwhile the connect holds the only permit: a second borrower queues behind it.
+      const second = yield* Effect.fork(pool.use((c) => Effect.as(exchange(c), c.localAddress.port)))
+      yield* eventually(() => Effect.runSync(pool.stats).waiting === 1)
+      yield* Deferred.succeed(accept, undefined)
+      expect(yield* Fiber.join(second)).toBeTypeOf("number")
+      expect(attempts).toBe(1)
+      expect(yield* pool.stats).toMatchObject({ opened: 1, idle: 1, connecting: 0 })
+    }))
+
+  live("borrowers queued for a connection are served in the order they came", () =>
+    Effect.gen(function*() {
+      const server = yield* restartableServer
+      const pool = yield* poolOf(server, { max: 1 })
+      const release = yield* Deferred.make<void>()
+      const holder = yield* Effect.fork(pool.use(() => Deferred.await(release)))
+      yield* eventually(() => Effect.runSync(pool.stats).inUse === 1)
+      const served: Array<number> = []
+      const waiters: Array<Fiber.RuntimeFiber<unknown, unknown>> = []
+      for (let i = 0; i < 8; i++) {
+        waiters.push(yield* Effect.fork(pool.use((c) => Effect.zipRight(exchange(c), Effect.sync(() => served.push(i))))))
+        yield* eventually(() => Effect.runSync(pool.stats).waiting === i + 1)
+      }
+      yield* Deferred.succeed(release, undefined)
+      yield* Fiber.join(holder)
+      yield* Effect.forEach(waiters, Fiber.join, { discard: true })
+      expect(served).toEqual([0, 1, 2, 3, 4, 5, 6, 7])
+      expect(yield* pool.stats).toMatchObject({ opened: 1, idle: 1 })
+    }))
+
+  effect("idleTimeToLive counts from each connection's last use: the surplus idle longest is closed, a recently used one kept", () =>
+    Effect.gen(function*() {
+      const server = yield* restartableServer
+      const pool = yield* poolOf(server, { max: 2, idleTimeToLive: "1 minute", validationInterval: "1 hour" })
+      const release = yield* Deferred.make<void>()
+      const both = yield* Effect.fork(Effect.forEach([1, 2], () =>
+        pool.use((c) => Effect.as(Deferred.await(release), c.localAddress.port)), { concurrency: "unbounded" }))
+      yield* eventually(() => Effect.runSync(pool.stats).inUse === 2)
+      yield* Deferred.succeed(release, undefined)
+      const ports = yield* Fiber.join(both)
+      yield* TestClock.adjust("30 seconds")
+      // The most recently returned connection is lent first: it is used again at 30 s.
+      const recent = yield* pool.use((c) => Effect.succeed(c.localAddress.port))
+      expect(ports).toContain(recent)
+      yield* TestClock.adjust("30 seconds")
+      yield* eventually(() => Effect.runSync(pool.stats).closed === 1)
+      expect(yield* pool.stats).toMatchObject({ idle: 1, closed: 1 })
+      expect(yield* pool.use((c) => Effect.succeed(c.localAddress.port))).toBe(recent)
+      yield* TestClock.adjust("1 minute")
+      yield* eventually(() => Effect.runSync(pool.stats).closed === 2)
+      expect(yield* pool.stats).toMatchObject({ idle: 0, opened: 2 })
+    }))
+
+  live("closing the pool's scope waits for the lent connections to come back, then closes every one; a borrow from a closing pool is interrupted", () =>
+    Effect.gen(function*() {
+      const server = yield* restartableServer
+      const scope = yield* Scope.make()
+      const pool = yield* Scope.extend(poolOf(server, { max: 2 }), scope)
+      const release = yield* Deferred.make<void>()
+      const lent = yield* Deferred.make<void>()
+      // Two connections: one goes back idle, the other stays lent.
+      yield* Effect.forEach([1, 2], () => pool.use((c) => exchange(c)), { concurrency: "unbounded" })
+      const holder = yield* Effect.fork(pool.use((c) =>
+        Effect.zipRight(Deferred.succeed(lent, undefined), Effect.zipRight(Deferred.await(release), exchange(c)))
+      ))
+      yield* Deferred.await(lent)
+      const closing = yield* Effect.fork(Scope.close(scope, Exit.void))
+      // (A borrow polled for here would take the idle connection, which a closing pool closes when it comes back.)
+      yield* realSleep(20)
+      expect(Exit.isInterrupted(yield* Effect.exit(pool.use(() => Effect.void)))).toBe(true)
+      // Still closing, and nothing closed yet: the idle connection waits with the lent one.
+      expect(closing.unsafePoll()).toBeNull()
+      expect(server.state.ended).toBe(0)
+      yield* Deferred.succeed(release, undefined)
+      expect(yield* Fiber.join(holder)).toBe("ping")
+      yield* Fiber.join(closing)
+      expect(yield* pool.stats).toMatchObject({ idle: 0, inUse: 0, opened: 2, closed: 2 })
+      yield* eventually(() => server.state.ended === 2)
+    }))
+
+  for (const first of ["the deadline", "the release"] as const) {
+    effect(`a waiter whose deadline comes at the very moment a connection is handed to it leaves nothing held (${first} first)`, () =>
+      Effect.gen(function*() {
+        const server = yield* restartableServer
+        const pool = yield* poolOf(server, { max: 1, acquireTimeout: "1 second" })
+        const go = yield* Deferred.make<void>()
+        const holding = pool.use(() => Effect.zipRight(Deferred.await(go), Effect.sleep("1 second")))
+        const waiting = pool.use((c) => exchange(c))
+        // Both wake-ups are due at the same instant; the one registered first runs first.
+        // The pool's own schedules (validation, idle sweep) are sleeping too.
+        const base = (yield* TestClock.sleeps()).length
+        const sleeping = (n: number) =>
+          Effect.gen(function*() {
+            while ((yield* TestClock.sleeps()).length < base + n) yield* realSleep(1)
+          })
+        const holder = yield* Effect.fork(holding)
+        yield* eventually(() => Effect.runSync(pool.stats).inUse === 1)
+        let waiter: Fiber.RuntimeFiber<string, unknown>
+        if (first === "the deadline") {
+          waiter = yield* Effect.fork(waiting)
+          yield* eventually(() => Effect.runSync(pool.stats).waiting === 1)
+          yield* Deferred.succeed(go, undefined)
+          yield* sleeping(2)
+        } else {
+          yield* Deferred.succeed(go, undefined)
+          yield* sleeping(1)
+          waiter = yield* Effect.fork(waiting)
+          yield* sleeping(2)
+        }
+        yield* TestClock.adjust("1 second")
+        yield* Fiber.join(holder)
+        // Whichever won, the permit and the connection are back: the pool lends again.
+        yield* Fiber.await(waiter)
+        expect(yield* pool.use((c) => exchange(c))).toBe("ping")
+        expect(yield* pool.stats).toMatchObject({ waiting: 0, inUse: 0, idle: 1, opened: 1 })
+      }))
+  }
+
+  live("a pool is a ConnectionPool and pipes", () =>
+    Effect.gen(function*() {
+      const server = yield* restartableServer
+      const pool = yield* poolOf(server)
+      expect(ConnectionPool.isConnectionPool(pool)).toBe(true)
+      expect(ConnectionPool.isConnectionPool({ use: pool.use, get: pool.get })).toBe(false)
+      expect(yield* pool.pipe((p) => p.use((c) => exchange(c)))).toBe("ping")
     }))
 
   live("closing the pool's scope closes every connection", () =>

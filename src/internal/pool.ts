@@ -1,24 +1,68 @@
+/**
+ * The connection pool: an idle list, a FIFO queue of borrowers and one state per connection.
+ *
+ * ## How it holds together
+ *
+ * - **Permits.** A FIFO semaphore of `max` permits. Whoever holds a connection out of the idle
+ *   list (a borrower, the background validation) or opens one holds a permit, so there are never
+ *   more than `max` connections, and a release hands its permit to the oldest waiter: a borrower
+ *   who arrives while others wait queues behind them.
+ * - **Idle list.** Connections not in use, the most recently returned last; a borrower takes the
+ *   last (a warm connection), the idle-time sweep closes the first. Each idle connection is
+ *   watched by a read parked on it, so a FIN, RST or stray bytes close it at once.
+ * - **Loans.** What a borrow in progress holds (its permit, the connection it inspects or probes,
+ *   the connect begun for it) is written down as it is obtained, so whoever ends the borrow (its
+ *   success, its deadline, an interruption) gives back exactly that, even what arrives after the
+ *   borrower gave up.
+ * - **Connects** run in a fiber of the pool's own: a borrower that gives up (its deadline, an
+ *   interruption) leaves the connect running, with its permit, and the new connection goes to the
+ *   idle list for the next borrower. So a server slower to accept than `acquireTimeout` still
+ *   gets connections, one attempt at a time.
+ *
+ * @internal
+ */
 import * as Cause from "effect/Cause"
-import * as Deferred from "effect/Deferred"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
-import * as ExecutionStrategy from "effect/ExecutionStrategy"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
 import * as Option from "effect/Option"
-import * as Pool from "effect/Pool"
+import { pipeArguments } from "effect/Pipeable"
+import { hasProperty } from "effect/Predicate"
 import * as Runtime from "effect/Runtime"
 import * as Schedule from "effect/Schedule"
 import * as Scope from "effect/Scope"
 import type { Connection, ConnectionState } from "../Connection.js"
-import type { BorrowError, ConnectionPool, PoolOptions, PoolStats } from "../ConnectionPool.js"
-import { PoolTimeout, TooManyWaiters } from "./poolError.js"
+import type {
+  BorrowError,
+  ConnectionPool,
+  ConnectionPoolTypeId as ConnectionPoolTypeId_,
+  PoolOptions,
+  PoolStats
+} from "../ConnectionPool.js"
 import * as Endpoint from "../Endpoint.js"
-import { HealthCheckFailed } from "./health.js"
-import * as Options from "../internal/options.js"
 import * as Tcp from "../Tcp.js"
 import * as TcpError from "../TcpError.js"
+import { FifoSemaphore } from "./fifoSemaphore.js"
+import { HealthCheckFailed } from "./health.js"
+import * as Options from "./options.js"
+import { PoolTimeout, TooManyWaiters } from "./poolError.js"
+
+/** @internal */
+export const ConnectionPoolTypeId: ConnectionPoolTypeId_ = Symbol.for(
+  "effect-tcp/ConnectionPool"
+) as ConnectionPoolTypeId_
+
+/** @internal */
+export const isConnectionPool = (u: unknown): u is ConnectionPool<unknown> => hasProperty(u, ConnectionPoolTypeId)
+
+const PoolProto = {
+  [ConnectionPoolTypeId]: ConnectionPoolTypeId,
+  pipe() {
+    return pipeArguments(this, arguments)
+  }
+}
 
 /** For errors built from this module's own values: Schema's check of them costs up to a millisecond. */
 const trusted = { disableValidation: true } as const
@@ -31,109 +75,6 @@ const defaults = {
   validateAfterIdle: Duration.seconds(1),
   validationInterval: Duration.seconds(30),
   connectTimeout: Duration.seconds(10)
-}
-
-// -----------------------------------------------------------------------------
-// a fair gate
-
-interface Waiter {
-  readonly resume: (effect: Effect.Effect<void>) => void
-  granted: boolean
-}
-
-/**
- * A FIFO semaphore that wakes exactly one waiter per release. effect's own Semaphore (used by
- * effect/Pool) wakes every waiter on each release, so a thousand borrowers waiting for ten
- * connections cost a million wake-ups; in front of it, this gate keeps it uncontended.
- */
-class Gate {
-  private readonly queue: Array<Waiter> = []
-  private head = 0
-  constructor(private free: number) {}
-
-  get waiting(): number {
-    return this.queue.length - this.head
-  }
-
-  readonly take: Effect.Effect<void> = Effect.async<void>((resume) => {
-    if (this.tryTake()) return resume(Effect.void)
-    const waiter: Waiter = { resume, granted: false }
-    this.queue.push(waiter)
-    // Interrupted while waiting: leave the queue, or pass on a permit granted in the meantime.
-    return Effect.sync(() => {
-      if (waiter.granted) return this.release()
-      const at = this.queue.indexOf(waiter, this.head)
-      if (at >= 0) this.queue.splice(at, 1)
-    })
-  })
-
-  /** Whether a permit is free and nobody waits for it. */
-  get open(): boolean {
-    return this.free > 0 && this.waiting === 0
-  }
-
-  /** A permit now if one is free and nobody waits for it. */
-  tryTake(): boolean {
-    if (!this.open) return false
-    this.free--
-    return true
-  }
-
-  readonly release = (): void => {
-    if (this.waiting === 0) {
-      this.free++
-      return
-    }
-    const next = this.queue[this.head]!
-    this.queue[this.head++] = undefined as any
-    if (this.head > 1024 && this.head * 2 > this.queue.length) {
-      this.queue.splice(0, this.head)
-      this.head = 0
-    }
-    next.granted = true
-    next.resume(Effect.void)
-  }
-}
-
-// -----------------------------------------------------------------------------
-// the items
-
-/**
- * Where an item stands, as far as this module is concerned (effect/Pool keeps its own books on
- * who holds it):
- *
- * - `idle`: a connection in the pool, watched for a FIN, RST or stray bytes from the peer.
- * - `validating`: idle, being probed by the background validation.
- * - `failed`: a connect that failed, not yet handed to anyone.
- * - `taken`: handed by effect/Pool to a borrower who is inspecting it.
- * - `claimed`: handed to a borrower while being probed: the borrower waits for the result.
- * - `busy`: lent.
- * - `dead`: closed, failed or invalidated; never lent again.
- */
-type SlotState = "idle" | "validating" | "failed" | "taken" | "claimed" | "busy" | "dead"
-
-/** A pool item: a connection, or the failure of the attempt to open one. */
-class Slot<E> {
-  state: SlotState
-  lastReturned: number
-  watcher: Fiber.RuntimeFiber<void> | undefined = undefined
-  /** A watcher about to start (on the next turn of the event loop). */
-  pendingWatch: NodeJS.Immediate | undefined = undefined
-  /** Why the watcher found the connection dead. */
-  death: HealthCheckFailed | undefined = undefined
-  validation: Deferred.Deferred<boolean> | undefined = undefined
-  /** Whether the health check ever passed on it: a new connection is probed before its first use. */
-  checked = false
-  constructor(
-    /** Order of the connect attempt: a borrower reports only failures of attempts begun after it arrived. */
-    readonly seq: number,
-    readonly createdAt: number,
-    readonly connection: Connection | undefined,
-    readonly error: E | undefined
-  ) {
-    this.state = connection === undefined ? "failed" : "idle"
-    this.lastReturned = createdAt
-  }
 }
 
 type Validated = {
@@ -219,14 +160,6 @@ const inStep = (exit: Exit.Exit<unknown, unknown>, keepOnFailure: ((error: unkno
   return true
 }
 
-type Verdict<E> =
-  | { readonly _tag: "Lend" }
-  | { readonly _tag: "Retry" }
-  | { readonly _tag: "Fail"; readonly error: E | HealthCheckFailed | PoolTimeout }
-
-const lend: Verdict<never> = { _tag: "Lend" }
-const retry: Verdict<never> = { _tag: "Retry" }
-
 /** Why a connection in this state cannot be lent, if it cannot. */
 const deathOf = (connection: Connection, state: ConnectionState): HealthCheckFailed | undefined => {
   if (state._tag === "Open") return undefined
@@ -241,10 +174,62 @@ const deathOf = (connection: Connection, state: ConnectionState): HealthCheckFai
 
 type Restore = <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
 
-/** Puts what a borrow waits for (a probe, another's validation) under what is left of its deadline. */
-type Bound = <A, E>(effect: Effect.Effect<A, E>) => Effect.Effect<A, E | PoolTimeout>
+// -----------------------------------------------------------------------------
+// the connections
 
-const unbounded: Bound = (effect) => effect
+/**
+ * Where a connection of the pool stands; each is in exactly one state at a time:
+ *
+ * - `idle`: in the idle list, watched for a FIN, RST or stray bytes from the peer.
+ * - `lent`: out of the idle list, held by a borrower with a permit (inspected, probed or in use),
+ *   or just opened.
+ * - `validating`: out of the idle list, probed by the background validation, which holds a permit.
+ * - `closed`: closed and forgotten; never lent again.
+ */
+type EntryState = "idle" | "lent" | "validating" | "closed"
+
+class Entry {
+  state: EntryState = "lent"
+  /** When it last came back from a use: what `idleTimeToLive` counts from. */
+  idleSince: number
+  /** When it last proved fit (a use that ended in step, a health check): what `validateAfterIdle` counts from. */
+  checkedAt: number
+  /** Whether a health check ever passed on it: with `healthCheck`, a new connection is probed before its first use. */
+  checked = false
+  /** The read parked on it while idle. */
+  watcher: Fiber.RuntimeFiber<void> | undefined = undefined
+  /** A watcher about to start, on the next turn of the event loop. */
+  pendingWatch: NodeJS.Immediate | undefined = undefined
+  /** Why the watcher found it dead. */
+  death: HealthCheckFailed | undefined = undefined
+  constructor(
+    readonly connection: Connection,
+    /** Where `acquire` opened it: closing it closes the connection. */
+    readonly scope: Scope.CloseableScope,
+    readonly createdAt: number
+  ) {
+    this.idleSince = createdAt
+    this.checkedAt = createdAt
+  }
+}
+
+/** A connect under way. A borrower waits for it; if the borrower gives up, the connect keeps its permit. */
+interface PendingConnect<E> {
+  exit: Exit.Exit<Entry, E> | undefined
+  wake: ((effect: Effect.Effect<void>) => void) | undefined
+  abandoned: boolean
+}
+
+/** What a borrow in progress holds. */
+interface Loan<E> {
+  permit: boolean
+  entry: Entry | undefined
+  /** The entry's health check is under way: cut short, it leaves the connection out of step. */
+  probing: boolean
+  connect: PendingConnect<E> | undefined
+  /** Counted in `waiting`: queued for a permit, or waiting for a connect. */
+  waiting: boolean
+}
 
 /** @internal */
 export const makeWith = <E, R>(
@@ -257,58 +242,118 @@ export const makeWith = <E, R>(
     const probe = options.healthCheck
     const keepOnFailure = options.keepOnFailure
     const acquireMillis = Duration.toMillis(config.acquireTimeout)
-    const clock = yield* Effect.clock
-    const now = () => clock.unsafeCurrentTimeMillis()
-    const poolScope = yield* Effect.scope
+    const idleMillis = Duration.toMillis(config.idleTimeToLive)
     const lifetimeMillis = config.maxLifetime === undefined ? Infinity : Duration.toMillis(config.maxLifetime)
     const validateAfterMillis = Duration.toMillis(config.validateAfterIdle)
-    const gate = new Gate(config.max)
+    const clock = yield* Effect.clock
+    const now = () => clock.unsafeCurrentTimeMillis()
+    // Background work (connects, watchers, validation) runs with the context the pool was made in.
+    const runFork = Runtime.runFork(yield* Effect.runtime<Exclude<R, Scope.Scope>>())
 
-    const slots = new Set<Slot<E>>()
-    const counts: Record<SlotState, number> = {
-      idle: 0,
-      validating: 0,
-      failed: 0,
-      taken: 0,
-      claimed: 0,
-      busy: 0,
-      dead: 0
-    }
-    let sequence = 0
+    const permits = new FifoSemaphore(config.max)
+    /** Idle connections, the most recently returned last. */
+    const idle: Array<Entry> = []
+    const entries = new Map<Connection, Entry>()
+    let lent = 0
+    let validating = 0
     let connecting = 0
     let waiting = 0
     let opened = 0
     let closed = 0
-    let shuttingDown = false
+    let closing = false
+    /** Called once nothing is lent or validated any more, when the pool is closing. */
+    let onDrained: (() => void) | undefined = undefined
+    const background = new Set<Fiber.RuntimeFiber<unknown, unknown>>()
 
-    const moveTo = (slot: Slot<E>, state: SlotState) => {
-      counts[slot.state]--
-      counts[state]++
-      slot.state = state
+    const fork = (effect: Effect.Effect<void, never, Exclude<R, Scope.Scope>>): void => {
+      const fiber = runFork(effect)
+      background.add(fiber)
+      fiber.addObserver(() => background.delete(fiber))
     }
-    const expired = (slot: Slot<E>) => now() - slot.createdAt >= lifetimeMillis
-    /** Items effect/Pool can hand out at once, without waiting for a connect. */
-    const available = () => counts.idle + counts.validating + counts.failed
 
-    const snapshot = (): PoolStats => ({
-      idle: counts.idle + counts.validating,
-      inUse: counts.busy,
-      waiting,
-      connecting,
-      opened,
-      closed
+    const expired = (entry: Entry) => now() - entry.createdAt >= lifetimeMillis
+    /**
+     * A connect proves only that the kernel completed a handshake (it does for a frozen or
+     * overloaded server, and a proxy accepts for a backend that is down): with a health check, a new
+     * connection is probed before its first use, and one idle for `validateAfterIdle` or more too.
+     */
+    const needsProbe = (entry: Entry): boolean =>
+      probe !== undefined && (!entry.checked || now() - entry.checkedAt >= validateAfterMillis)
+
+    const snapshot = (): PoolStats => ({ idle: idle.length + validating, inUse: lent, waiting, connecting, opened, closed })
+
+    /** Takes an entry out of its state's books. */
+    const leave = (entry: Entry): void => {
+      switch (entry.state) {
+        case "idle": {
+          const at = idle.lastIndexOf(entry)
+          if (at >= 0) idle.splice(at, 1)
+          break
+        }
+        case "lent":
+          lent--
+          break
+        case "validating":
+          validating--
+          break
+      }
+      if (onDrained !== undefined && lent === 0 && validating === 0) onDrained()
+    }
+
+    const stopWatcher = (entry: Entry): Effect.Effect<void> => {
+      if (entry.pendingWatch !== undefined) {
+        clearImmediate(entry.pendingWatch)
+        entry.pendingWatch = undefined
+      }
+      const watcher = entry.watcher
+      entry.watcher = undefined
+      return watcher === undefined ? Effect.void : Fiber.interrupt(watcher)
+    }
+
+    /** Closes a connection of the pool, whatever its state. */
+    const discard = (entry: Entry): Effect.Effect<void> =>
+      Effect.suspend(() => {
+        if (entry.state === "closed") return Effect.void
+        leave(entry)
+        entry.state = "closed"
+        entries.delete(entry.connection)
+        closed++
+        return Effect.zipRight(stopWatcher(entry), Scope.close(entry.scope, Exit.void))
+      })
+
+    /** Opens connections in the background until `min` are open or being opened. */
+    const ensureMin: Effect.Effect<void> = Effect.sync(() => {
+      while (!closing && entries.size + connecting < config.min && permits.tryTake()) {
+        startConnect({ exit: undefined, wake: undefined, abandoned: true })
+      }
     })
+
+    /** Back to the idle list if `fit`, else closed (and replaced, to keep `min`). */
+    const giveBack = (entry: Entry, fit: boolean): Effect.Effect<void> =>
+      Effect.suspend(() => {
+        // Invalidated while lent: already closed.
+        if (entry.state === "closed") return Effect.void
+        if (!fit || closing || entry.death !== undefined || expired(entry)) return Effect.zipRight(discard(entry), ensureMin)
+        leave(entry)
+        entry.state = "idle"
+        idle.push(entry)
+        // Watched from the next turn of the event loop: a connection borrowed again at once costs no watcher.
+        if (entry.watcher === undefined && entry.pendingWatch === undefined) entry.pendingWatch = setImmediate(watch, entry)
+        return Effect.void
+      })
+
+    const releasePermit = (): void => permits.release()
 
     // -------------------------------------------------------------------------
     // watching idle connections: a read parked on each one notices at once when the peer
     // closes it (FIN), resets it (RST) or sends bytes nobody asked for.
 
-    const onIdleEvent = (slot: Slot<E>, exit: Exit.Exit<Option.Option<Uint8Array>, TcpError.ReadError>) =>
+    const onIdleEvent = (entry: Entry, exit: Exit.Exit<Option.Option<Uint8Array>, TcpError.ReadError>) =>
       Effect.suspend(() => {
         if (Exit.isInterrupted(exit)) return Effect.void
-        slot.watcher = undefined
-        const peer = slot.connection!.remoteAddress
-        slot.death = Exit.isSuccess(exit) && Option.isSome(exit.value)
+        entry.watcher = undefined
+        const peer = entry.connection.remoteAddress
+        entry.death = Exit.isSuccess(exit) && Option.isSome(exit.value)
           ? new HealthCheckFailed({
             endpoint: peer,
             reason: {
@@ -330,10 +375,11 @@ export const makeWith = <E, R>(
                 : new TcpError.UnexpectedEof({ operation: "read", endpoint: peer, received: 0 })
             }
           }, trusted)
-        // Taken meanwhile: the borrower finds it dead and deals with it.
-        if (slot.state !== "idle") return Effect.void
-        return Effect.logDebug(`pool: idle connection to ${Endpoint.format(peer)} is gone: ${slot.death.message}`).pipe(
-          Effect.zipRight(invalidateSlot(slot))
+        // Taken meanwhile: whoever holds it finds it dead.
+        if (entry.state !== "idle") return Effect.void
+        return Effect.logDebug(`pool: idle connection to ${Endpoint.format(peer)} is gone: ${entry.death.message}`).pipe(
+          Effect.zipRight(discard(entry)),
+          Effect.zipRight(ensureMin)
         )
       })
 
@@ -344,213 +390,193 @@ export const makeWith = <E, R>(
     const awaitPeer = (connection: Connection): Effect.Effect<Option.Option<Uint8Array>, TcpError.ReadError> =>
       Effect.catchTag(connection.read, "ReadTimeout", () => awaitPeer(connection))
 
-    const runtime = yield* Effect.runtime<never>()
-    const watchers = new Set<Fiber.RuntimeFiber<void>>()
-    yield* Effect.addFinalizer(() => Fiber.interruptAll(watchers))
-
-    const watch = (slot: Slot<E>) => {
-      slot.pendingWatch = undefined
-      if (shuttingDown || slot.state !== "idle" || slot.watcher !== undefined) return
-      const connection = slot.connection!
-      const fiber = Runtime.runFork(runtime)(
+    function watch(entry: Entry): void {
+      entry.pendingWatch = undefined
+      if (closing || entry.state !== "idle" || entry.watcher !== undefined) return
+      const fiber = runFork(
         Effect.interruptible(
           Effect.uninterruptibleMask((restore) =>
-            Effect.flatMap(Effect.exit(restore(awaitPeer(connection))), (exit) => onIdleEvent(slot, exit))
+            Effect.flatMap(Effect.exit(restore(awaitPeer(entry.connection))), (exit) => onIdleEvent(entry, exit))
           )
         )
       )
-      slot.watcher = fiber
-      watchers.add(fiber)
-      fiber.addObserver(() => watchers.delete(fiber))
+      entry.watcher = fiber
+      background.add(fiber)
+      fiber.addObserver(() => background.delete(fiber))
     }
 
-    /**
-     * Watches an idle connection from the next turn of the event loop: a connection borrowed again
-     * at once (a busy pool) costs no watcher.
-     */
-    const startWatcher = (slot: Slot<E>): Effect.Effect<void> =>
-      Effect.sync(() => {
-        if (shuttingDown || slot.connection === undefined || slot.pendingWatch !== undefined) return
-        slot.pendingWatch = setImmediate(watch, slot)
-      })
-
-    const stopWatcher = (slot: Slot<E>): Effect.Effect<void> =>
-      Effect.suspend(() => {
-        if (slot.pendingWatch !== undefined) {
-          clearImmediate(slot.pendingWatch)
-          slot.pendingWatch = undefined
-        }
-        const watcher = slot.watcher
-        slot.watcher = undefined
-        return watcher === undefined ? Effect.void : Fiber.interrupt(watcher)
-      })
-
     // -------------------------------------------------------------------------
-    // the items of effect/Pool: a failed connect is an item too, so that effect/Pool never sees
-    // a failure (after one it stops growing and leaves waiters stranded: see the module docs).
+    // connecting
 
-    const open: Effect.Effect<Slot<E>, never, R | Scope.Scope> = Effect.gen(function*() {
-      const seq = ++sequence
+    /** A new connection in a scope of its own, counted as lent (to whoever asked for it). */
+    const openEntry = (restore: Restore): Effect.Effect<Entry, E, Exclude<R, Scope.Scope>> =>
+      Effect.flatMap(Scope.make(), (scope) =>
+        Effect.flatMap(Effect.exit(restore(Scope.extend(acquire, scope))), (exit): Effect.Effect<Entry, E> => {
+          if (Exit.isFailure(exit)) return Effect.zipRight(Scope.close(scope, exit), Effect.failCause(exit.cause))
+          const entry = new Entry(exit.value, scope, now())
+          entries.set(entry.connection, entry)
+          opened++
+          lent++
+          return Effect.succeed(entry)
+        }))
+
+    /**
+     * Opens a connection in the background, holding a permit: for the borrower waiting on
+     * `pending`, or, once abandoned, for the idle list (the permit is then given back).
+     */
+    function startConnect(pending: PendingConnect<E>): void {
       connecting++
-      const result = yield* Effect.either(acquire).pipe(Effect.ensuring(Effect.sync(() => connecting--)))
-      const slot = Either.match(result, {
-        onLeft: (error) => new Slot<E>(seq, now(), undefined, error),
-        onRight: (connection) => new Slot<E>(seq, now(), connection, undefined)
-      })
-      slots.add(slot)
-      counts[slot.state]++
-      if (slot.connection !== undefined) opened++
-      yield* Effect.addFinalizer(() =>
-        Effect.suspend(() => {
-          slots.delete(slot)
-          counts[slot.state]--
-          slot.state = "dead"
-          if (slot.connection !== undefined) closed++
-          return stopWatcher(slot)
+      fork(Effect.uninterruptibleMask((restore) =>
+        Effect.flatMap(Effect.exit(openEntry(restore)), (exit) =>
+          Effect.suspend(() => {
+            connecting--
+            if (!pending.abandoned) {
+              pending.exit = exit
+              const wake = pending.wake
+              pending.wake = undefined
+              wake?.(Effect.void)
+              return Effect.void
+            }
+            const done = Exit.isSuccess(exit)
+              ? giveBack(exit.value, true)
+              : Effect.logDebug(`pool: a connect failed`, Cause.squash(exit.cause))
+            return Effect.ensuring(done, Effect.sync(releasePermit))
+          }))
+      ))
+    }
+
+    const awaitConnect = (pending: PendingConnect<E>): Effect.Effect<void> =>
+      Effect.async<void>((resume) => {
+        if (pending.exit !== undefined) return resume(Effect.void)
+        pending.wake = resume
+        return Effect.sync(() => {
+          pending.wake = undefined
         })
-      )
-      yield* startWatcher(slot)
-      return slot
-    })
-
-    // effect/Pool gives `open` the item's own scope: the connection lives as long as the item.
-    const pool = yield* Pool.makeWithTTL({
-      acquire: open as Effect.Effect<Slot<E>, never, Exclude<R, Scope.Scope>>,
-      min: config.min,
-      max: config.max,
-      timeToLive: config.idleTimeToLive,
-      timeToLiveStrategy: "usage"
-    })
-
-    function invalidateSlot(slot: Slot<E>): Effect.Effect<void> {
-      return Effect.suspend(() => {
-        if (slot.state !== "dead") moveTo(slot, "dead")
-        return pool.invalidate(slot)
       })
+
+    /** Takes what the loan's connect brought, or, while it is under way, leaves it the permit. */
+    const claimConnect = (loan: Loan<E>): Exit.Exit<Entry, E> | undefined => {
+      const pending = loan.connect
+      if (pending === undefined) return undefined
+      loan.connect = undefined
+      if (pending.exit === undefined) {
+        pending.abandoned = true
+        loan.permit = false
+        return undefined
+      }
+      if (Exit.isSuccess(pending.exit)) loan.entry = pending.exit.value
+      return pending.exit
     }
 
     // -------------------------------------------------------------------------
-    // borrowing. Everything a borrow takes (a permit of the gate, an item of effect/Pool, the
-    // lent connection) is registered in a scope that the caller owns: closing it gives all of it
-    // back, even what a borrow abandoned by its deadline obtains after the scope closed.
+    // borrowing
 
-    /** An item from effect/Pool into `scope`. */
-    const take = (scope: Scope.Scope): Effect.Effect<Slot<E>> => {
-      const get = Scope.extend(pool.get, scope)
-      // effect/Pool waits for an item being created without allowing interruption: detach that wait.
-      return available() > 0 ? get : Effect.disconnect(get)
+    const startWaiting = (loan: Loan<E>) => {
+      loan.waiting = true
+      waiting++
+    }
+    const stopWaiting = (loan: Loan<E>) => {
+      if (!loan.waiting) return
+      loan.waiting = false
+      waiting--
     }
 
-    /** Puts a lent or inspected slot back in order when its scope closes with `exit`. */
-    const settle = (slot: Slot<E>, exit: Exit.Exit<unknown, unknown>): Effect.Effect<void> =>
-      Effect.suspend(() => {
-        switch (slot.state) {
-          case "busy":
-            if (!inStep(exit, keepOnFailure) || expired(slot)) return invalidateSlot(slot)
-            moveTo(slot, "idle")
-            slot.lastReturned = now()
-            return startWatcher(slot)
-          case "taken":
-            // Never inspected (abandoned meanwhile): back to where it was.
-            if (slot.connection === undefined || slot.death !== undefined) return invalidateSlot(slot)
-            moveTo(slot, "idle")
-            return slot.watcher === undefined ? startWatcher(slot) : Effect.void
-          case "claimed":
-          case "idle":
-          case "validating":
-          case "failed":
-          case "dead":
-            return Effect.void
-        }
-      })
+    const take = (entry: Entry, loan: Loan<E>): void => {
+      entry.state = "lent"
+      lent++
+      loan.entry = entry
+      loan.probing = false
+    }
 
-    /**
-     * A connect proves only that the kernel completed a handshake (it does for a frozen or
-     * overloaded server, and a proxy accepts for a backend that is down): with a health check, a new
-     * connection is probed before its first use, and an idle one after `validateAfterIdle`.
-     */
-    const needsProbe = (slot: Slot<E>): boolean =>
-      probe !== undefined && (!slot.checked || now() - slot.lastReturned >= validateAfterMillis)
-
-    /** Decides whether a taken slot may be lent; an old failure is retried, a fresh one reported. */
-    const inspect = (slot: Slot<E>, since: number, restore: Restore, bound: Bound): Effect.Effect<Verdict<E>> =>
+    /** Whether the loan's connection may be lent; one that may not is closed, and the loan lets go of it. */
+    const inspect = (loan: Loan<E>): Effect.Effect<boolean> =>
       Effect.gen(function*() {
-        const fresh = slot.seq > since
-        if (slot.connection === undefined) return fresh ? { _tag: "Fail", error: slot.error! } : retry
-        if (slot.state === "claimed") {
-          const healthy = yield* Effect.either(restore(bound(Deferred.await(slot.validation!))))
-          if (Either.isLeft(healthy)) return { _tag: "Fail", error: healthy.left }
-          if (!healthy.right) return retry
-        } else {
-          yield* stopWatcher(slot)
-        }
+        const entry = loan.entry!
+        yield* Effect.uninterruptible(Effect.suspend(() => stopWatcher(entry)))
         // The watcher may have seen the peer go just before it was stopped: `death` says so; a FIN or
         // RST that came before the watcher started shows in the state.
-        if (slot.death === undefined) slot.death = deathOf(slot.connection, yield* slot.connection.state)
-        if (slot.state === "dead" || slot.death !== undefined) {
-          return fresh && slot.death ? { _tag: "Fail", error: slot.death } : retry
-        }
-        if (expired(slot)) return retry
-        moveTo(slot, "busy")
-        if (needsProbe(slot)) {
-          const checked = yield* Effect.either(restore(bound(probe!(slot.connection))))
-          if (Either.isLeft(checked)) {
-            if (checked.left._tag === "PoolTimeout" || fresh) return { _tag: "Fail", error: checked.left }
-            return retry
+        if (entry.death === undefined) entry.death = deathOf(entry.connection, yield* entry.connection.state)
+        if (entry.death === undefined && !expired(entry)) {
+          if (!needsProbe(entry)) return true
+          loan.probing = true
+          const checked = yield* Effect.either(probe!(entry.connection))
+          loan.probing = false
+          if (Either.isRight(checked)) {
+            entry.checked = true
+            entry.checkedAt = now()
+            return true
           }
-          slot.checked = true
+          yield* Effect.logDebug(`pool: idle connection to ${Endpoint.format(entry.connection.remoteAddress)} failed its health check`)
         }
-        return lend
+        yield* Effect.uninterruptible(Effect.suspend(() => {
+          loan.entry = undefined
+          return discard(entry)
+        }))
+        return false
       })
 
-    /** One try: an item, then its inspection; an unfit item is invalidated and given back at once. */
-    const attempt = (
-      scope: Scope.Scope,
-      since: number,
-      bound: Bound
-    ): Effect.Effect<Slot<E> | undefined, E | HealthCheckFailed | PoolTimeout> =>
-      Effect.uninterruptibleMask((restore) =>
-        Effect.gen(function*() {
-          const itemScope = yield* Scope.fork(scope, ExecutionStrategy.sequential)
-          const taken = yield* Effect.exit(restore(take(itemScope)))
-          if (Exit.isFailure(taken)) {
-            yield* Scope.close(itemScope, Exit.void)
-            return yield* Effect.failCause(taken.cause)
+    /**
+     * Completes a loan: a permit, then an idle connection that passes inspection, else a new one
+     * (probed first with a health check). Interruptible; what it obtains is in the loan.
+     */
+    const fill = (loan: Loan<E>): Effect.Effect<void, E | HealthCheckFailed> =>
+      Effect.gen(function*() {
+        if (!loan.permit) {
+          const ticket = permits.enqueue()
+          startWaiting(loan)
+          yield* Effect.ensuring(
+            permits.await(ticket),
+            Effect.sync(() => {
+              loan.permit = permits.settle(ticket)
+            })
+          )
+          stopWaiting(loan)
+        }
+        for (;;) {
+          if (closing) return yield* Effect.interrupt
+          if (loan.entry === undefined) {
+            const entry = idle.pop()
+            if (entry !== undefined) take(entry, loan)
           }
-          const slot = taken.value
-          if (slot.state === "dead") {
-            // Already given up on (an invalidation the closing pool did not act on): never lent again.
-            yield* Scope.close(itemScope, Exit.void)
-            return undefined
+          if (loan.entry !== undefined) {
+            if (yield* inspect(loan)) return
+            continue
           }
-          moveTo(slot, slot.state === "validating" ? "claimed" : "taken")
-          // Runs before effect/Pool's own finalizer in this scope, which gives the item back.
-          yield* Scope.addFinalizerExit(itemScope, (exit) => settle(slot, exit))
-          const verdict = yield* Effect.exit(inspect(slot, since, restore, bound))
-          if (Exit.isSuccess(verdict) && verdict.value._tag === "Lend") return slot
-          yield* invalidateSlot(slot)
-          yield* Scope.close(itemScope, Exit.void)
-          if (Exit.isFailure(verdict)) return yield* Effect.failCause(verdict.cause)
-          if (verdict.value._tag === "Fail") return yield* Effect.fail(verdict.value.error)
-          return undefined
-        })
-      )
+          const pending: PendingConnect<E> = { exit: undefined, wake: undefined, abandoned: false }
+          loan.connect = pending
+          startConnect(pending)
+          startWaiting(loan)
+          yield* awaitConnect(pending)
+          stopWaiting(loan)
+          const exit = claimConnect(loan)!
+          if (Exit.isFailure(exit)) return yield* exit
+          if (probe !== undefined) {
+            loan.probing = true
+            yield* probe(loan.entry!.connection)
+            loan.probing = false
+            loan.entry!.checked = true
+            loan.entry!.checkedAt = now()
+          }
+          return
+        }
+      })
 
-    const retrying = (scope: Scope.Scope, since: number): Effect.Effect<Slot<E>, E | HealthCheckFailed | PoolTimeout> =>
-      Effect.flatMap(attempt(scope, since, unbounded), (slot) =>
-        slot === undefined ? retrying(scope, since) : Effect.succeed(slot))
-
-    /** A permit of the gate, given back when `scope` closes (at once if it already has). */
-    const permit = (scope: Scope.Scope) =>
-      Scope.extend(Effect.acquireRelease(Effect.interruptible(gate.take), () => Effect.sync(gate.release)), scope)
-
-    /** A permit at once, if one is free and a connection is idle: then no deadline is needed. */
-    const permitNow = (scope: Scope.Scope): Effect.Effect<boolean> =>
-      Effect.uninterruptible(Effect.suspend(() =>
-        available() > 0 && gate.tryTake()
-          ? Effect.as(Scope.addFinalizer(scope, Effect.sync(gate.release)), true)
-          : Effect.succeed(false)
-      ))
+    /** Gives back whatever an unfinished loan holds. */
+    const abandon = (loan: Loan<E>): Effect.Effect<void> =>
+      Effect.suspend(() => {
+        stopWaiting(loan)
+        claimConnect(loan)
+        const entry = loan.entry
+        loan.entry = undefined
+        return Effect.ensuring(
+          entry === undefined ? Effect.void : giveBack(entry, !loan.probing),
+          Effect.sync(() => {
+            if (!loan.permit) return
+            loan.permit = false
+            releasePermit()
+          })
+        )
+      })
 
     const timeout = () => {
       const stats = snapshot()
@@ -564,165 +590,149 @@ export const makeWith = <E, R>(
       }, trusted)
     }
 
+    /** The loan completed under what is left of `acquireTimeout`. */
+    const fillInTime = (loan: Loan<E>, startedAt: number, restore: Restore): Effect.Effect<Entry, BorrowError<E>> =>
+      Effect.flatMap(
+        Effect.exit(restore(Effect.suspend(() =>
+          Effect.timeoutFail(Effect.interruptible(fill(loan)), {
+            // Interruptible even where the caller is not, or the deadline could not stop the wait.
+            duration: Duration.millis(Math.max(0, acquireMillis - (now() - startedAt))),
+            onTimeout: timeout
+          })
+        ))),
+        (exit) => Exit.isSuccess(exit) ? Effect.succeed(loan.entry!) : Effect.zipRight(abandon(loan), Effect.failCause(exit.cause))
+      )
+
     /**
-     * Borrows into `scope`; on failure the caller closes `scope`. `acquireTimeout` bounds the whole
-     * borrow, queueing, connecting and probing included. A borrow that finds a free permit and an
-     * idle connection makes its first attempt without arming the deadline for the whole (a timer and
-     * two fibers, the largest part of a borrow's cost): only a probe or a wait in it is timed, with
-     * what is left of the deadline, and so is every later wait.
+     * A connection and its permit, lent; on failure nothing is held. A borrow that finds a free
+     * permit and an idle connection that needs no probe is lent it without arming the deadline (a
+     * timer and two fibers, most of a borrow's cost otherwise); anything else is timed.
      */
-    const borrow = (scope: Scope.Scope): Effect.Effect<Slot<E>, BorrowError<E>> =>
-      Effect.suspend((): Effect.Effect<Slot<E>, BorrowError<E>> => {
+    const borrow = (restore: Restore): Effect.Effect<Entry, BorrowError<E>> =>
+      Effect.suspend((): Effect.Effect<Entry, BorrowError<E>> => {
+        if (closing) return Effect.interrupt
+        const startedAt = now()
+        const loan: Loan<E> = { permit: false, entry: undefined, probing: false, connect: undefined, waiting: false }
+        if (permits.tryTake()) {
+          loan.permit = true
+          const entry = idle.pop()
+          if (entry !== undefined) {
+            take(entry, loan)
+            if (!needsProbe(entry)) {
+              return Effect.flatMap(inspect(loan), (fit) => fit ? Effect.succeed(entry) : fillInTime(loan, startedAt, restore))
+            }
+          }
+          return fillInTime(loan, startedAt, restore)
+        }
         // Only a borrower that would queue for a connection someone else holds counts against the bound.
-        if (gate.waiting >= config.maxWaiters && !gate.open) {
+        if (permits.waiting >= config.maxWaiters) {
           return Effect.fail(new TooManyWaiters({ maxWaiters: config.maxWaiters, endpoint }, trusted))
         }
-        const since = sequence
-        const startedAt = now()
-        const left = () => Duration.millis(Math.max(0, acquireMillis - (now() - startedAt)))
-        // Interruptible even where the caller is not, or the deadline could not stop the wait.
-        const deadline: Bound = (effect) =>
-          Effect.suspend(() => Effect.timeoutFail(Effect.interruptible(effect), { duration: left(), onTimeout: timeout }))
-        const waitFor = (permitted: Effect.Effect<void>) =>
-          Effect.suspend(() => {
-            waiting++
-            return deadline(Effect.zipRight(permitted, retrying(scope, since))).pipe(
-              Effect.ensuring(Effect.sync(() => waiting--))
-            )
-          })
-        return Effect.flatMap(permitNow(scope), (permitted) =>
-          permitted
-            ? Effect.flatMap(attempt(scope, since, deadline), (slot) =>
-              slot === undefined ? waitFor(Effect.void) : Effect.succeed(slot))
-            : waitFor(permit(scope)))
+        return fillInTime(loan, startedAt, restore)
       })
 
-    /** Borrows the careful way: every case, every wait under the deadline. */
-    const useCarefully = <A, E2, R2>(
-      f: (connection: Connection) => Effect.Effect<A, E2, R2>,
-      restore: Restore
-    ): Effect.Effect<A, E2 | BorrowError<E>, R2> =>
-      Effect.flatMap(Scope.make(), (scope) =>
-        Effect.flatMap(Effect.exit(restore(borrow(scope))), (borrowed): Effect.Effect<A, E2 | BorrowError<E>, R2> => {
-          if (Exit.isFailure(borrowed)) {
-            return Effect.zipRight(Scope.close(scope, Exit.void), Effect.failCause(borrowed.cause))
-          }
-          return Effect.flatMap(Effect.exit(restore(f(borrowed.value.connection!))), (exit) =>
-            Effect.zipRight(Scope.close(scope, exit), exit))
-        }))
-
-    /**
-     * The common case, without the deadline's fibers nor the inspection's: a free permit and an
-     * idle connection that needs no probe. Anything else goes back and takes the careful way.
-     */
-    const useAtOnce = <A, E2, R2>(
-      f: (connection: Connection) => Effect.Effect<A, E2, R2>,
-      restore: Restore
-    ): Effect.Effect<A, E2 | BorrowError<E>, R2> =>
-      Effect.flatMap(Scope.make(), (scope) =>
-        Effect.flatMap(Scope.extend(pool.get, scope), (slot): Effect.Effect<A, E2 | BorrowError<E>, R2> => {
-          const fit = slot.state === "idle" && slot.watcher === undefined && slot.death === undefined &&
-            !expired(slot) && !needsProbe(slot)
-          const careful = Effect.zipRight(
-            Scope.close(scope, Exit.void),
-            Effect.suspend(() => {
-              gate.release()
-              return useCarefully(f, restore)
-            })
-          )
-          if (!fit) return careful
-          const connection = slot.connection!
-          // A FIN or RST that came before the watcher started shows in the state.
-          return Effect.flatMap(connection.state, (state) => {
-            if (state._tag !== "Open") return careful
-            if (slot.pendingWatch !== undefined) {
-              clearImmediate(slot.pendingWatch)
-              slot.pendingWatch = undefined
-            }
-            moveTo(slot, "busy")
-            return Effect.flatMap(Effect.exit(restore(f(connection))), (exit) =>
-              settle(slot, exit).pipe(
-                Effect.zipRight(Scope.close(scope, exit)),
-                Effect.zipRight(Effect.sync(gate.release)),
-                Effect.zipRight(exit)
-              ))
-          })
-        }))
+    /** Ends a loan whose connection was used: back to the idle list if the use left it in step, and the permit back. */
+    const settle = (entry: Entry, exit: Exit.Exit<unknown, unknown>): Effect.Effect<void> =>
+      Effect.ensuring(
+        Effect.suspend(() => {
+          const fit = inStep(exit, keepOnFailure)
+          if (fit) entry.idleSince = entry.checkedAt = now()
+          return giveBack(entry, fit)
+        }),
+        Effect.sync(releasePermit)
+      )
 
     const use = <A, E2, R2>(
       f: (connection: Connection) => Effect.Effect<A, E2, R2>
     ): Effect.Effect<A, E2 | BorrowError<E>, R2> =>
       Effect.uninterruptibleMask((restore) =>
-        Effect.suspend(() =>
-          available() > 0 && gate.tryTake() ? useAtOnce(f, restore) : useCarefully(f, restore)
-        )
+        Effect.flatMap(borrow(restore), (entry) =>
+          Effect.flatMap(Effect.exit(restore(f(entry.connection))), (exit) => Effect.zipRight(settle(entry, exit), exit)))
       )
 
     const get: Effect.Effect<Connection, BorrowError<E>, Scope.Scope> = Effect.uninterruptibleMask((restore) =>
-      Effect.gen(function*() {
-        const scope = yield* Scope.fork(yield* Effect.scope, ExecutionStrategy.sequential)
-        const borrowed = yield* Effect.exit(restore(borrow(scope)))
-        if (Exit.isFailure(borrowed)) {
-          yield* Scope.close(scope, Exit.void)
-          return yield* Effect.failCause(borrowed.cause)
-        }
-        return borrowed.value.connection!
-      })
+      Effect.flatMap(borrow(restore), (entry) =>
+        Effect.flatMap(Effect.scope, (scope) =>
+          Effect.as(Scope.addFinalizerExit(scope, (exit) => settle(entry, exit)), entry.connection)))
     )
 
     const invalidate = (connection: Connection): Effect.Effect<void> =>
       Effect.suspend(() => {
-        for (const slot of slots) {
-          if (slot.connection === connection) return Effect.zipRight(connection.close, invalidateSlot(slot))
-        }
-        return Effect.void
+        const entry = entries.get(connection)
+        return entry === undefined ? Effect.void : Effect.zipRight(discard(entry), ensureMin)
       })
 
     // -------------------------------------------------------------------------
-    // background validation: probes idle connections, closes expired ones, and lets effect/Pool
-    // retry failed connects (so that `min` connections come back after an outage).
+    // in the background: probing idle connections, closing old and surplus ones, restoring `min`
 
-    const validateIdle = (slot: Slot<E>): Effect.Effect<void> =>
-      Effect.gen(function*() {
-        if (slot.state === "failed") return yield* invalidateSlot(slot)
-        if (slot.state !== "idle") return
-        if (expired(slot)) return yield* invalidateSlot(slot)
-        if (probe === undefined) return
-        moveTo(slot, "validating")
-        const done = yield* Deferred.make<boolean>()
-        slot.validation = done
-        yield* stopWatcher(slot)
-        const healthy = slot.death === undefined && Either.isRight(yield* Effect.either(probe(slot.connection!)))
-        slot.validation = undefined
-        const state = slot.state as SlotState
-        if (!healthy) {
-          yield* Effect.logDebug(
-            `pool: idle connection to ${Endpoint.format(slot.connection!.remoteAddress)} failed its health check`
+    const validate = (entry: Entry): Effect.Effect<void> =>
+      Effect.uninterruptibleMask((restore) =>
+        Effect.suspend(() => {
+          if (entry.state !== "idle" || closing) return Effect.void
+          if (expired(entry)) return Effect.zipRight(discard(entry), ensureMin)
+          if (probe === undefined || !permits.tryTake()) return Effect.void
+          leave(entry)
+          entry.state = "validating"
+          validating++
+          return Effect.zipRight(
+            stopWatcher(entry),
+            Effect.flatMap(Effect.exit(restore(probe(entry.connection))), (exit) =>
+              Effect.suspend(() => {
+                const healthy = entry.death === undefined && Exit.isSuccess(exit)
+                if (healthy) {
+                  entry.checked = true
+                  entry.checkedAt = now()
+                }
+                const logged = healthy ? Effect.void : Effect.logDebug(
+                  `pool: idle connection to ${Endpoint.format(entry.connection.remoteAddress)} failed its health check`
+                )
+                return Effect.ensuring(Effect.zipRight(logged, giveBack(entry, healthy)), Effect.sync(releasePermit))
+              }))
           )
-          if (state === "validating") yield* invalidateSlot(slot)
-        } else if (state === "validating") {
-          moveTo(slot, "idle")
-          slot.checked = true
-          slot.lastReturned = now()
-          yield* startWatcher(slot)
-        } else if (state === "claimed") {
-          slot.checked = true
-          slot.lastReturned = now()
-        }
-        yield* Deferred.succeed(done, healthy)
-      })
+        })
+      )
 
-    yield* Effect.suspend(() =>
-      Effect.forEach(Array.from(slots), validateIdle, { concurrency: "unbounded", discard: true })
-    ).pipe(
-      Effect.schedule(Schedule.spaced(config.validationInterval)),
-      Effect.interruptible,
-      Effect.forkIn(poolScope)
+    const validateAll = Effect.suspend(() =>
+      Effect.zipRight(Effect.forEach(idle.slice(), validate, { concurrency: "unbounded", discard: true }), ensureMin)
     )
 
-    // Added last, so it runs first when the pool's scope closes: no watcher starts after it.
-    yield* Effect.addFinalizer(() => Effect.sync(() => (shuttingDown = true)))
-    return { use, get, invalidate, stats: Effect.sync(snapshot) } satisfies ConnectionPool<E>
+    /** Closes connections idle for `idleTimeToLive`, the longest idle first, down to `min`. */
+    const sweep = Effect.suspend(() => {
+      const cutoff = now() - idleMillis
+      return Effect.forEach(idle.slice(), (entry) =>
+        Effect.suspend(() =>
+          entry.state === "idle" && entry.idleSince <= cutoff && entries.size > config.min ? discard(entry) : Effect.void
+        ), { discard: true })
+    })
+
+    // The pool's scope closes: no new borrow, connect or watcher; the background work stops; the
+    // lent connections are awaited; then every connection is closed.
+    yield* Effect.addFinalizer(() =>
+      Effect.gen(function*() {
+        closing = true
+        yield* Fiber.interruptAll(Array.from(background))
+        if (lent > 0 || validating > 0) {
+          yield* Effect.async<void>((resume) => {
+            onDrained = () => {
+              onDrained = undefined
+              resume(Effect.void)
+            }
+          })
+        }
+        yield* Effect.forEach(idle.slice(), discard, { discard: true })
+      })
+    )
+    fork(Effect.interruptible(Effect.schedule(validateAll, Schedule.spaced(config.validationInterval))))
+    fork(Effect.interruptible(Effect.schedule(sweep, Schedule.spaced(config.idleTimeToLive))))
+    yield* ensureMin
+
+    const pool: ConnectionPool<E> = Object.assign(Object.create(PoolProto), {
+      use,
+      get,
+      invalidate,
+      stats: Effect.sync(snapshot)
+    })
+    return pool
   })
 
 /** @internal */
