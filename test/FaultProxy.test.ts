@@ -10,9 +10,8 @@ import { randomBytes } from "node:crypto"
 import type { Connection } from "../src/Connection.js"
 import { Server, Tcp } from "../src/index.js"
 import { FaultProxy } from "../src/testing/index.js"
-import { closedPort, effect, live, realSleep } from "./support/harness.js"
+import { closedPort, effect, live, realSleep, text } from "./support/harness.js"
 
-const text = (bytes: Uint8Array) => Buffer.from(bytes).toString()
 const echo = (connection: Connection) => connection.stream.pipe(Stream.run(connection.sink))
 
 /** An echo server, a proxy in front of it with `faults`, and a client connected through the proxy. */

@@ -16,24 +16,7 @@ import type * as tls from "node:tls"
 import { Connection, Framing, Tcp, TcpError } from "../src/index.js"
 import { type ConnectionOptions, type ConnectionSocket, NodeConnection } from "../src/internal/connection.js"
 import { duplexPair, type MemorySocket } from "./support/duplexPair.js"
-import { closed, collect, effect, eventually, live, rawServer, realSleep } from "./support/harness.js"
-
-const text = (bytes: Uint8Array) => Buffer.from(bytes).toString()
-
-/** A raw peer that hands each accepted socket to `onSocket`, and a connection to it. */
-const connectTo = (onSocket: (socket: net.Socket) => void, options: Partial<Tcp.ConnectOptions> = {}) =>
-  Effect.gen(function*() {
-    let peer: net.Socket | undefined
-    const accepted = yield* Effect.makeLatch()
-    const { port } = yield* rawServer((socket) => {
-      peer = socket
-      onSocket(socket)
-      accepted.unsafeOpen()
-    })
-    const connection = yield* Tcp.connect({ host: "127.0.0.1", port, ...options })
-    yield* accepted.await
-    return { connection, peer: peer!, port }
-  })
+import { closed, collect, connectTo, effect, eventually, live, rawServer, realSleep, text } from "./support/harness.js"
 
 /** Writes `data` one byte per event-loop turn: the reader sees many tiny chunks. */
 const dribble = (socket: net.Socket, data: Buffer, then?: () => void) => {

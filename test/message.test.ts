@@ -19,7 +19,7 @@ import type * as net from "node:net"
 import * as path from "node:path"
 import { promisify } from "node:util"
 import { type Connection, Endpoint, Framing, Message, Server, Tcp } from "../src/index.js"
-import { collect, effect, eventually, live, rawServer, realSleep } from "./support/harness.js"
+import { collect, connectTo, effect, eventually, live, realSleep } from "./support/harness.js"
 import { captureLogs } from "./support/logs.js"
 
 class Point extends Schema.Class<Point>("Point")({ x: Schema.Number, y: Schema.Number }) {}
@@ -31,21 +31,6 @@ const frame = (framing: Framing.Framing, body: Uint8Array | string) =>
     if (either._tag === "Left") throw either.left
     return either.right
   }))
-
-/** A raw peer that runs `onSocket` on the one connection made to it, and that connection. */
-const connectTo = (onSocket: (socket: net.Socket) => void, options: Partial<Tcp.ConnectOptions> = {}) =>
-  Effect.gen(function*() {
-    const accepted = yield* Effect.makeLatch()
-    let peer: net.Socket | undefined
-    const { port } = yield* rawServer((socket) => {
-      peer = socket
-      onSocket(socket)
-      accepted.unsafeOpen()
-    })
-    const connection = yield* Tcp.connect({ host: "127.0.0.1", port, ...options })
-    yield* accepted.await
-    return { connection, peer: peer! }
-  })
 
 describe("Message send and receive", () => {
   live("typed messages go out one per frame and come back decoded; the stream ends at the peer's FIN", () =>

@@ -14,11 +14,9 @@ import * as path from "node:path"
 import { fileURLToPath } from "node:url"
 import { Server, Tcp } from "../src/index.js"
 import type { Connection } from "../src/Connection.js"
-import { collect, effect, eventually, live, rawClient, rawServer, realSleep } from "./support/harness.js"
+import { collect, effect, eventually, live, rawClient, rawServer, realSleep, text } from "./support/harness.js"
 import { captureLogs } from "./support/logs.js"
 import { tsChild } from "./support/processes.js"
-
-const text = (bytes: Uint8Array) => Buffer.from(bytes).toString()
 
 /** Upper-cases every chunk and sends it back, until the client closes: the seed's server. */
 const upperCaseEcho = (connection: Connection) =>

@@ -14,10 +14,8 @@ import * as Option from "effect/Option"
 import * as Scope from "effect/Scope"
 import * as TestClock from "effect/TestClock"
 import { Server, Tcp } from "../src/index.js"
-import { effect, eventually, realSleep } from "./support/harness.js"
+import { effect, eventually, realSleep, text } from "./support/harness.js"
 import { captureLogs } from "./support/logs.js"
-
-const text = (bytes: Uint8Array) => Buffer.from(bytes).toString()
 
 /** Waits (in real time) until a sleep ending at `millis` on the TestClock is registered. */
 const sleepRegistered = (millis: number) =>

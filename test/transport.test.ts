@@ -13,10 +13,8 @@ import * as Scope from "effect/Scope"
 import * as TestClock from "effect/TestClock"
 import { Server, Tcp } from "../src/index.js"
 import * as GreetingTransport from "./support/greeting-transport.js"
-import { closedPort, effect, eventually, live, rawServer, realSleep } from "./support/harness.js"
+import { closedPort, effect, eventually, live, rawServer, realSleep, text } from "./support/harness.js"
 import { captureLogs } from "./support/logs.js"
-
-const text = (bytes: Uint8Array) => Buffer.from(bytes).toString()
 
 /** Waits (in real time) until a sleep ending at `millis` on the TestClock is registered. */
 const sleepRegistered = (millis: number) =>

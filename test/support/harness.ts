@@ -1,7 +1,7 @@
 /**
  * Test helpers: run an Effect test with the `Tcp` service and a check that no fiber it forked is
- * still running at the end, wait in real time under `TestClock`, and peers built on raw `node:net`
- * for behaviour the library must handle.
+ * still running at the end, wait in real time under `TestClock`, peers built on raw `node:net` for
+ * behaviour the library must handle, and a connection to such a peer.
  */
 import { it } from "@effect/vitest"
 import * as Effect from "effect/Effect"
@@ -10,9 +10,9 @@ import * as Supervisor from "effect/Supervisor"
 import * as TestServices from "effect/TestServices"
 import * as net from "node:net"
 import * as NodeTcp from "../../src/NodeTcp.js"
-import type { Tcp } from "../../src/Tcp.js"
+import * as Tcp from "../../src/Tcp.js"
 
-type Body<A, E> = () => Effect.Effect<A, E, Tcp | Scope.Scope>
+type Body<A, E> = () => Effect.Effect<A, E, Tcp.Tcp | Scope.Scope>
 
 const leakFree = <A, E>(body: Body<A, E>) =>
   Effect.gen(function*() {
@@ -80,6 +80,27 @@ export const closedPort = Effect.async<number>((resume) => {
     server.close(() => resume(Effect.succeed(port)))
   })
 })
+
+/**
+ * A raw peer on 127.0.0.1 that hands each accepted socket to `onSocket`, and a connection to it;
+ * `peer` is the socket the peer accepted for that connection.
+ */
+export const connectTo = (onSocket: (socket: net.Socket) => void, options: Partial<Tcp.ConnectOptions> = {}) =>
+  Effect.gen(function*() {
+    let peer: net.Socket | undefined
+    const accepted = yield* Effect.makeLatch()
+    const { port } = yield* rawServer((socket) => {
+      peer = socket
+      onSocket(socket)
+      accepted.unsafeOpen()
+    })
+    const connection = yield* Tcp.connect({ host: "127.0.0.1", port, ...options })
+    yield* accepted.await
+    return { connection, peer: peer!, port }
+  })
+
+/** The bytes as UTF-8 text. */
+export const text = (bytes: Uint8Array) => Buffer.from(bytes).toString()
 
 /** A raw client socket to 127.0.0.1:port, destroyed when the scope closes. */
 export const rawClient = (port: number) =>
