@@ -92,6 +92,7 @@ describe("connect", () => {
     Effect.gen(function*() {
       const port = yield* fullBacklogListener
       const fiber = yield* Effect.fork(Tcp.connect({ host: "127.0.0.1", port }))
+      // Real time for the socket to be opened and its connect to be under way (I/O; no timer here).
       yield* realSleep(100)
       expect(fiber.unsafePoll()).toBeNull()
       const exit = yield* Fiber.interrupt(fiber)
