@@ -397,7 +397,7 @@ describe("Connection writes", () => {
       yield* connection.endWrite
       const error = yield* Effect.flip(connection.write("more"))
       expect(error._tag).toBe("SocketClosed")
-      if (error._tag === "SocketClosed") expect(error.reason).toBe("write side ended")
+      if (error._tag === "SocketClosed") expect(error.reason).toBe("WriteSideEnded")
       expect(text(yield* connection.readExactly(12))).toBe("got QUESTION")
       expect(yield* connection.read).toEqual(Option.none())
     }))
@@ -472,9 +472,9 @@ describe("Connection close", () => {
       yield* connection.close
       expect(yield* connection.state).toEqual({ _tag: "Closed" })
       const readError = yield* Effect.flip(connection.read)
-      expect(readError).toMatchObject({ _tag: "SocketClosed", reason: "closed", operation: "read" })
+      expect(readError).toMatchObject({ _tag: "SocketClosed", reason: "Closed", operation: "read" })
       const writeError = yield* Effect.flip(connection.write("x"))
-      expect(writeError).toMatchObject({ _tag: "SocketClosed", reason: "closed", operation: "write" })
+      expect(writeError).toMatchObject({ _tag: "SocketClosed", reason: "Closed", operation: "write" })
       expect((yield* Effect.flip(connection.readExactly(1)))._tag).toBe("SocketClosed")
       expect((yield* Effect.flip(connection.endWrite))._tag).toBe("SocketClosed")
       expect((yield* Fiber.join(seen)).toString()).toBe("bye")
@@ -506,7 +506,7 @@ describe("Connection close", () => {
       yield* Effect.sleep("20 millis")
       yield* connection.close
       const error = yield* Effect.flip(Fiber.join(fiber))
-      expect(error).toMatchObject({ _tag: "SocketClosed", reason: "closed" })
+      expect(error).toMatchObject({ _tag: "SocketClosed", reason: "Closed" })
     }))
 
   live("closing the scope closes the socket", () =>
@@ -566,7 +566,7 @@ describe("Connection writes succeed only when their bytes reached the kernel", (
       const fiber = yield* pendingWrite(connection.write(big))
       yield* connection.close
       const error = yield* Effect.flip(Fiber.join(fiber))
-      expect(error).toMatchObject({ _tag: "SocketClosed", operation: "write", reason: "closed" })
+      expect(error).toMatchObject({ _tag: "SocketClosed", operation: "write", reason: "Closed" })
     }))
 
   live("a write waiting when another fiber resets the connection fails with SocketClosed", () =>
@@ -574,7 +574,7 @@ describe("Connection writes succeed only when their bytes reached the kernel", (
       const { connection } = yield* connectTo((socket) => socket.pause())
       const fiber = yield* pendingWrite(connection.write(big))
       yield* connection.reset
-      expect(yield* Effect.flip(Fiber.join(fiber))).toMatchObject({ _tag: "SocketClosed", reason: "closed" })
+      expect(yield* Effect.flip(Fiber.join(fiber))).toMatchObject({ _tag: "SocketClosed", reason: "Closed" })
     }))
 
   live("writeAll waiting when the connection is closed fails with SocketClosed", () =>
@@ -582,7 +582,7 @@ describe("Connection writes succeed only when their bytes reached the kernel", (
       const { connection } = yield* connectTo((socket) => socket.pause())
       const fiber = yield* pendingWrite(connection.writeAll([Buffer.from("header"), big, Buffer.from("trailer")]))
       yield* connection.close
-      expect(yield* Effect.flip(Fiber.join(fiber))).toMatchObject({ _tag: "SocketClosed", reason: "closed" })
+      expect(yield* Effect.flip(Fiber.join(fiber))).toMatchObject({ _tag: "SocketClosed", reason: "Closed" })
     }))
 
   live("a write waiting when the peer resets fails with ConnectionReset", () =>
@@ -772,7 +772,7 @@ describe("A connection over any socket of the right shape", () => {
       const waiting = yield* Effect.fork(server.read)
       yield* client.close
       expect(yield* Fiber.join(waiting)).toEqual(Option.none())
-      expect(yield* Effect.flip(client.read)).toMatchObject({ _tag: "SocketClosed", operation: "read", reason: "closed" })
+      expect(yield* Effect.flip(client.read)).toMatchObject({ _tag: "SocketClosed", operation: "read", reason: "Closed" })
       expect(yield* Effect.flip(client.write("x"))).toMatchObject({ _tag: "SocketClosed", operation: "write" })
       expect(yield* client.state).toEqual({ _tag: "Closed" })
 

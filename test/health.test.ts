@@ -198,7 +198,7 @@ describe("HealthCheck.heartbeat", () => {
       expect(failure.reason).toEqual({ _tag: "Timeout", timeoutMillis: 1000 })
       expect(yield* heartbeat.failure).toEqual(Option.some(failure))
       expect(yield* connection.state).toEqual({ _tag: "Closed" })
-      expect(yield* Effect.flip(connection.read)).toMatchObject({ _tag: "SocketClosed", reason: "closed" })
+      expect(yield* Effect.flip(connection.read)).toMatchObject({ _tag: "SocketClosed", reason: "Closed" })
       const refused = yield* Effect.flip(heartbeat.exclusive(connection.write("SLOW")))
       expect(refused).toBe(failure)
       // The peer sees the connection end.
