@@ -16,7 +16,7 @@ import * as Descriptors from "./internal/descriptors.js"
  * @since 0.1.0
  * @category models
  */
-export const Operation = Schema.Literal("connect", "read", "write", "listen", "close")
+export const Operation = Schema.Literal("connect", "read", "write", "listen")
 
 /**
  * @since 0.1.0
@@ -645,7 +645,6 @@ export const classify: {
       }
       return failure()
     case "read":
-    case "close":
       switch (code) {
         case "ECONNRESET":
         case "EPIPE":
