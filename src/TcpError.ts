@@ -16,7 +16,7 @@ import * as Descriptors from "./internal/descriptors.js"
  * @since 0.1.0
  * @category models
  */
-export const Operation = Schema.Literal("connect", "read", "write", "listen", "close")
+export const Operation = Schema.Literal("connect", "read", "write", "listen")
 
 /**
  * @since 0.1.0
@@ -284,12 +284,16 @@ export class BrokenPipe extends TaggedTcpError<BrokenPipe>()("BrokenPipe", nodeF
  */
 export class SocketClosed extends TaggedTcpError<SocketClosed>()("SocketClosed", {
   ...nodeFields,
-  reason: Schema.Literal("closed", "write side ended")
+  /** `Closed`: the whole connection is closed; `WriteSideEnded`: a write after `endWrite`. */
+  reason: Schema.Literal("Closed", "WriteSideEnded")
 }) {
   override get message(): string {
-    return this.reason === "closed"
-      ? `${where(this)} failed: the connection is already closed`
-      : `${where(this)} failed: the write side was already ended (endWrite)`
+    switch (this.reason) {
+      case "Closed":
+        return `${where(this)} failed: the connection is already closed`
+      case "WriteSideEnded":
+        return `${where(this)} failed: the write side was already ended (endWrite)`
+    }
   }
 }
 
@@ -641,7 +645,6 @@ export const classify: {
       }
       return failure()
     case "read":
-    case "close":
       switch (code) {
         case "ECONNRESET":
         case "EPIPE":
@@ -650,7 +653,7 @@ export const classify: {
           return new ConnectionAborted(fields, unchecked)
         case "ERR_STREAM_DESTROYED":
         case "ERR_SOCKET_CLOSED":
-          return new SocketClosed({ ...fields, reason: "closed" }, unchecked)
+          return new SocketClosed({ ...fields, reason: "Closed" }, unchecked)
       }
       return failure()
     case "write":
@@ -662,10 +665,10 @@ export const classify: {
         case "ECONNABORTED":
           return new ConnectionAborted(fields, unchecked)
         case "ERR_STREAM_WRITE_AFTER_END":
-          return new SocketClosed({ ...fields, reason: "write side ended" }, unchecked)
+          return new SocketClosed({ ...fields, reason: "WriteSideEnded" }, unchecked)
         case "ERR_STREAM_DESTROYED":
         case "ERR_SOCKET_CLOSED":
-          return new SocketClosed({ ...fields, reason: "closed" }, unchecked)
+          return new SocketClosed({ ...fields, reason: "Closed" }, unchecked)
       }
       return failure()
     case "listen":

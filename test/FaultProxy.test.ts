@@ -10,9 +10,8 @@ import { randomBytes } from "node:crypto"
 import type { Connection } from "../src/Connection.js"
 import { Server, Tcp } from "../src/index.js"
 import { FaultProxy } from "../src/testing/index.js"
-import { closedPort, effect, live, realSleep } from "./support/harness.js"
+import { awaitSleeps, closedPort, effect, eventually, live, text } from "./support/harness.js"
 
-const text = (bytes: Uint8Array) => Buffer.from(bytes).toString()
 const echo = (connection: Connection) => connection.stream.pipe(Stream.run(connection.sink))
 
 /** An echo server, a proxy in front of it with `faults`, and a client connected through the proxy. */
@@ -92,9 +91,13 @@ describe("FaultProxy", () => {
           Effect.flatMap((stalled) => Effect.zipRight(stalled.write("hello?"), stalled.read))
         )
       )
-      yield* realSleep(100)
+      // Both requests went through: only the replies stall.
+      yield* eventually(() => Effect.runSync(proxy.stats).bytesToUpstream === 19)
+      // The stalled read waits under its deadline, the one timer; just before it, it still waits.
+      expect(yield* awaitSleeps(1)).toEqual([5000])
+      yield* TestClock.adjust("4999 millis")
       expect(reading.unsafePoll()).toBeNull()
-      yield* TestClock.adjust("5 seconds")
+      yield* TestClock.adjust("1 millis")
       const error = yield* Effect.flip(Fiber.join(reading))
       expect(error._tag).toBe("ReadTimeout")
       expect(yield* connection.state).toEqual({ _tag: "Open" })
@@ -111,10 +114,11 @@ describe("FaultProxy", () => {
       yield* connection.endWrite
       // Pieces sent in real time can reach a busy client merged into one read; under the TestClock
       // the next piece cannot leave before the test moves the clock, so each one is read alone.
-      for (const [from, to] of [[0, 10], [10, 20], [20, 25]]) {
+      for (const [from, to, sentAt] of [[0, 10, 0], [10, 20, 1000], [20, 25, 2000]]) {
         const next = yield* Effect.fork(connection.read)
-        if (from > 0) {
-          yield* realSleep(50)
+        if (sentAt > 0) {
+          // The proxy holds the piece back until its instant, the one timer.
+          expect(yield* awaitSleeps(1)).toEqual([sentAt])
           expect(next.unsafePoll()).toBeNull()
           yield* TestClock.adjust("1 second")
         }
@@ -134,11 +138,10 @@ describe("FaultProxy", () => {
       const connection = yield* connect
       yield* connection.write("ping")
       const reading = yield* Effect.fork(connection.readExactly(4))
-      yield* realSleep(100)
-      yield* TestClock.adjust("999 millis")
-      yield* realSleep(50)
+      // The echo reached the proxy, which holds it until 1 s, the one timer.
+      expect(yield* awaitSleeps(1)).toEqual([1000])
       expect(reading.unsafePoll()).toBeNull()
-      yield* TestClock.adjust("1 millis")
+      yield* TestClock.adjust("1 second")
       expect(text(yield* Fiber.join(reading))).toBe("ping")
       expect((yield* proxy.stats).faults.latency).toBe(1)
     }))
@@ -151,7 +154,8 @@ describe("FaultProxy", () => {
       expect((yield* connection.readExactly(2000)).length).toBe(2000)
       yield* connection.write("x")
       const reading = yield* Effect.fork(connection.readExactly(1))
-      yield* realSleep(100)
+      // 2000 bytes at 1000 bytes/s: the next chunk may go at 2 s, the one timer.
+      expect(yield* awaitSleeps(1)).toEqual([2000])
       expect(reading.unsafePoll()).toBeNull()
       yield* TestClock.adjust("2 seconds")
       expect(text(yield* Fiber.join(reading))).toBe("x")

@@ -95,7 +95,7 @@ describe("isTransient", () => {
     new TcpError.AddressInUse({ ...fields, operation: "listen" }),
     new TcpError.PermissionDenied({ ...fields, operation: "listen" }),
     new TcpError.AddressNotAvailable({ ...fields, operation: "listen" }),
-    new TcpError.SocketClosed({ ...fields, operation: "write", reason: "closed" }),
+    new TcpError.SocketClosed({ ...fields, operation: "write", reason: "Closed" }),
     new TcpError.FrameTooLarge({ ...fields, operation: "read", size: 10, maxBytes: 5 }),
     new TcpError.MalformedFrame({ ...fields, operation: "read", reason: "bad" }),
     new TcpError.InvalidOptions({ operation: "connect", issues: "port" }),
@@ -138,13 +138,13 @@ describe("errors", () => {
   })
 
   it("isTcpError tells ours from others", () => {
-    expect(TcpError.isTcpError(new TcpError.SocketClosed({ operation: "read", endpoint: at, reason: "closed" }))).toBe(true)
+    expect(TcpError.isTcpError(new TcpError.SocketClosed({ operation: "read", endpoint: at, reason: "Closed" }))).toBe(true)
     expect(TcpError.isTcpError(new Error("x"))).toBe(false)
     expect(TcpError.isTcpError({ _tag: "ConnectionRefused" })).toBe(false)
   })
 
   it("isTcpError checks the type: an Error that merely has one of our tags and fields is not ours", () => {
-    const lookAlike = Object.assign(new Error("closed"), { _tag: "SocketClosed", operation: "read", endpoint: at, reason: "closed" })
+    const lookAlike = Object.assign(new Error("closed"), { _tag: "SocketClosed", operation: "read", endpoint: at, reason: "Closed" })
     expect(TcpError.isTcpError(lookAlike)).toBe(false)
   })
 
@@ -159,6 +159,20 @@ describe("errors", () => {
       const decoded = Schema.decodeUnknownSync(TcpError.TcpError)(Schema.encodeSync(TcpError.TcpError)(samples[error._tag]))
       expect(TcpError.isTcpError(decoded), ErrorClass.name).toBe(true)
     }
+  })
+
+  it("SocketClosed says whether the whole connection is closed or only its write side ended", () => {
+    expect(TcpError.classify(nodeError("ERR_STREAM_DESTROYED", "read"), "read", at)).toMatchObject({ reason: "Closed" })
+    const ended = TcpError.classify(nodeError("ERR_STREAM_WRITE_AFTER_END", "write"), "write", at)
+    expect(ended).toMatchObject({ _tag: "SocketClosed", reason: "WriteSideEnded" })
+    expect(ended.message).toBe("write on the connection with db.example:5432 failed: the write side was already ended (endWrite)")
+    expect(new TcpError.SocketClosed({ operation: "read", endpoint: at, reason: "Closed" }).message).toBe(
+      "read on the connection with db.example:5432 failed: the connection is already closed"
+    )
+    const decode = Schema.decodeUnknownEither(TcpError.SocketClosed)
+    const encoded = { _tag: "SocketClosed", operation: "read", endpoint: { host: "db.example", port: 5432 } }
+    expect(Either.isRight(decode({ ...encoded, reason: "WriteSideEnded" }))).toBe(true)
+    expect(Either.isLeft(decode({ ...encoded, reason: "closed" }))).toBe(true)
   })
 
   it("InvalidOptions names the operation its options were for, or none for options of no one operation", () => {
@@ -193,7 +207,7 @@ const samples: Record<TcpError.TcpError["_tag"], TcpError.TcpError> = {
   PermissionDenied: new TcpError.PermissionDenied({ operation: "listen", endpoint: at }),
   AddressNotAvailable: new TcpError.AddressNotAvailable({ operation: "listen", endpoint: at }),
   BrokenPipe: new TcpError.BrokenPipe({ operation: "write", endpoint: at }),
-  SocketClosed: new TcpError.SocketClosed({ operation: "write", endpoint: at, reason: "closed" }),
+  SocketClosed: new TcpError.SocketClosed({ operation: "write", endpoint: at, reason: "Closed" }),
   UnexpectedEof: new TcpError.UnexpectedEof({ operation: "read", endpoint: at, received: 1, expected: 2 }),
   FrameTooLarge: new TcpError.FrameTooLarge({ operation: "read", endpoint: at, size: 9, maxBytes: 8 }),
   MalformedFrame: new TcpError.MalformedFrame({ operation: "read", endpoint: at, reason: "bad" }),

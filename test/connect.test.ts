@@ -4,7 +4,7 @@ import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
 import * as TestClock from "effect/TestClock"
 import { Tcp } from "../src/index.js"
-import { closedPort, effect, live, rawServer, realSleep } from "./support/harness.js"
+import { awaitSleeps, closedPort, effect, live, rawServer, realSleep } from "./support/harness.js"
 import { fullBacklogListener } from "./support/processes.js"
 
 describe("connect", () => {
@@ -58,9 +58,10 @@ describe("connect", () => {
     Effect.gen(function*() {
       const port = yield* fullBacklogListener
       const fiber = yield* Effect.fork(Tcp.connect({ host: "127.0.0.1", port, connectTimeout: "3 seconds" }))
-      // Let a connect that could complete do so in real time; it must still be pending.
+      // Let a connect that could complete do so in real time (I/O): the backlog must hold it.
       yield* realSleep(200)
       expect(fiber.unsafePoll()).toBeNull()
+      expect(yield* awaitSleeps(1)).toEqual([3000])
       yield* TestClock.adjust("2999 millis")
       expect(fiber.unsafePoll()).toBeNull()
       yield* TestClock.adjust("1 millis")
@@ -79,9 +80,10 @@ describe("connect", () => {
       const port = yield* fullBacklogListener
       const acquire = Effect.uninterruptible(Tcp.connect({ host: "127.0.0.1", port, connectTimeout: "3 seconds" }))
       const fiber = yield* Effect.fork(acquire)
-      yield* realSleep(200)
+      expect(yield* awaitSleeps(1)).toEqual([3000])
+      yield* TestClock.adjust("2999 millis")
       expect(fiber.unsafePoll()).toBeNull()
-      yield* TestClock.adjust("3 seconds")
+      yield* TestClock.adjust("1 millis")
       const error = yield* Effect.flip(Fiber.join(fiber))
       expect(error._tag).toBe("ConnectTimeout")
     }))
@@ -90,6 +92,7 @@ describe("connect", () => {
     Effect.gen(function*() {
       const port = yield* fullBacklogListener
       const fiber = yield* Effect.fork(Tcp.connect({ host: "127.0.0.1", port }))
+      // Real time for the socket to be opened and its connect to be under way (I/O; no timer here).
       yield* realSleep(100)
       expect(fiber.unsafePoll()).toBeNull()
       const exit = yield* Fiber.interrupt(fiber)

@@ -5,7 +5,7 @@ import * as Fiber from "effect/Fiber"
 import * as Schema from "effect/Schema"
 import * as TestClock from "effect/TestClock"
 import { Failover, Retry } from "../src/index.js"
-import { closedPort, effect, eventually, live, rawServer, realSleep } from "./support/harness.js"
+import { awaitSleeps, closedPort, effect, eventually, live, rawServer, realSleep } from "./support/harness.js"
 import { captureLogs } from "./support/logs.js"
 import { fullBacklogListener } from "./support/processes.js"
 
@@ -48,19 +48,23 @@ describe("Failover.connect, sequential", () => {
 
   effect("a primary that does not answer holds up the fallback until its connectTimeout", () =>
     Effect.gen(function*() {
+      const logs = captureLogs()
       const slow = yield* fullBacklogListener
       const secondary = yield* countingServer
       const fiber = yield* Effect.fork(
-        Failover.connect([local(slow), secondary.endpoint], { connectTimeout: "2 seconds" })
+        Failover.connect([local(slow), secondary.endpoint], { connectTimeout: "2 seconds" }).pipe(
+          Effect.provide(logs.layer)
+        )
       )
-      yield* realSleep(100)
-      yield* TestClock.adjust("1999 millis")
-      yield* realSleep(50)
-      expect(fiber.unsafePoll()).toBeNull()
-      expect(secondary.counts.accepted).toBe(0)
-      yield* TestClock.adjust("1 millis")
+      // The primary's attempt, and nothing else, waits for its deadline.
+      expect(yield* awaitSleeps(1)).toEqual([2000])
+      yield* TestClock.adjust("2 seconds")
       const connection = yield* Fiber.join(fiber)
       expect(connection.remoteAddress.port).toBe(secondary.port)
+      // The fallback started at the primary's deadline, not before.
+      expect(logs.entries.map((entry) => [entry.at, entry.message])).toEqual([
+        [2000, `connect to 127.0.0.1:${slow} failed with ConnectTimeout, trying 127.0.0.1:${secondary.port}`]
+      ])
     }))
 
   live("when every endpoint fails, AllEndpointsFailed lists each one with its own typed error", () =>
@@ -109,16 +113,13 @@ describe("Failover.connect, race", () => {
           Effect.provide(logs.layer)
         )
       )
-      yield* realSleep(100)
-      yield* TestClock.adjust("249 millis")
-      yield* realSleep(50)
-      expect(fiber.unsafePoll()).toBeNull()
-      expect(secondary.counts.accepted).toBe(0)
-      yield* TestClock.adjust("1 millis")
+      // The only timer is the stagger's: the secondary's turn comes at 250 ms.
+      expect(yield* awaitSleeps(1)).toEqual([250])
+      yield* TestClock.adjust("250 millis")
       const connection = yield* Fiber.join(fiber)
       expect(connection.remoteAddress.port).toBe(secondary.port)
-      expect(logs.entries.map((entry) => entry.message)).toEqual([
-        `connect to 127.0.0.1:${slow} pending after 250ms, also trying 127.0.0.1:${secondary.port}`
+      expect(logs.entries.map((entry) => [entry.at, entry.message])).toEqual([
+        [250, `connect to 127.0.0.1:${slow} pending after 250ms, also trying 127.0.0.1:${secondary.port}`]
       ])
       // The leak check proves the primary's half-open socket was destroyed.
     }))
@@ -155,16 +156,20 @@ describe("Failover.connect, race", () => {
 
   effect("when every endpoint fails, AllEndpointsFailed lists them in the order given", () =>
     Effect.gen(function*() {
+      const logs = captureLogs()
       const slow = yield* fullBacklogListener
       const dead = yield* closedPort
       const fiber = yield* Effect.fork(
         Failover.connect([local(slow), local(dead)], { strategy: "race", attemptDelay: "100 millis", connectTimeout: "1 second" })
+          .pipe(Effect.provide(logs.layer))
       )
-      yield* realSleep(100)
+      yield* awaitSleeps(1, { wakingAt: "100 millis" })
       yield* TestClock.adjust("100 millis")
-      yield* realSleep(50)
+      // The second endpoint fails first; the race goes on for the first one.
+      yield* eventually(() => logs.entries.some((entry) => entry.message.includes("failed with ConnectionRefused")))
+      yield* TestClock.adjust("899 millis")
       expect(fiber.unsafePoll()).toBeNull()
-      yield* TestClock.adjust("900 millis")
+      yield* TestClock.adjust("1 millis")
       const error = yield* Effect.flip(Fiber.join(fiber))
       expect(error._tag).toBe("AllEndpointsFailed")
       if (error._tag !== "AllEndpointsFailed") return
@@ -181,8 +186,9 @@ describe("Failover.connect, race", () => {
       const fiber = yield* Effect.fork(
         Failover.connect([local(first), local(second)], { strategy: "race", attemptDelay: "10 millis" })
       )
-      yield* realSleep(50)
+      yield* awaitSleeps(1, { wakingAt: "10 millis" })
       yield* TestClock.adjust("10 millis")
+      // Real time for the second attempt's socket to be connecting (I/O).
       yield* realSleep(50)
       expect(Exit.isInterrupted(yield* Fiber.interrupt(fiber))).toBe(true)
       // The leak check proves both half-open sockets were destroyed.

@@ -11,10 +11,9 @@ import * as fc from "fast-check"
 import type * as net from "node:net"
 import { type Connection, Framing, Tcp } from "../src/index.js"
 import type { TcpError } from "../src/TcpError.js"
-import { collect, live, rawServer } from "./support/harness.js"
+import { collect, live, rawServer, text } from "./support/harness.js"
 
 const bytes = (text: string) => new Uint8Array(Buffer.from(text))
-const text = (data: Uint8Array) => Buffer.from(data).toString()
 
 /** Runs a pure stream to its exit, synchronously: a decoder that waited for input would throw here. */
 const runDecode = (pieces: ReadonlyArray<Uint8Array>, framing: Framing.Framing) =>

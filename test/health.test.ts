@@ -9,7 +9,7 @@ import * as Schema from "effect/Schema"
 import * as TestClock from "effect/TestClock"
 import type * as net from "node:net"
 import { HealthCheck, Retry, Tcp } from "../src/index.js"
-import { effect, eventually, live, rawServer, realSleep } from "./support/harness.js"
+import { awaitSleeps, effect, eventually, live, rawServer, realSleep } from "./support/harness.js"
 import { captureLogs } from "./support/logs.js"
 import { redisServer, resp } from "./support/redis.js"
 
@@ -74,8 +74,8 @@ describe("HealthCheck.ping", () => {
       const connection = yield* Tcp.connect({ host: "127.0.0.1", port })
       const fiber = yield* Effect.fork(HealthCheck.ping(connection))
       yield* eventually(() => peer.received.length === 1)
+      expect(yield* awaitSleeps(1)).toEqual([1000])
       yield* TestClock.adjust("999 millis")
-      yield* realSleep(20)
       expect(fiber.unsafePoll()).toBeNull()
       yield* TestClock.adjust("1 millis")
       const error = yield* Effect.flip(Fiber.join(fiber))
@@ -174,19 +174,22 @@ describe("HealthCheck.heartbeat", () => {
       const heartbeat = yield* HealthCheck.heartbeat(connection, { schedule: Schedule.spaced("10 seconds") }).pipe(
         Effect.provide(logs.layer)
       )
-      yield* realSleep(20)
+      // The first beat is due in 10 s: none was sent before it was scheduled.
+      expect(yield* awaitSleeps(1)).toEqual([10_000])
       expect(peer.received).toEqual([])
       yield* TestClock.adjust("10 seconds")
       yield* eventually(() => peer.received.length === 1)
-      yield* realSleep(20)
+      // The probe passed: the next beat is scheduled (a failed one would have stopped the heartbeat).
+      yield* awaitSleeps(1, { wakingAt: "20 seconds" })
       expect(yield* heartbeat.failure).toEqual(Option.none())
 
       // The peer's host freezes: no answer, no FIN, no RST.
       peer.behaviour = "stall"
       yield* TestClock.adjust("10 seconds")
       yield* eventually(() => peer.received.length === 2)
+      // The probe waits for its reply under its deadline, 1 s after it was sent.
+      expect(yield* awaitSleeps(1)).toEqual([21_000])
       yield* TestClock.adjust("999 millis")
-      yield* realSleep(20)
       expect(yield* heartbeat.failure).toEqual(Option.none())
       expect(yield* connection.state).toEqual({ _tag: "Open" })
       yield* TestClock.adjust("1 millis")
@@ -195,7 +198,7 @@ describe("HealthCheck.heartbeat", () => {
       expect(failure.reason).toEqual({ _tag: "Timeout", timeoutMillis: 1000 })
       expect(yield* heartbeat.failure).toEqual(Option.some(failure))
       expect(yield* connection.state).toEqual({ _tag: "Closed" })
-      expect(yield* Effect.flip(connection.read)).toMatchObject({ _tag: "SocketClosed", reason: "closed" })
+      expect(yield* Effect.flip(connection.read)).toMatchObject({ _tag: "SocketClosed", reason: "Closed" })
       const refused = yield* Effect.flip(heartbeat.exclusive(connection.write("SLOW")))
       expect(refused).toBe(failure)
       // The peer sees the connection end.
@@ -203,9 +206,9 @@ describe("HealthCheck.heartbeat", () => {
       expect(logs.entries.filter((entry) => entry.level === "WARN").map((entry) => entry.message)).toEqual([
         `heartbeat: ${failure.message}`
       ])
-      // No further probe once it failed.
+      // No further probe once it failed: nothing is scheduled.
+      expect(Chunk.toArray(yield* TestClock.sleeps())).toEqual([])
       yield* TestClock.adjust("1 minute")
-      yield* realSleep(20)
       expect(peer.received.length).toBe(2)
     }))
 
@@ -224,9 +227,9 @@ describe("HealthCheck.heartbeat", () => {
       expect(yield* Fiber.join(exchange)).toBe("DONE")
       yield* eventually(() => peer.received.length === 2)
       expect(peer.received).toEqual(["SLOW", "PING"])
-      yield* realSleep(20)
-      expect(yield* heartbeat.failure).toEqual(Option.none())
+      // The probe holds the lock until its exchange ends: then it has passed.
       expect(yield* heartbeat.exclusive(Effect.succeed("still usable"))).toBe("still usable")
+      expect(yield* heartbeat.failure).toEqual(Option.none())
     }))
 
   effect("takes the connection first or last: in a pipe after connect, it probes on its schedule", () =>
@@ -236,7 +239,7 @@ describe("HealthCheck.heartbeat", () => {
         Effect.flatMap(HealthCheck.heartbeat({ schedule: Schedule.spaced("1 second") }))
       )
       // Once the heartbeat waits for its first beat, one second of test time brings it.
-      while (Chunk.isEmpty(yield* TestClock.sleeps())) yield* realSleep(1)
+      expect(yield* awaitSleeps(1)).toEqual([1000])
       yield* TestClock.adjust("1 second")
       yield* eventually(() => peer.received.length === 1)
       expect(peer.received).toEqual(["PING"])
@@ -250,9 +253,11 @@ describe("HealthCheck.heartbeat", () => {
       const { peer, port } = yield* pingPeer("PONG")
       const connection = yield* Tcp.connect({ host: "127.0.0.1", port })
       const heartbeat = yield* HealthCheck.heartbeat(connection).pipe(Effect.provide(logs.layer))
+      expect(yield* awaitSleeps(1)).toEqual([10_000])
       yield* connection.close
       yield* TestClock.adjust("30 seconds")
-      yield* realSleep(20)
+      // The beat at 10 s found the connection closed and ended the heartbeat: nothing is scheduled.
+      expect(Chunk.toArray(yield* TestClock.sleeps())).toEqual([])
       expect(yield* heartbeat.failure).toEqual(Option.none())
       expect(peer.received).toEqual([])
       expect(logs.entries).toEqual([])
@@ -313,13 +318,15 @@ describe("HealthCheck against redis-server", () => {
       const heartbeat = yield* HealthCheck.heartbeat(connection, { probe: HealthCheck.redisPing, schedule: Schedule.spaced("5 seconds") }).pipe(
         Effect.provide(logs.layer)
       )
+      expect(yield* awaitSleeps(1)).toEqual([5000])
       yield* TestClock.adjust("5 seconds")
       // Redis counts the PING it answered.
       while (!(yield* redis.command("INFO", "commandstats")).includes("cmdstat_ping:calls=1,")) yield* realSleep(2)
       expect(yield* heartbeat.failure).toEqual(Option.none())
       yield* redis.freeze
       yield* TestClock.adjust("5 seconds")
-      yield* realSleep(20)
+      // The probe sent to the frozen server waits for its reply under its deadline.
+      expect(yield* awaitSleeps(1)).toEqual([11_000])
       yield* TestClock.adjust("1 second")
       const failure = yield* heartbeat.awaitFailure
       expect(failure.reason).toEqual({ _tag: "Timeout", timeoutMillis: 1000 })

@@ -19,7 +19,7 @@ import type * as net from "node:net"
 import * as path from "node:path"
 import { promisify } from "node:util"
 import { type Connection, Endpoint, Framing, Message, Server, Tcp } from "../src/index.js"
-import { collect, effect, eventually, live, rawServer, realSleep } from "./support/harness.js"
+import { awaitSleeps, collect, connectTo, effect, eventually, live } from "./support/harness.js"
 import { captureLogs } from "./support/logs.js"
 
 class Point extends Schema.Class<Point>("Point")({ x: Schema.Number, y: Schema.Number }) {}
@@ -31,21 +31,6 @@ const frame = (framing: Framing.Framing, body: Uint8Array | string) =>
     if (either._tag === "Left") throw either.left
     return either.right
   }))
-
-/** A raw peer that runs `onSocket` on the one connection made to it, and that connection. */
-const connectTo = (onSocket: (socket: net.Socket) => void, options: Partial<Tcp.ConnectOptions> = {}) =>
-  Effect.gen(function*() {
-    const accepted = yield* Effect.makeLatch()
-    let peer: net.Socket | undefined
-    const { port } = yield* rawServer((socket) => {
-      peer = socket
-      onSocket(socket)
-      accepted.unsafeOpen()
-    })
-    const connection = yield* Tcp.connect({ host: "127.0.0.1", port, ...options })
-    yield* accepted.await
-    return { connection, peer: peer! }
-  })
 
 describe("Message send and receive", () => {
   live("typed messages go out one per frame and come back decoded; the stream ends at the peer's FIN", () =>
@@ -312,8 +297,11 @@ describe("Message request/response", () => {
       const client = yield* Message.client(connection, Double)
       const first = yield* Effect.fork(client.request({ n: 1 }))
       yield* arrived.await
-      yield* realSleep(20)
-      yield* TestClock.adjust("1 second")
+      // The client's read of the reply waits under its deadline; just before it, the request waits.
+      expect(yield* awaitSleeps(1)).toEqual([1000])
+      yield* TestClock.adjust("999 millis")
+      expect(first.unsafePoll()).toBeNull()
+      yield* TestClock.adjust("1 millis")
       expect(yield* Effect.flip(Fiber.join(first))).toMatchObject({ _tag: "ReadTimeout", timeoutMillis: 1000 })
       expect(yield* client.request({ n: 2 })).toEqual({ n: 2, doubled: 4 })
     }))

@@ -14,11 +14,9 @@ import * as path from "node:path"
 import { fileURLToPath } from "node:url"
 import { Server, Tcp } from "../src/index.js"
 import type { Connection } from "../src/Connection.js"
-import { collect, effect, eventually, live, rawClient, rawServer, realSleep } from "./support/harness.js"
+import { awaitSleeps, collect, effect, eventually, live, rawClient, rawServer, text } from "./support/harness.js"
 import { captureLogs } from "./support/logs.js"
 import { tsChild } from "./support/processes.js"
-
-const text = (bytes: Uint8Array) => Buffer.from(bytes).toString()
 
 /** Upper-cases every chunk and sends it back, until the client closes: the seed's server. */
 const upperCaseEcho = (connection: Connection) =>
@@ -312,14 +310,18 @@ describe("serve", () => {
       const client = yield* rawClient(server.address.port)
       const received = yield* Effect.fork(collect(client))
       yield* eventually(() => Effect.runSync(server.stats).active === 1)
+      expect(yield* awaitSleeps(1)).toEqual([10_000])
       yield* TestClock.adjust("6 seconds")
       client.write("still here")
       yield* eventually(() => seen.length === 1)
       yield* TestClock.adjust("6 seconds")
-      yield* realSleep(20)
-      // 12 s since the start but only 6 s since the last byte: still open.
+      // 12 s since the start but only 6 s since the last byte: still open, checked again 10 s after it.
       expect(yield* server.stats).toMatchObject({ active: 1, idleClosed: 0 })
-      yield* TestClock.adjust("4 seconds")
+      expect(yield* awaitSleeps(1)).toEqual([16_000])
+      yield* TestClock.adjust("3999 millis")
+      expect(yield* server.stats).toMatchObject({ idleClosed: 0 })
+      yield* TestClock.adjust("1 millis")
+      expect(yield* server.stats).toMatchObject({ idleClosed: 1 })
       yield* Fiber.join(received)
       expect(seen).toEqual(["still here", "IdleTimeout"])
       yield* eventually(() => Effect.runSync(server.stats).active === 0)
@@ -351,16 +353,20 @@ describe("serve", () => {
       yield* quick.write("quick\n")
       yield* slow.write("slow\n")
       yield* eventually(() => Effect.runSync(server.stats).active === 2)
-      yield* realSleep(20)
+      // Both handlers have read their request and sleep.
+      expect((yield* awaitSleeps(2)).sort((a, b) => a - b)).toEqual([1000, 60_000])
       const closing = yield* Effect.fork(Scope.close(scope, Exit.void))
-      yield* realSleep(20)
+      // The shutdown waits for the handlers under drainTimeout, having stopped accepting.
+      yield* awaitSleeps(1, { wakingAt: "5 seconds" })
       // No longer accepting.
       expect((yield* Effect.flip(Tcp.connect({ host: "127.0.0.1", port })))._tag).toBe("ConnectionRefused")
       yield* TestClock.adjust("1 second")
       expect(text(yield* quick.readUntil("\n"))).toBe("done quick")
       expect(yield* quick.read).toEqual(Option.none())
       expect(closing.unsafePoll()).toBeNull()
-      yield* TestClock.adjust("4 seconds")
+      yield* TestClock.adjust("3999 millis")
+      expect(finished).toEqual(["quick"])
+      yield* TestClock.adjust("1 millis")
       yield* Fiber.join(closing)
       expect(finished).toEqual(["quick", "interrupted"])
       // The client blocked on read sees the end, not a hang.

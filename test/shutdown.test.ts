@@ -5,7 +5,6 @@
  * bounded time, whatever the handlers do.
  */
 import { describe, expect } from "@effect/vitest"
-import * as Chunk from "effect/Chunk"
 import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
@@ -14,16 +13,8 @@ import * as Option from "effect/Option"
 import * as Scope from "effect/Scope"
 import * as TestClock from "effect/TestClock"
 import { Server, Tcp } from "../src/index.js"
-import { effect, eventually, realSleep } from "./support/harness.js"
+import { awaitSleeps, effect, eventually, text } from "./support/harness.js"
 import { captureLogs } from "./support/logs.js"
-
-const text = (bytes: Uint8Array) => Buffer.from(bytes).toString()
-
-/** Waits (in real time) until a sleep ending at `millis` on the TestClock is registered. */
-const sleepRegistered = (millis: number) =>
-  Effect.gen(function*() {
-    while (!Chunk.contains(yield* TestClock.sleeps(), millis)) yield* realSleep(2)
-  })
 
 describe("shutdown", () => {
   effect("interrupting the fiber that owns the server's scope drains: the request in flight is answered, then the interrupt returns", () =>
@@ -43,10 +34,10 @@ describe("shutdown", () => {
       const server = yield* Deferred.await(started)
       const client = yield* Tcp.connect({ host: "127.0.0.1", port: server.address.port })
       yield* client.write("question\n")
-      yield* sleepRegistered(1000)
+      yield* awaitSleeps(1, { wakingAt: "1 second" })
       const interrupting = yield* Effect.fork(Fiber.interrupt(main))
-      yield* realSleep(50)
-      // Still draining: the handler has not answered yet.
+      // Draining: the shutdown waits for the handler under its 5 s deadline, having stopped accepting.
+      yield* awaitSleeps(1, { wakingAt: "5 seconds" })
       expect(interrupting.unsafePoll()).toBeNull()
       expect((yield* Effect.flip(Tcp.connect({ host: "127.0.0.1", port: server.address.port })))._tag).toBe(
         "ConnectionRefused"
@@ -76,7 +67,7 @@ describe("shutdown", () => {
       yield* client.write("hang\n")
       yield* eventually(() => Effect.runSync(server.stats).active === 1)
       const interrupting = yield* Effect.fork(Fiber.interrupt(main))
-      yield* sleepRegistered(2000)
+      yield* awaitSleeps(1, { wakingAt: "2 seconds" })
       yield* TestClock.adjust("2 seconds")
       yield* Fiber.join(interrupting)
       expect(interrupted).toEqual(["handler"])
@@ -99,12 +90,12 @@ describe("shutdown", () => {
         })).pipe(Scope.extend(scope), Effect.provide(logs.layer))
       const client = yield* Tcp.connect({ host: "127.0.0.1", port: server.address.port })
       yield* client.write("busy\n")
-      yield* sleepRegistered(12_000)
+      yield* awaitSleeps(1, { wakingAt: "12 seconds" })
       const closing = yield* Effect.fork(Scope.close(scope, Exit.void))
-      yield* sleepRegistered(1000)
+      yield* awaitSleeps(1, { wakingAt: "1 second" })
       yield* TestClock.adjust("1 second")
       // Interrupted at drainTimeout, the handler goes on; a short grace later its socket is destroyed.
-      yield* sleepRegistered(2000)
+      yield* awaitSleeps(1, { wakingAt: "2 seconds" })
       yield* TestClock.adjust("1 second")
       yield* Fiber.join(closing)
       expect(ended).toEqual([])

@@ -4,7 +4,6 @@
  * tests (support/greeting-transport.ts: TCP with a one-byte handshake), untouched.
  */
 import { describe, expect } from "@effect/vitest"
-import * as Chunk from "effect/Chunk"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
@@ -13,16 +12,8 @@ import * as Scope from "effect/Scope"
 import * as TestClock from "effect/TestClock"
 import { Server, Tcp } from "../src/index.js"
 import * as GreetingTransport from "./support/greeting-transport.js"
-import { closedPort, effect, eventually, live, rawServer, realSleep } from "./support/harness.js"
+import { awaitSleeps, closedPort, effect, eventually, live, rawServer, text } from "./support/harness.js"
 import { captureLogs } from "./support/logs.js"
-
-const text = (bytes: Uint8Array) => Buffer.from(bytes).toString()
-
-/** Waits (in real time) until a sleep ending at `millis` on the TestClock is registered. */
-const sleepRegistered = (millis: number) =>
-  Effect.gen(function*() {
-    while (!Chunk.contains(yield* TestClock.sleeps(), millis)) yield* realSleep(2)
-  })
 
 /** How a connect fails; "connected" (not the connection, which a failed assertion would print) if it does not. */
 const connectFailure = (options: Tcp.ConnectOptions) => Effect.flip(Effect.as(Tcp.connect(options), "connected" as const))
@@ -89,9 +80,11 @@ describe("over a transport of the tests' own, through the seam", () => {
       const port = server.address.port
       const client = yield* Tcp.connect({ host: "127.0.0.1", port })
       yield* client.write("question\n")
-      yield* sleepRegistered(1000)
+      yield* awaitSleeps(1, { wakingAt: "1 second" })
       const closing = yield* Effect.fork(Scope.close(scope, Exit.void))
-      yield* eventually(() => Effect.runSync(server.stats).active === 1)
+      // The shutdown has stopped accepting once it waits for the handler under its 5 s deadline.
+      yield* awaitSleeps(1, { wakingAt: "5 seconds" })
+      expect(yield* server.stats).toMatchObject({ active: 1 })
       // No longer accepting, while the handler still runs.
       expect(yield* connectFailure({ host: "127.0.0.1", port })).toMatchObject({ _tag: "ConnectionRefused" })
       expect(closing.unsafePoll()).toBeNull()
@@ -107,7 +100,7 @@ describe("over a transport of the tests' own, through the seam", () => {
       // A plain TCP server: it accepts, but never greets.
       const { port } = yield* rawServer(() => {})
       const attempt = yield* Effect.fork(connectFailure({ host: "127.0.0.1", port, connectTimeout: "3 seconds" }))
-      yield* sleepRegistered(3000)
+      yield* awaitSleeps(1, { wakingAt: "3 seconds" })
       yield* TestClock.adjust("3 seconds")
       const error = yield* Fiber.join(attempt)
       expect(error).toMatchObject({ _tag: "ConnectTimeout", endpoint: { host: "127.0.0.1", port }, timeoutMillis: 3000 })

@@ -398,7 +398,7 @@ export class NodeConnection implements Connection {
     this.stopDeadlines()
   }
 
-  private closedError(operation: TcpError.Operation, reason: "closed" | "write side ended") {
+  private closedError(operation: TcpError.Operation, reason: TcpError.SocketClosed["reason"]) {
     return new TcpError.SocketClosed({ operation, endpoint: this.remoteAddress, reason }, unchecked)
   }
 
@@ -408,7 +408,7 @@ export class NodeConnection implements Connection {
   /** Why no read can take bytes any more (closed by us, or an imposed error), else undefined. */
   private readBlocked(): TcpError.ReadError | undefined {
     if (this.imposed !== undefined) return this.imposed.read
-    if (this.closedByUs) return this.closedError("read", "closed")
+    if (this.closedByUs) return this.closedError("read", "Closed")
     return undefined
   }
 
@@ -422,7 +422,7 @@ export class NodeConnection implements Connection {
     const failure = this.failure ?? this.socket.errored ?? undefined
     if (failure !== undefined) return TcpError.classify(failure, "read", this.remoteAddress)
     if (this.eof) return null
-    if (this.socket.destroyed) return this.closedError("read", "closed")
+    if (this.socket.destroyed) return this.closedError("read", "Closed")
     return undefined
   }
 
@@ -582,12 +582,12 @@ export class NodeConnection implements Connection {
 
   private writeFailure(): TcpError.WriteError | undefined {
     if (this.imposed !== undefined) return this.imposed.write
-    if (this.closedByUs) return this.closedError("write", "closed")
+    if (this.closedByUs) return this.closedError("write", "Closed")
     // `errored` is set as the socket is destroyed, a turn before its 'error' event.
     const failure = this.failure ?? this.socket.errored ?? undefined
     if (failure !== undefined) return TcpError.classify(failure, "write", this.remoteAddress)
-    if (this.writeEnded) return this.closedError("write", "write side ended")
-    if (this.socket.destroyed) return this.closedError("write", "closed")
+    if (this.writeEnded) return this.closedError("write", "WriteSideEnded")
+    if (this.socket.destroyed) return this.closedError("write", "Closed")
     return undefined
   }
 
@@ -658,7 +658,7 @@ export class NodeConnection implements Connection {
     }
     return Effect.fail(
       this.writeFailure() ??
-        (error === unconfirmed ? this.closedError("write", "closed") : TcpError.classify(error, "write", this.remoteAddress))
+        (error === unconfirmed ? this.closedError("write", "Closed") : TcpError.classify(error, "write", this.remoteAddress))
     )
   }
 

@@ -423,7 +423,7 @@ export const makeBatchWriter = (connection: Connection): Effect.Effect<BatchWrit
     let wake: (() => void) | undefined = undefined
     let stopped = false
     const closed = () =>
-      Exit.fail(new TcpError.SocketClosed({ operation: "write", endpoint: connection.remoteAddress, reason: "closed" }))
+      Exit.fail(new TcpError.SocketClosed({ operation: "write", endpoint: connection.remoteAddress, reason: "Closed" }))
     const idle = Effect.async<void>((resume) => {
       wake = () => {
         wake = undefined

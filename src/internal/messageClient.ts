@@ -254,7 +254,7 @@ export const client: typeof Message.client = dual((args) => isProtocol(args[1]),
           const failure = Exit.isFailure(exit) ? Cause.failureOption(exit.cause) : Option.none()
           dead = Option.isSome(failure)
             ? failure.value
-            : new TcpError.SocketClosed({ operation: "read", endpoint, reason: "closed" })
+            : new TcpError.SocketClosed({ operation: "read", endpoint, reason: "Closed" })
           failPending(dead)
         })
       ),

@@ -1,18 +1,22 @@
 /**
  * Test helpers: run an Effect test with the `Tcp` service and a check that no fiber it forked is
- * still running at the end, wait in real time under `TestClock`, and peers built on raw `node:net`
- * for behaviour the library must handle.
+ * still running at the end, wait in real time under `TestClock` (for I/O, or until a fiber has
+ * registered its sleep), peers built on raw `node:net` for behaviour the library must handle, and a
+ * connection to such a peer.
  */
 import { it } from "@effect/vitest"
+import * as Chunk from "effect/Chunk"
+import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Scope from "effect/Scope"
 import * as Supervisor from "effect/Supervisor"
+import * as TestClock from "effect/TestClock"
 import * as TestServices from "effect/TestServices"
 import * as net from "node:net"
 import * as NodeTcp from "../../src/NodeTcp.js"
-import type { Tcp } from "../../src/Tcp.js"
+import * as Tcp from "../../src/Tcp.js"
 
-type Body<A, E> = () => Effect.Effect<A, E, Tcp | Scope.Scope>
+type Body<A, E> = () => Effect.Effect<A, E, Tcp.Tcp | Scope.Scope>
 
 const leakFree = <A, E>(body: Body<A, E>) =>
   Effect.gen(function*() {
@@ -43,6 +47,31 @@ export const realSleep = (millis: number) => TestServices.provideLive(Effect.sle
 export const eventually = (condition: () => boolean) =>
   Effect.gen(function*() {
     while (!condition()) yield* realSleep(2)
+  })
+
+/** One turn of the real event loop: pending I/O callbacks run, no timer needs to expire. */
+const nextTurn = Effect.async<void>((resume) => {
+  const handle = setImmediate(() => resume(Effect.void))
+  return Effect.sync(() => clearImmediate(handle))
+})
+
+/**
+ * Waits until at least `count` sleeps are registered on the `TestClock`, only those waking at the
+ * instant `wakingAt` of test time (0 when the test starts) if given; returns every wake-up time,
+ * in millis. Call it between forking a fiber and `TestClock.adjust`: an adjust that comes first
+ * moves the clock past a deadline set later. With `wakingAt` it also checks the deadline: a sleep
+ * of another length never matches, and the test times out. Interrupted sleeps stay registered
+ * until the clock passes them. Polls on the real event loop; the test's own timeout bounds it.
+ */
+export const awaitSleeps = (count: number, options?: { readonly wakingAt?: Duration.DurationInput }) =>
+  Effect.gen(function*() {
+    const at = options?.wakingAt === undefined ? undefined : Duration.toMillis(options.wakingAt)
+    for (let polls = 0;; polls++) {
+      const sleeps = Chunk.toArray(yield* TestClock.sleeps())
+      const matching = at === undefined ? sleeps : sleeps.filter((wakeAt) => wakeAt === at)
+      if (matching.length >= count) return sleeps
+      yield* polls < 100 ? nextTurn : realSleep(1)
+    }
   })
 
 /**
@@ -80,6 +109,27 @@ export const closedPort = Effect.async<number>((resume) => {
     server.close(() => resume(Effect.succeed(port)))
   })
 })
+
+/**
+ * A raw peer on 127.0.0.1 that hands each accepted socket to `onSocket`, and a connection to it;
+ * `peer` is the socket the peer accepted for that connection.
+ */
+export const connectTo = (onSocket: (socket: net.Socket) => void, options: Partial<Tcp.ConnectOptions> = {}) =>
+  Effect.gen(function*() {
+    let peer: net.Socket | undefined
+    const accepted = yield* Effect.makeLatch()
+    const { port } = yield* rawServer((socket) => {
+      peer = socket
+      onSocket(socket)
+      accepted.unsafeOpen()
+    })
+    const connection = yield* Tcp.connect({ host: "127.0.0.1", port, ...options })
+    yield* accepted.await
+    return { connection, peer: peer!, port }
+  })
+
+/** The bytes as UTF-8 text. */
+export const text = (bytes: Uint8Array) => Buffer.from(bytes).toString()
 
 /** A raw client socket to 127.0.0.1:port, destroyed when the scope closes. */
 export const rawClient = (port: number) =>
