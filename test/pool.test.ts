@@ -12,7 +12,7 @@ import * as net from "node:net"
 import { ConnectionPool, HealthCheck, Tcp as TcpService, TcpError } from "../src/index.js"
 import type { Connection } from "../src/Connection.js"
 import type * as Tcp from "../src/Tcp.js"
-import { closedPort, effect, eventually, live, rawServer, realSleep } from "./support/harness.js"
+import { awaitSleeps, closedPort, effect, eventually, live, rawServer, realSleep, text } from "./support/harness.js"
 import { fullBacklogListener } from "./support/processes.js"
 import { type Redis, redisServer, resp } from "./support/redis.js"
 
@@ -83,7 +83,7 @@ const poolOf = (server: { readonly state: { readonly port: number } }, options: 
 const exchange = (connection: Connection, message = "ping") =>
   Effect.gen(function*() {
     yield* connection.write(message)
-    return Buffer.from(yield* connection.readExactly(message.length)).toString()
+    return text(yield* connection.readExactly(message.length))
   })
 
 describe("ConnectionPool", () => {
@@ -193,10 +193,8 @@ describe("ConnectionPool", () => {
       yield* eventually(() => Effect.runSync(pool.stats).inUse === 1)
       const starved = yield* Effect.fork(pool.use((c) => exchange(c)))
       yield* eventually(() => Effect.runSync(pool.stats).waiting === 1)
-      yield* TestClock.adjust("4999 millis")
-      yield* realSleep(20)
-      expect(starved.unsafePoll()).toBeNull()
-      yield* TestClock.adjust("1 millis")
+      yield* awaitSleeps(1, { wakingAt: "5 seconds" })
+      yield* TestClock.adjust("5 seconds")
       const error = yield* Effect.flip(Fiber.join(starved))
       expect(error).toMatchObject({ _tag: "PoolTimeout", timeoutMillis: 5000, max: 1, inUse: 1, waiting: 1, connecting: 0 })
       expect(error.message).toBe(
@@ -213,7 +211,9 @@ describe("ConnectionPool", () => {
       const port = yield* fullBacklogListener
       const pool = yield* ConnectionPool.make({ host: "127.0.0.1", port, connectTimeout: "1 minute", acquireTimeout: "2 seconds" })
       const fiber = yield* Effect.fork(pool.use((c) => exchange(c)))
-      yield* realSleep(50)
+      // The borrow's deadline, and the connect's.
+      yield* awaitSleeps(1, { wakingAt: "2 seconds" })
+      yield* awaitSleeps(1, { wakingAt: "1 minute" })
       expect(yield* pool.stats).toMatchObject({ connecting: 1, waiting: 1 })
       yield* TestClock.adjust("2 seconds")
       const error = yield* Effect.flip(Fiber.join(fiber))
@@ -265,7 +265,8 @@ describe("ConnectionPool", () => {
       // Half-open: the server's host no longer answers, and sends no FIN.
       server.state.mode = "stall"
       yield* TestClock.adjust("30 seconds")
-      yield* realSleep(50)
+      // Both idle connections are being probed, each with a deadline of 1 second.
+      yield* awaitSleeps(2, { wakingAt: "31 seconds" })
       expect((yield* pool.stats).idle).toBe(2)
       yield* TestClock.adjust("1 second")
       yield* eventually(() => Effect.runSync(pool.stats).closed === 2)
@@ -322,7 +323,7 @@ describe("ConnectionPool", () => {
         pool.use((c) =>
           c.write(`${line}\n`).pipe(
             Effect.zipRight(c.readUntil("\n")),
-            Effect.map((reply) => Buffer.from(reply).toString()),
+            Effect.map(text),
             Effect.timeout("50 millis")
           )
         )
@@ -600,11 +601,6 @@ describe("ConnectionPool", () => {
         const waiting = pool.use((c) => exchange(c))
         // Both wake-ups are due at the same instant; the one registered first runs first.
         // The pool's own schedules (validation, idle sweep) are sleeping too.
-        const base = (yield* TestClock.sleeps()).length
-        const sleeping = (n: number) =>
-          Effect.gen(function*() {
-            while ((yield* TestClock.sleeps()).length < base + n) yield* realSleep(1)
-          })
         const holder = yield* Effect.fork(holding)
         yield* eventually(() => Effect.runSync(pool.stats).inUse === 1)
         let waiter: Fiber.RuntimeFiber<string, unknown>
@@ -612,12 +608,12 @@ describe("ConnectionPool", () => {
           waiter = yield* Effect.fork(waiting)
           yield* eventually(() => Effect.runSync(pool.stats).waiting === 1)
           yield* Deferred.succeed(go, undefined)
-          yield* sleeping(2)
+          yield* awaitSleeps(2, { wakingAt: "1 second" })
         } else {
           yield* Deferred.succeed(go, undefined)
-          yield* sleeping(1)
+          yield* awaitSleeps(1, { wakingAt: "1 second" })
           waiter = yield* Effect.fork(waiting)
-          yield* sleeping(2)
+          yield* awaitSleeps(2, { wakingAt: "1 second" })
         }
         yield* TestClock.adjust("1 second")
         yield* Fiber.join(holder)
@@ -627,6 +623,31 @@ describe("ConnectionPool", () => {
         expect(yield* pool.stats).toMatchObject({ waiting: 0, inUse: 0, idle: 1, opened: 1 })
       }))
   }
+
+  live("a use that closes its connection, ends its write side or reads the peer's FIN, and succeeds, leaves nothing dead to lend: the next borrower gets a new connection", () =>
+    Effect.gen(function*() {
+      // An echo server that ends its side when told "bye!".
+      const { port } = yield* rawServer((socket) =>
+        socket.on("data", (chunk: Buffer) => (chunk.toString() === "bye!" ? socket.end() : socket.write(chunk)))
+      )
+      const pool = yield* ConnectionPool.make({ host: "127.0.0.1", port, max: 1 })
+      const portOf = pool.use((c) => Effect.as(exchange(c), c.localAddress.port))
+      const ends: Array<(c: Connection) => Effect.Effect<unknown, unknown>> = [
+        (c) => c.close,
+        (c) => c.endWrite,
+        // The peer's FIN, read as the end of the stream.
+        (c) => Effect.zipRight(c.write("bye!"), c.read)
+      ]
+      let last = yield* portOf
+      for (const end of ends) {
+        yield* pool.use(end)
+        // At once, before the idle connection's watcher could look at it.
+        const next = yield* portOf
+        expect(next).not.toBe(last)
+        last = next
+      }
+      expect(yield* pool.stats).toMatchObject({ opened: 4, closed: 3, idle: 1 })
+    }))
 
   live("a pool is a ConnectionPool and pipes", () =>
     Effect.gen(function*() {
@@ -655,7 +676,7 @@ describe("ConnectionPool against redis-server", () => {
   /** PING as Redis clients send it, and the reply line. */
   const ping = (connection: Connection) =>
     Effect.zipRight(connection.write(resp("PING")), connection.readUntil("\r\n")).pipe(
-      Effect.map((reply) => Buffer.from(reply).toString())
+      Effect.map(text)
     )
 
   effect("idle connections to a healthy, quiet server stay open whatever the readTimeout: the watcher's read waits for the peer, not for the deadline", () =>
@@ -677,8 +698,9 @@ describe("ConnectionPool against redis-server", () => {
       expect(lent.map(([reply]) => reply)).toEqual(["+PONG", "+PONG"])
       expect(new Set(lent.map(([, port]) => port))).toEqual(ports)
       const stuck = yield* Effect.forkScoped(pool.use((c) => c.readExactly(1)))
-      yield* realSleep(20)
-      yield* TestClock.adjust("1250 millis")
+      // 16 steps of 500 ms went by: the read's deadline is 1 second from now.
+      yield* awaitSleeps(1, { wakingAt: "9 seconds" })
+      yield* TestClock.adjust("1 second")
       expect(yield* Effect.flip(Fiber.join(stuck))).toMatchObject({ _tag: "ReadTimeout", timeoutMillis: 1000 })
     }))
 
@@ -699,12 +721,11 @@ describe("ConnectionPool against redis-server", () => {
       let lent = 0
       const borrower = yield* Effect.forkScoped(pool.use((c) => Effect.zipRight(Effect.sync(() => lent++), ping(c))))
       yield* eventually(() => Effect.runSync(pool.stats).connecting === 0 && Effect.runSync(pool.stats).inUse === 1)
-      yield* realSleep(20)
+      // The probe waits for its reply (5 s), the borrow for its deadline (2 s).
+      yield* awaitSleeps(1, { wakingAt: "5 seconds" })
+      yield* awaitSleeps(1, { wakingAt: "2 seconds" })
       expect(lent).toBe(0)
-      yield* TestClock.adjust("1999 millis")
-      yield* realSleep(20)
-      expect(borrower.unsafePoll()).toBeNull()
-      yield* TestClock.adjust("1 millis")
+      yield* TestClock.adjust("2 seconds")
       const error = yield* Effect.flip(Fiber.join(borrower))
       expect(error).toMatchObject({ _tag: "PoolTimeout", timeoutMillis: 2000 })
       expect(lent).toBe(0)
@@ -715,7 +736,7 @@ describe("ConnectionPool against redis-server", () => {
       const quick = yield* redisPool(redis, { healthCheck: HealthCheck.redisPing, acquireTimeout: "2 seconds" })
       const second = yield* Effect.forkScoped(quick.use((c) => Effect.zipRight(Effect.sync(() => lent++), ping(c))))
       yield* eventually(() => Effect.runSync(quick.stats).connecting === 0 && Effect.runSync(quick.stats).inUse === 1)
-      yield* realSleep(20)
+      yield* awaitSleeps(1, { wakingAt: "3 seconds" })
       expect(lent).toBe(0)
       yield* TestClock.adjust("1 second")
       expect(yield* Effect.flip(Fiber.join(second))).toMatchObject({
@@ -749,12 +770,11 @@ describe("ConnectionPool against redis-server", () => {
       // A free permit and an idle connection that is due for its probe.
       const borrower = yield* Effect.forkScoped(counted)
       yield* eventually(() => Effect.runSync(pool.stats).inUse === 1)
-      yield* realSleep(20)
-      yield* TestClock.adjust("1999 millis")
-      yield* realSleep(20)
-      expect(borrower.unsafePoll()).toBeNull()
-      // At the deadline, before the probe's own (5 s): the borrower fails with the pool's, lent nothing.
-      yield* TestClock.adjust("1 millis")
+      // The probe's deadline (5 s from now) and the borrow's (2 s).
+      yield* awaitSleeps(1, { wakingAt: "6 seconds" })
+      yield* awaitSleeps(1, { wakingAt: "3 seconds" })
+      // At the deadline, before the probe's own: the borrower fails with the pool's, lent nothing.
+      yield* TestClock.adjust("2 seconds")
       yield* eventually(() => borrower.unsafePoll() !== null || lent > 1)
       expect(lent).toBe(1)
       expect(yield* Effect.flip(Fiber.join(borrower))).toMatchObject({ _tag: "PoolTimeout", timeoutMillis: 2000 })

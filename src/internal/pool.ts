@@ -165,10 +165,10 @@ const deathOf = (connection: Connection, state: ConnectionState): HealthCheckFai
   if (state._tag === "Open") return undefined
   const endpoint = connection.remoteAddress
   const error = state._tag === "Closed"
-    ? new TcpError.SocketClosed({ operation: "read", endpoint, reason: "closed" })
+    ? new TcpError.SocketClosed({ operation: "read", endpoint, reason: "Closed" }, trusted)
     : state.readable
-    ? new TcpError.SocketClosed({ operation: "write", endpoint, reason: "write side ended" })
-    : new TcpError.UnexpectedEof({ operation: "read", endpoint, received: 0 })
+    ? new TcpError.SocketClosed({ operation: "write", endpoint, reason: "WriteSideEnded" }, trusted)
+    : new TcpError.UnexpectedEof({ operation: "read", endpoint, received: 0 }, trusted)
   return new HealthCheckFailed({ endpoint, reason: { _tag: "ConnectionError", error } }, trusted)
 }
 
@@ -370,7 +370,7 @@ export const makeWith = <E, R>(
                 ? Option.getOrElse(
                   Cause.failureOption(exit.cause),
                   (): TcpError.TcpError =>
-                    new TcpError.SocketClosed({ operation: "read", endpoint: peer, reason: "closed" })
+                    new TcpError.SocketClosed({ operation: "read", endpoint: peer, reason: "Closed" })
                 )
                 : new TcpError.UnexpectedEof({ operation: "read", endpoint: peer, received: 0 })
             }
