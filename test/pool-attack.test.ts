@@ -1,0 +1,130 @@
+/**
+ * Attacks on the connection pool (src/internal/pool.ts): bad options, interruption at each
+ * suspension point of a borrow, peers that misbehave, closing the pool under load, resource
+ * exhaustion. Real sockets on 127.0.0.1; deadlines under `TestClock`.
+ */
+import { describe, expect } from "@effect/vitest"
+import * as Deferred from "effect/Deferred"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Fiber from "effect/Fiber"
+import * as Scope from "effect/Scope"
+import * as TestClock from "effect/TestClock"
+import * as net from "node:net"
+import { ConnectionPool, HealthCheck, Tcp as TcpService } from "../src/index.js"
+import type { Connection } from "../src/Connection.js"
+import { closedPort, effect, eventually, live, realSleep } from "./support/harness.js"
+
+type Mode = "echo" | "stall" | "garbage"
+
+/**
+ * An echo server of 4-byte commands (`PING` answered `PONG`, or per `mode`) that counts what it
+ * accepted and the most sockets alive at once; `onAccept` may treat a new socket otherwise.
+ */
+const countingServer = (onAccept?: (socket: net.Socket) => boolean) =>
+  Effect.acquireRelease(
+    Effect.async<{
+      readonly port: number
+      readonly state: {
+        mode: Mode
+        accepted: number
+        alive: number
+        peak: number
+        readonly sockets: Set<net.Socket>
+      }
+      readonly server: net.Server
+    }>((resume) => {
+      const state = { mode: "echo" as Mode, accepted: 0, alive: 0, peak: 0, sockets: new Set<net.Socket>() }
+      const server = net.createServer((socket) => {
+        state.accepted++
+        state.alive++
+        state.peak = Math.max(state.peak, state.alive)
+        state.sockets.add(socket)
+        socket.on("error", () => {})
+        socket.on("close", () => {
+          state.alive--
+          state.sockets.delete(socket)
+        })
+        if (onAccept !== undefined && !onAccept(socket)) return
+        let pending = ""
+        socket.on("data", (chunk: Buffer) => {
+          pending += chunk.toString("latin1")
+          while (pending.length >= 4) {
+            const command = pending.slice(0, 4)
+            pending = pending.slice(4)
+            if (command !== "PING") socket.write(command)
+            else if (state.mode === "echo") socket.write("PONG")
+            else if (state.mode === "garbage") socket.write("PANG")
+          }
+        })
+      })
+      server.listen(0, "127.0.0.1", () =>
+        resume(Effect.succeed({ port: (server.address() as net.AddressInfo).port, state, server })))
+    }),
+    ({ server, state }) =>
+      Effect.async<void>((resume) => {
+        for (const socket of state.sockets) socket.destroy()
+        server.close(() => resume(Effect.void))
+      })
+  )
+
+const exchange = (connection: Connection, message = "ping") =>
+  Effect.gen(function*() {
+    yield* connection.write(message)
+    return Buffer.from(yield* connection.readExactly(message.length)).toString()
+  })
+
+type Pool = ConnectionPool.ConnectionPool<unknown>
+
+const statsOf = (pool: Pool) => Effect.runSync(pool.stats)
+
+/** Nothing lent, awaited or being opened, and the books balance. */
+const settled = (pool: Pool) =>
+  Effect.gen(function*() {
+    yield* eventually(() => {
+      const stats = statsOf(pool)
+      return stats.inUse === 0 && stats.waiting === 0 && stats.connecting === 0
+    })
+    const stats = yield* pool.stats
+    expect(stats.idle).toBe(stats.opened - stats.closed)
+    return stats
+  })
+
+describe("ConnectionPool under attack", () => {
+  effect("a permit released between a borrower's failed try and its joining the queue is not lost: the borrower is served", () =>
+    Effect.gen(function*() {
+      const server = yield* countingServer()
+      const pool = yield* ConnectionPool.make({ host: "127.0.0.1", port: server.port, max: 1, acquireTimeout: "5 seconds" })
+      const go = yield* Deferred.make<void>()
+      const holder = yield* Effect.fork(pool.use(() => Deferred.await(go)))
+      yield* eventually(() => statsOf(pool).inUse === 1)
+      // In the same step: a borrower starts (finds no permit) and the holder is told to return its connection.
+      const borrower = yield* Effect.fork(pool.use((c) => exchange(c)))
+      yield* Deferred.succeed(go, undefined)
+      yield* Fiber.join(holder)
+      // A correct pool serves the borrower without any time passing; give the event loop a turn.
+      yield* eventually(() => borrower.unsafePoll() !== null || statsOf(pool).waiting === 1)
+      yield* realSleep(20)
+      // The only deadline left is the borrower's: if it is still waiting, it is stranded.
+      yield* TestClock.adjust("5 seconds")
+      expect(yield* Effect.either(Fiber.join(borrower))).toMatchObject({ _tag: "Right", right: "ping" })
+    }), 10_000)
+
+  effect("maxWaiters holds for borrowers that arrive at the same instant", () =>
+    Effect.gen(function*() {
+      const server = yield* countingServer()
+      const pool = yield* ConnectionPool.make({ host: "127.0.0.1", port: server.port, max: 1, maxWaiters: 2 })
+      const go = yield* Deferred.make<void>()
+      const holder = yield* Effect.fork(pool.use(() => Deferred.await(go)))
+      yield* eventually(() => statsOf(pool).inUse === 1)
+      const borrowers = yield* Effect.forEach(Array.from({ length: 10 }), () => Effect.fork(Effect.either(pool.use((c) => exchange(c)))))
+      yield* eventually(() => borrowers.filter((f) => f.unsafePoll() !== null).length + statsOf(pool).waiting === 10)
+      const peakWaiting = statsOf(pool).waiting
+      yield* Deferred.succeed(go, undefined)
+      yield* Fiber.join(holder)
+      const results = yield* Effect.forEach(borrowers, Fiber.join)
+      const turnedAway = results.filter((r) => r._tag === "Left" && r.left._tag === "TooManyWaiters").length
+      expect({ peakWaiting, turnedAway }).toEqual({ peakWaiting: 2, turnedAway: 8 })
+      yield* settled(pool)
+    }))
+})
