@@ -127,4 +127,54 @@ describe("ConnectionPool under attack", () => {
       expect({ peakWaiting, turnedAway }).toEqual({ peakWaiting: 2, turnedAway: 8 })
       yield* settled(pool)
     }))
+
+  effect("min > 0 against a server that accepts and closes at once: no hot reconnect loop while no time passes", () =>
+    Effect.gen(function*() {
+      const server = yield* countingServer((socket) => {
+        socket.end()
+        return false
+      })
+      const pool = yield* ConnectionPool.make({ host: "127.0.0.1", port: server.port, min: 1, max: 4, validationInterval: "30 seconds" })
+      yield* eventually(() => statsOf(pool).closed >= 1)
+      // Time stands still: a pool that waits for validationInterval before trying again makes no more attempts.
+      yield* realSleep(100)
+      expect(server.state.accepted).toBeLessThanOrEqual(2)
+    }), 10_000)
+
+  effect("min > 0 with maxLifetime 0: no hot reconnect loop while no time passes", () =>
+    Effect.gen(function*() {
+      const server = yield* countingServer()
+      const pool = yield* ConnectionPool.make({ host: "127.0.0.1", port: server.port, min: 1, max: 4, maxLifetime: 0 })
+      yield* eventually(() => server.state.accepted >= 1)
+      yield* realSleep(100)
+      // Either the option is refused or the pool opens its connection and waits; never an open/close loop.
+      expect(server.state.accepted).toBeLessThanOrEqual(2)
+      expect(statsOf(pool).opened).toBeLessThanOrEqual(2)
+    }), 10_000)
+
+  effect("get into a scope that closes while the borrow waits: the connection is not lent twice", () =>
+    Effect.gen(function*() {
+      const server = yield* countingServer()
+      const pool = yield* ConnectionPool.make({ host: "127.0.0.1", port: server.port, max: 1 })
+      const go = yield* Deferred.make<void>()
+      const holder = yield* Effect.fork(pool.use(() => Deferred.await(go)))
+      yield* eventually(() => statsOf(pool).inUse === 1)
+      const scope = yield* Scope.make()
+      const getter = yield* Effect.fork(Effect.exit(Scope.extend(pool.get, scope)))
+      yield* eventually(() => statsOf(pool).waiting === 1)
+      yield* Scope.close(scope, Exit.void)
+      yield* Deferred.succeed(go, undefined)
+      yield* Fiber.join(holder)
+      const got = yield* Fiber.join(getter)
+      if (Exit.isSuccess(got)) {
+        // The getter holds a connection: nobody else may be lent it while it does.
+        const mine = got.value.localAddress.port
+        const other = yield* Effect.fork(pool.use((c) => Effect.succeed(c.localAddress.port)))
+        yield* eventually(() => other.unsafePoll() !== null || statsOf(pool).waiting === 1)
+        const lentAgain = other.unsafePoll()
+        expect(lentAgain !== null && Exit.isSuccess(lentAgain) && lentAgain.value === mine).toBe(false)
+        expect(statsOf(pool).inUse).toBe(1)
+        yield* Fiber.interrupt(other)
+      }
+    }), 10_000)
 })
