@@ -177,4 +177,68 @@ describe("ConnectionPool under attack", () => {
         yield* Fiber.interrupt(other)
       }
     }), 10_000)
+
+  effect("bad counts and callbacks fail make with InvalidOptions naming the option, never a throw or a defect", () =>
+    Effect.gen(function*() {
+      const port = yield* closedPort
+      const cases: Array<[Record<string, unknown>, string]> = [
+        [{ min: NaN }, "min"],
+        [{ min: -1 }, "min"],
+        [{ min: Infinity }, "min"],
+        [{ min: 1.5 }, "min"],
+        [{ min: "2" }, "min"],
+        [{ max: NaN }, "max"],
+        [{ max: -1 }, "max"],
+        [{ max: Infinity }, "max"],
+        [{ max: 65_536 }, "max"],
+        [{ max: 2 ** 53 }, "max"],
+        [{ max: Number.MAX_VALUE }, "max"],
+        [{ max: null }, "max"],
+        [{ min: 5, max: 4 }, "min (5) must not exceed max (4)"],
+        [{ min: 11 }, "min"], // max defaults to max(10, min): valid, checked below
+        [{ maxWaiters: NaN }, "maxWaiters"],
+        [{ maxWaiters: -1 }, "maxWaiters"],
+        [{ maxWaiters: -Infinity }, "maxWaiters"],
+        [{ healthCheck: "ping" }, "healthCheck must be a function, got string"],
+        [{ healthCheck: null }, "healthCheck must be a function, got object"],
+        [{ healthCheck: {} }, "healthCheck must be a function, got object"],
+        [{ keepOnFailure: true }, "keepOnFailure must be a function, got boolean"],
+        [{ keepOnFailure: null }, "keepOnFailure must be a function, got object"]
+      ]
+      for (const [options, issue] of cases) {
+        const exit = yield* Effect.exit(ConnectionPool.make({ host: "127.0.0.1", port, ...options }))
+        if (options.min === 11) {
+          // A valid pool of 11 (and nothing listens: its connects fail in the background).
+          expect(Exit.isSuccess(exit)).toBe(true)
+          continue
+        }
+        expect(Exit.isFailure(exit) && exit.cause._tag === "Fail" ? exit.cause.error : exit).toMatchObject({ _tag: "InvalidOptions" })
+        if (Exit.isFailure(exit) && exit.cause._tag === "Fail") expect(exit.cause.error.issues).toContain(issue)
+      }
+    }))
+
+  effect("an option of the wrong JavaScript type (a symbol, an object without prototype) fails with InvalidOptions, not a defect", () =>
+    Effect.gen(function*() {
+      const port = yield* closedPort
+      for (const options of [{ max: Symbol("ten") }, { maxWaiters: Symbol("all") }, { min: Object.create(null) }]) {
+        const exit = yield* Effect.exit(ConnectionPool.make({ host: "127.0.0.1", port, ...options as {} }))
+        expect(Exit.isFailure(exit) ? exit.cause._tag : "Success").toBe("Fail")
+      }
+    }))
+
+  effect("maxWaiters 0 never queues: with every connection lent a borrower is turned away at once, with a free one it is served", () =>
+    Effect.gen(function*() {
+      const server = yield* countingServer()
+      const pool = yield* ConnectionPool.make({ host: "127.0.0.1", port: server.port, max: 1, maxWaiters: 0 })
+      expect(yield* pool.use((c) => exchange(c))).toBe("ping")
+      const go = yield* Deferred.make<void>()
+      const holder = yield* Effect.fork(pool.use(() => Deferred.await(go)))
+      yield* eventually(() => statsOf(pool).inUse === 1)
+      expect(yield* Effect.flip(pool.use((c) => exchange(c)))).toMatchObject({ _tag: "TooManyWaiters", maxWaiters: 0 })
+      expect(statsOf(pool).waiting).toBe(0)
+      yield* Deferred.succeed(go, undefined)
+      yield* Fiber.join(holder)
+      expect(yield* pool.use((c) => exchange(c))).toBe("ping")
+      expect(yield* settled(pool)).toMatchObject({ opened: 1, idle: 1 })
+    }))
 })
