@@ -4,6 +4,7 @@
  * exhaustion. Real sockets on 127.0.0.1; deadlines under `TestClock`.
  */
 import { describe, expect } from "@effect/vitest"
+import * as Clock from "effect/Clock"
 import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
@@ -241,4 +242,28 @@ describe("ConnectionPool under attack", () => {
       expect(yield* pool.use((c) => exchange(c))).toBe("ping")
       expect(yield* settled(pool)).toMatchObject({ opened: 1, idle: 1 })
     }))
+
+  effect("idleTimeToLive 0 is refused, or leaves the pool's idle sweep waiting: it never spins while no time passes", () =>
+    Effect.gen(function*() {
+      const server = yield* countingServer()
+      // The test's clock, counting how often the pool and its schedules read it.
+      const inner = yield* Effect.clock
+      let reads = 0
+      const counting: Clock.Clock = {
+        [Clock.ClockTypeId]: Clock.ClockTypeId,
+        unsafeCurrentTimeMillis: () => (reads++, inner.unsafeCurrentTimeMillis()),
+        currentTimeMillis: Effect.suspend(() => (reads++, inner.currentTimeMillis)),
+        unsafeCurrentTimeNanos: () => (reads++, inner.unsafeCurrentTimeNanos()),
+        currentTimeNanos: Effect.suspend(() => (reads++, inner.currentTimeNanos)),
+        sleep: (duration) => inner.sleep(duration)
+      }
+      const made = yield* Effect.either(
+        Effect.withClock(ConnectionPool.make({ host: "127.0.0.1", port: server.port, idleTimeToLive: 0 }), counting)
+      )
+      if (made._tag === "Left") return expect(made.left._tag).toBe("InvalidOptions")
+      const before = reads
+      yield* realSleep(10)
+      // A sweep that waits for time to pass reads the clock a bounded number of times; one that spins, without end.
+      expect(reads - before).toBeLessThan(100)
+    }), 10_000)
 })
