@@ -14,6 +14,7 @@ import * as TestClock from "effect/TestClock"
 import * as net from "node:net"
 import { ConnectionPool, HealthCheck, Tcp as TcpService } from "../src/index.js"
 import type { Connection } from "../src/Connection.js"
+import { FifoSemaphore } from "../src/internal/fifoSemaphore.js"
 import { closedPort, effect, eventually, live, realSleep } from "./support/harness.js"
 
 type Mode = "echo" | "stall" | "garbage"
@@ -266,4 +267,67 @@ describe("ConnectionPool under attack", () => {
       // A sweep that waits for time to pass reads the clock a bounded number of times; one that spins, without end.
       expect(reads - before).toBeLessThan(100)
     }), 10_000)
+
+  // Live clock: TestClock.adjust wakes its sleepers one at a time with a real pause between, which
+  // for thousands of deadlines takes seconds. The deadlines here fire by themselves, together.
+  live("thousands of waiters whose deadlines fire together all fail; the queue is empty after and still serves in order", () =>
+    Effect.gen(function*() {
+      const server = yield* countingServer()
+      const hold = (pool: Pool, go: Deferred.Deferred<void>) =>
+        Effect.gen(function*() {
+          const holders = yield* Effect.forEach([1, 2], () => Effect.fork(pool.use(() => Deferred.await(go))))
+          yield* eventually(() => statsOf(pool).inUse === 2)
+          return holders
+        })
+      // The pool's own deadline.
+      const short = yield* ConnectionPool.make({ host: "127.0.0.1", port: server.port, max: 2, acquireTimeout: "100 millis" })
+      const goShort = yield* Deferred.make<void>()
+      const shortHolders = yield* hold(short, goShort)
+      for (let round = 0; round < 2; round++) {
+        const errors = yield* Effect.forEach(Array.from({ length: 2000 }), () => Effect.flip(short.use((c) => exchange(c))), {
+          concurrency: "unbounded"
+        })
+        expect(errors.every((e) => e._tag === "PoolTimeout")).toBe(true)
+        expect(yield* short.stats).toMatchObject({ waiting: 0, inUse: 2, connecting: 0 })
+      }
+      yield* Deferred.succeed(goShort, undefined)
+      yield* Effect.forEach(shortHolders, Fiber.join, { discard: true })
+      expect(yield* Effect.forEach([1, 2, 3], () => short.use((c) => exchange(c)), { concurrency: "unbounded" })).toEqual(["ping", "ping", "ping"])
+      expect(yield* settled(short)).toMatchObject({ opened: 2, idle: 2 })
+
+      // The callers' own deadlines (an interruption of each borrow), then borrowers queued behind them.
+      const long = yield* ConnectionPool.make({ host: "127.0.0.1", port: server.port, max: 2, acquireTimeout: "1 minute" })
+      const goLong = yield* Deferred.make<void>()
+      const longHolders = yield* hold(long, goLong)
+      for (let round = 0; round < 2; round++) {
+        const errors = yield* Effect.forEach(Array.from({ length: 2000 }), () =>
+          Effect.flip(Effect.timeout(long.use((c) => exchange(c)), "50 millis")), { concurrency: "unbounded" })
+        expect(errors.every((e) => e._tag === "TimeoutException")).toBe(true)
+        expect(yield* long.stats).toMatchObject({ waiting: 0, inUse: 2, connecting: 0 })
+      }
+      const served: Array<number> = []
+      const late: Array<Fiber.RuntimeFiber<string, unknown>> = []
+      for (let i = 0; i < 3; i++) {
+        late.push(yield* Effect.fork(long.use((c) => Effect.tap(exchange(c), () => Effect.sync(() => served.push(i))))))
+        yield* eventually(() => statsOf(long).waiting === i + 1)
+      }
+      yield* Deferred.succeed(goLong, undefined)
+      yield* Effect.forEach(longHolders, Fiber.join, { discard: true })
+      expect(yield* Effect.forEach(late, Fiber.join)).toEqual(["ping", "ping", "ping"])
+      expect(served).toEqual([0, 1, 2])
+      expect(yield* settled(long)).toMatchObject({ opened: 2, idle: 2 })
+      expect(server.state.peak).toBeLessThanOrEqual(4)
+    }), 20_000)
+
+  effect("the permit queue does not keep the tickets of waiters that gave up while no permit is released", () =>
+    Effect.sync(() => {
+      // What the pool's permits do when every connection stays lent and borrower after borrower
+      // times out: each leaves its ticket behind until the next release walks past it.
+      const permits = new FifoSemaphore(1)
+      expect(permits.tryTake()).toBe(true)
+      for (let i = 0; i < 100_000; i++) permits.settle(permits.enqueue())
+      expect(permits.waiting).toBe(0)
+      const kept = (permits as unknown as { readonly queue: ReadonlyArray<unknown>; readonly head: number })
+      expect(kept.queue.length - kept.head).toBeLessThanOrEqual(1024)
+    }))
 })
