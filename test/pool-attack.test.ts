@@ -40,11 +40,23 @@ const countingServer = (onAccept?: (socket: net.Socket) => boolean) =>
       const server = net.createServer((socket) => {
         state.accepted++
         state.alive++
-        state.peak = Math.max(state.peak, state.alive)
         state.sockets.add(socket)
-        socket.on("error", () => {})
-        socket.on("close", () => {
+        // Alive until the client's FIN (or RST) is seen; counted once the events already in for other
+        // sockets are handled (a client that closed one connection before opening this one sent its
+        // FIN first, but the server may see the new connection first within one poll).
+        setImmediate(() => {
+          state.peak = Math.max(state.peak, state.alive)
+        })
+        let gone = false
+        const leave = () => {
+          if (gone) return
+          gone = true
           state.alive--
+        }
+        socket.on("error", () => {})
+        socket.on("end", leave)
+        socket.on("close", () => {
+          leave()
           state.sockets.delete(socket)
         })
         if (onAccept !== undefined && !onAccept(socket)) return
@@ -90,6 +102,51 @@ const settled = (pool: Pool) =>
     const stats = yield* pool.stats
     expect(stats.idle).toBe(stats.opened - stats.closed)
     return stats
+  })
+
+type Server = Effect.Effect.Success<ReturnType<typeof countingServer>>
+
+/**
+ * A pool whose connects and health checks (`ping`) can each be held at a gate: a Deferred the
+ * test sets before the borrow and completes when it wants the step to go on.
+ */
+const gatedPool = (server: Server, options: ConnectionPool.PoolOptions & { readonly probe?: boolean } = {}) =>
+  Effect.gen(function*() {
+    const tcp = yield* TcpService.Tcp
+    const gates = {
+      connect: undefined as Deferred.Deferred<void> | undefined,
+      probe: undefined as Deferred.Deferred<void> | undefined,
+      connects: 0,
+      probes: 0
+    }
+    const connect = Effect.suspend(() => {
+      gates.connects++
+      const gate = gates.connect
+      return Effect.zipRight(gate === undefined ? Effect.void : Deferred.await(gate), tcp.connect({ host: "127.0.0.1", port: server.port }))
+    })
+    const probe: HealthCheck.Probe = (connection) =>
+      Effect.suspend(() => {
+        gates.probes++
+        const gate = gates.probe
+        return Effect.zipRight(gate === undefined ? Effect.void : Deferred.await(gate), HealthCheck.ping(connection))
+      })
+    const { probe: withProbe = true, ...rest } = options
+    const pool = yield* ConnectionPool.makeWith(connect, { ...(withProbe ? { healthCheck: probe } : {}), ...rest })
+    return { pool, gates }
+  })
+
+/**
+ * The promises after any borrow ended, however: nothing lent, awaited or being opened, the books
+ * balance, the server holds exactly the idle connections, never held more than `max`, and the
+ * pool still lends.
+ */
+const intact = (pool: Pool, server: Server, max: number) =>
+  Effect.gen(function*() {
+    yield* settled(pool)
+    yield* eventually(() => server.state.alive === statsOf(pool).idle)
+    expect(server.state.peak).toBeLessThanOrEqual(max)
+    expect(yield* pool.use((c) => exchange(c))).toBe("ping")
+    return yield* settled(pool)
   })
 
 describe("ConnectionPool under attack", () => {
@@ -329,5 +386,95 @@ describe("ConnectionPool under attack", () => {
       expect(permits.waiting).toBe(0)
       const kept = (permits as unknown as { readonly queue: ReadonlyArray<unknown>; readonly head: number })
       expect(kept.queue.length - kept.head).toBeLessThanOrEqual(1024)
+    }))
+
+  effect("interrupted while queued for a permit: the queue forgets it, the holder's return goes to the next", () =>
+    Effect.gen(function*() {
+      const server = yield* countingServer()
+      const { pool } = yield* gatedPool(server, { max: 1, probe: false })
+      const go = yield* Deferred.make<void>()
+      const holder = yield* Effect.fork(pool.use(() => Deferred.await(go)))
+      yield* eventually(() => statsOf(pool).inUse === 1)
+      const queued = yield* Effect.forEach([1, 2, 3], () => Effect.fork(pool.use((c) => exchange(c))))
+      yield* eventually(() => statsOf(pool).waiting === 3)
+      yield* Fiber.interrupt(queued[1]!)
+      expect(statsOf(pool).waiting).toBe(2)
+      yield* Deferred.succeed(go, undefined)
+      yield* Fiber.join(holder)
+      expect([yield* Fiber.join(queued[0]!), yield* Fiber.join(queued[2]!)]).toEqual(["ping", "ping"])
+      expect(yield* intact(pool, server, 1)).toMatchObject({ opened: 1, closed: 0 })
+    }))
+
+  effect("interrupted while its connect runs: the connect goes on with the permit, its connection goes idle and serves the next borrower", () =>
+    Effect.gen(function*() {
+      const server = yield* countingServer()
+      const { gates, pool } = yield* gatedPool(server, { max: 1, probe: false })
+      gates.connect = yield* Deferred.make<void>()
+      const borrower = yield* Effect.fork(pool.use((c) => exchange(c)))
+      yield* eventually(() => gates.connects === 1)
+      yield* Fiber.interrupt(borrower)
+      expect(yield* pool.stats).toMatchObject({ connecting: 1, waiting: 0, inUse: 0 })
+      // The connect still holds the only permit: the next borrower waits for it, and gets its connection.
+      const next = yield* Effect.fork(pool.use((c) => exchange(c)))
+      yield* eventually(() => statsOf(pool).waiting === 1)
+      yield* Deferred.succeed(gates.connect, undefined)
+      expect(yield* Fiber.join(next)).toBe("ping")
+      expect(gates.connects).toBe(1)
+      expect(yield* intact(pool, server, 1)).toMatchObject({ opened: 1, closed: 0 })
+    }))
+
+  effect("interrupted while the new connection's health check runs: that connection is closed, never lent", () =>
+    Effect.gen(function*() {
+      const server = yield* countingServer()
+      const { gates, pool } = yield* gatedPool(server, { max: 1 })
+      gates.probe = yield* Deferred.make<void>()
+      let lent = 0
+      const borrower = yield* Effect.fork(pool.use((c) => Effect.zipRight(Effect.sync(() => lent++), exchange(c))))
+      yield* eventually(() => gates.probes === 1)
+      expect(yield* pool.stats).toMatchObject({ inUse: 1, connecting: 0, opened: 1 })
+      yield* Fiber.interrupt(borrower)
+      expect(lent).toBe(0)
+      expect(yield* pool.stats).toMatchObject({ inUse: 0, idle: 0, closed: 1 })
+      gates.probe = undefined
+      expect(yield* intact(pool, server, 1)).toMatchObject({ opened: 2, closed: 1 })
+    }))
+
+  effect("interrupted while an idle connection's health check runs: that connection is closed, and another one lent next", () =>
+    Effect.gen(function*() {
+      const server = yield* countingServer()
+      const { gates, pool } = yield* gatedPool(server, { max: 1, validateAfterIdle: 0 })
+      const first = yield* pool.use((c) => Effect.as(exchange(c), c.localAddress.port))
+      // Idle for a turn of the event loop: its watcher is parked on it.
+      yield* realSleep(5)
+      gates.probe = yield* Deferred.make<void>()
+      const borrower = yield* Effect.fork(pool.use((c) => exchange(c)))
+      yield* eventually(() => gates.probes === 2)
+      expect(yield* pool.stats).toMatchObject({ inUse: 1, idle: 0 })
+      yield* Fiber.interrupt(borrower)
+      expect(yield* pool.stats).toMatchObject({ inUse: 0, idle: 0, closed: 1 })
+      gates.probe = undefined
+      expect(yield* pool.use((c) => Effect.succeed(c.localAddress.port))).not.toBe(first)
+      expect(yield* intact(pool, server, 1)).toMatchObject({ opened: 2, closed: 1 })
+    }))
+
+  effect("interrupted after 0 to 40 turns of the scheduler into a borrow that inspects, probes or opens a connection: every time, the promises hold", () =>
+    Effect.gen(function*() {
+      const server = yield* countingServer()
+      const { pool } = yield* gatedPool(server, { max: 2, validateAfterIdle: 0 })
+      for (let turns = 0; turns <= 40; turns++) {
+        // One idle connection with its watcher parked (the borrow stops it, then probes), and a free permit.
+        yield* realSleep(2)
+        const borrower = yield* Effect.fork(pool.use((c) => exchange(c)))
+        for (let i = 0; i < turns; i++) yield* Effect.yieldNow()
+        yield* Fiber.interrupt(borrower)
+        yield* settled(pool)
+      }
+      yield* intact(pool, server, 2)
+      // The connection that went back idle is watched again: a FIN from the server closes it at once.
+      const before = statsOf(pool).closed
+      const idle = statsOf(pool).idle
+      for (const socket of server.state.sockets) socket.end()
+      yield* eventually(() => statsOf(pool).closed === before + idle)
+      expect(yield* pool.stats).toMatchObject({ idle: 0 })
     }))
 })
