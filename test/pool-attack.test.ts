@@ -4,6 +4,7 @@
  * exhaustion. Real sockets on 127.0.0.1; deadlines under `TestClock`.
  */
 import { describe, expect } from "@effect/vitest"
+import * as Cause from "effect/Cause"
 import * as Clock from "effect/Clock"
 import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
@@ -20,67 +21,77 @@ import { closedPort, effect, eventually, live, realSleep } from "./support/harne
 type Mode = "echo" | "stall" | "garbage"
 
 /**
- * An echo server of 4-byte commands (`PING` answered `PONG`, or per `mode`) that counts what it
- * accepted and the most sockets alive at once; `onAccept` may treat a new socket otherwise.
+ * An echo server of 4-byte commands (`PING` answered `PONG`, or per `mode`) on 127.0.0.1 that
+ * counts what it accepted and the most sockets alive at once; `onAccept` may treat a new socket
+ * otherwise (return false to leave it without the echo). `kill` closes the listener and resets
+ * or ends every socket; `start` listens again on the same port.
  */
 const countingServer = (onAccept?: (socket: net.Socket) => boolean) =>
-  Effect.acquireRelease(
-    Effect.async<{
-      readonly port: number
-      readonly state: {
-        mode: Mode
-        accepted: number
-        alive: number
-        peak: number
-        readonly sockets: Set<net.Socket>
+  Effect.gen(function*() {
+    const state = {
+      mode: "echo" as Mode,
+      accepted: 0,
+      alive: 0,
+      peak: 0,
+      sockets: new Set<net.Socket>(),
+      listener: undefined as net.Server | undefined
+    }
+    const onConnection = (socket: net.Socket) => {
+      state.accepted++
+      state.alive++
+      state.sockets.add(socket)
+      // Alive until the client's FIN (or RST) is seen; counted once the events already in for other
+      // sockets are handled (a client that closed one connection before opening this one sent its
+      // FIN first, but the server may see the new connection first within one poll).
+      setImmediate(() => {
+        state.peak = Math.max(state.peak, state.alive)
+      })
+      let gone = false
+      const leave = () => {
+        if (gone) return
+        gone = true
+        state.alive--
       }
-      readonly server: net.Server
-    }>((resume) => {
-      const state = { mode: "echo" as Mode, accepted: 0, alive: 0, peak: 0, sockets: new Set<net.Socket>() }
-      const server = net.createServer((socket) => {
-        state.accepted++
-        state.alive++
-        state.sockets.add(socket)
-        // Alive until the client's FIN (or RST) is seen; counted once the events already in for other
-        // sockets are handled (a client that closed one connection before opening this one sent its
-        // FIN first, but the server may see the new connection first within one poll).
-        setImmediate(() => {
-          state.peak = Math.max(state.peak, state.alive)
-        })
-        let gone = false
-        const leave = () => {
-          if (gone) return
-          gone = true
-          state.alive--
+      socket.on("error", () => {})
+      socket.on("end", leave)
+      socket.on("close", () => {
+        leave()
+        state.sockets.delete(socket)
+      })
+      if (onAccept !== undefined && !onAccept(socket)) return
+      let pending = ""
+      socket.on("data", (chunk: Buffer) => {
+        pending += chunk.toString("latin1")
+        while (pending.length >= 4) {
+          const command = pending.slice(0, 4)
+          pending = pending.slice(4)
+          if (command !== "PING") socket.write(command)
+          else if (state.mode === "echo") socket.write("PONG")
+          else if (state.mode === "garbage") socket.write("PANG")
         }
-        socket.on("error", () => {})
-        socket.on("end", leave)
-        socket.on("close", () => {
-          leave()
-          state.sockets.delete(socket)
-        })
-        if (onAccept !== undefined && !onAccept(socket)) return
-        let pending = ""
-        socket.on("data", (chunk: Buffer) => {
-          pending += chunk.toString("latin1")
-          while (pending.length >= 4) {
-            const command = pending.slice(0, 4)
-            pending = pending.slice(4)
-            if (command !== "PING") socket.write(command)
-            else if (state.mode === "echo") socket.write("PONG")
-            else if (state.mode === "garbage") socket.write("PANG")
-          }
-        })
       })
-      server.listen(0, "127.0.0.1", () =>
-        resume(Effect.succeed({ port: (server.address() as net.AddressInfo).port, state, server })))
-    }),
-    ({ server, state }) =>
+    }
+    let port = 0
+    const start = Effect.async<void>((resume) => {
+      const listener = net.createServer(onConnection)
+      state.listener = listener
+      listener.listen(port, "127.0.0.1", () => {
+        port = (listener.address() as net.AddressInfo).port
+        resume(Effect.void)
+      })
+    })
+    const kill = (how: "FIN" | "RST" = "FIN") =>
       Effect.async<void>((resume) => {
-        for (const socket of state.sockets) socket.destroy()
-        server.close(() => resume(Effect.void))
+        const listener = state.listener
+        state.listener = undefined
+        for (const socket of state.sockets) how === "RST" ? socket.resetAndDestroy() : socket.destroy()
+        if (listener === undefined) return resume(Effect.void)
+        listener.close(() => resume(Effect.void))
       })
-  )
+    yield* start
+    yield* Effect.addFinalizer(() => kill())
+    return { port, state, start, kill }
+  })
 
 const exchange = (connection: Connection, message = "ping") =>
   Effect.gen(function*() {
@@ -476,5 +487,95 @@ describe("ConnectionPool under attack", () => {
       for (const socket of server.state.sockets) socket.end()
       yield* eventually(() => statsOf(pool).closed === before + idle)
       expect(yield* pool.stats).toMatchObject({ idle: 0 })
+    }))
+
+  for (const where of ["queued", "connecting"] as const) {
+    effect(`interrupted at the very instant its deadline fires (${where}): whichever wins, nothing is held`, () =>
+      Effect.gen(function*() {
+        const server = yield* countingServer()
+        const { gates, pool } = yield* gatedPool(server, { max: 1, probe: false, acquireTimeout: "1 second" })
+        const go = yield* Deferred.make<void>()
+        let holder: Fiber.RuntimeFiber<void, unknown> | undefined
+        if (where === "queued") {
+          holder = yield* Effect.fork(pool.use(() => Deferred.await(go)))
+          yield* eventually(() => statsOf(pool).inUse === 1)
+        } else {
+          gates.connect = go
+        }
+        const borrower = yield* Effect.fork(pool.use((c) => exchange(c)))
+        yield* eventually(() => statsOf(pool).waiting === 1)
+        yield* Effect.all([TestClock.adjust("1 second"), Fiber.interrupt(borrower)], { concurrency: "unbounded", discard: true })
+        const exit = yield* Fiber.await(borrower)
+        expect(Exit.isFailure(exit)).toBe(true)
+        if (Exit.isFailure(exit) && !Exit.isInterrupted(exit)) expect(Cause.squash(exit.cause)).toMatchObject({ _tag: "PoolTimeout" })
+        yield* Deferred.succeed(go, undefined)
+        if (holder !== undefined) yield* Fiber.join(holder)
+        expect(yield* intact(pool, server, 1)).toMatchObject({ opened: 1, closed: 0 })
+      }))
+  }
+
+  effect("a connect that fails fails each of 200 waiters with its own typed error: none stranded, none given a timeout", () =>
+    Effect.gen(function*() {
+      const port = yield* closedPort
+      const pool = yield* ConnectionPool.make({ host: "127.0.0.1", port, max: 3 })
+      const errors = yield* Effect.forEach(Array.from({ length: 200 }), () => Effect.flip(pool.use(() => Effect.void)), {
+        concurrency: "unbounded"
+      })
+      expect(new Set(errors.map((e) => e._tag))).toEqual(new Set(["ConnectionRefused"]))
+      expect(yield* pool.stats).toMatchObject({ inUse: 0, waiting: 0, connecting: 0, opened: 0, idle: 0 })
+    }))
+
+  live("the server killed (RST) while 300 borrowers wait and 4 are lent: each gets an answer or a typed error, none is stranded, and the pool recovers", () =>
+    Effect.gen(function*() {
+      const server = yield* countingServer()
+      const pool = yield* ConnectionPool.make({ host: "127.0.0.1", port: server.port, max: 4 })
+      const go = yield* Deferred.make<void>()
+      const borrowers = yield* Effect.forEach(Array.from({ length: 304 }), () =>
+        Effect.fork(Effect.either(pool.use((c) => Effect.zipRight(Deferred.await(go), exchange(c))))))
+      yield* eventually(() => statsOf(pool).inUse === 4 && statsOf(pool).waiting === 300)
+      yield* server.kill("RST")
+      yield* Deferred.succeed(go, undefined)
+      const results = yield* Effect.forEach(borrowers, Fiber.join)
+      const tags = new Set(results.map((r) => (r._tag === "Right" ? r.right : r.left._tag)))
+      for (const tag of tags) {
+        expect(["ConnectionReset", "ConnectionRefused", "BrokenPipe", "UnexpectedEof", "SocketClosed"]).toContain(tag)
+      }
+      expect(tags.has("ConnectionRefused")).toBe(true)
+      const stats = yield* settled(pool)
+      expect(stats.idle).toBe(0)
+      yield* server.start
+      expect(yield* Effect.forEach(Array.from({ length: 8 }), () => pool.use((c) => exchange(c)), { concurrency: "unbounded" }))
+        .toEqual(Array(8).fill("ping"))
+      yield* intact(pool, server, 4)
+    }))
+
+  effect("min > 0 against a server that is down: one round of connects per validationInterval, never more", () =>
+    Effect.gen(function*() {
+      const server = yield* countingServer()
+      yield* server.kill()
+      const tcp = yield* TcpService.Tcp
+      let attempts = 0
+      const connect = Effect.suspend(() => {
+        attempts++
+        return tcp.connect({ host: "127.0.0.1", port: server.port })
+      })
+      const pool = yield* ConnectionPool.makeWith(connect, { min: 3, max: 5, validationInterval: "10 seconds" })
+      yield* eventually(() => attempts === 3 && statsOf(pool).connecting === 0)
+      yield* realSleep(20)
+      expect(attempts).toBe(3)
+      for (let round = 1; round <= 3; round++) {
+        yield* TestClock.adjust("10 seconds")
+        yield* eventually(() => attempts === 3 + round * 3 && statsOf(pool).connecting === 0)
+        yield* realSleep(20)
+        expect(attempts).toBe(3 + round * 3)
+      }
+      // Back up: the next round restores min, and no more connects follow.
+      yield* server.start
+      yield* TestClock.adjust("10 seconds")
+      yield* eventually(() => statsOf(pool).idle === 3)
+      yield* TestClock.adjust("10 seconds")
+      yield* realSleep(20)
+      expect(attempts).toBe(15)
+      expect(server.state.accepted).toBe(3)
     }))
 })
