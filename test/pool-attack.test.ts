@@ -578,4 +578,125 @@ describe("ConnectionPool under attack", () => {
       expect(attempts).toBe(15)
       expect(server.state.accepted).toBe(3)
     }))
+
+  live("closing the pool while one borrower holds and 5 are queued: the queued are interrupted, the holder finishes, then all is closed; a borrow after close is interrupted", () =>
+    Effect.gen(function*() {
+      const server = yield* countingServer()
+      const scope = yield* Scope.make()
+      const pool = yield* Scope.extend(ConnectionPool.make({ host: "127.0.0.1", port: server.port, max: 1 }), scope)
+      const go = yield* Deferred.make<void>()
+      const holder = yield* Effect.fork(pool.use((c) => Effect.zipRight(Deferred.await(go), exchange(c))))
+      yield* eventually(() => statsOf(pool).inUse === 1)
+      const queued = yield* Effect.forEach(Array.from({ length: 5 }), () => Effect.fork(pool.use((c) => exchange(c))))
+      yield* eventually(() => statsOf(pool).waiting === 5)
+      const closing = yield* Effect.fork(Scope.close(scope, Exit.void))
+      yield* realSleep(10)
+      expect(closing.unsafePoll()).toBeNull()
+      yield* Deferred.succeed(go, undefined)
+      expect(yield* Fiber.join(holder)).toBe("ping")
+      for (const fiber of queued) expect(Exit.isInterrupted(yield* Fiber.await(fiber))).toBe(true)
+      yield* Fiber.join(closing)
+      expect(yield* pool.stats).toMatchObject({ inUse: 0, waiting: 0, connecting: 0, idle: 0, opened: 1, closed: 1 })
+      yield* eventually(() => server.state.alive === 0)
+      expect(Exit.isInterrupted(yield* Effect.exit(pool.use((c) => exchange(c))))).toBe(true)
+      expect(Exit.isInterrupted(yield* Effect.exit(Effect.scoped(pool.get)))).toBe(true)
+      expect(server.state.accepted).toBe(1)
+    }))
+
+  effect("closing the pool while a borrower's connect runs: the connect is stopped, the borrower interrupted, nothing opened", () =>
+    Effect.gen(function*() {
+      const server = yield* countingServer()
+      const scope = yield* Scope.make()
+      const { gates, pool } = yield* Scope.extend(gatedPool(server, { max: 2, probe: false }), scope)
+      gates.connect = yield* Deferred.make<void>()
+      const borrower = yield* Effect.fork(pool.use((c) => exchange(c)))
+      yield* eventually(() => statsOf(pool).connecting === 1)
+      yield* Scope.close(scope, Exit.void)
+      expect(Exit.isInterrupted(yield* Fiber.await(borrower))).toBe(true)
+      expect(yield* pool.stats).toMatchObject({ inUse: 0, waiting: 0, connecting: 0, idle: 0, opened: 0 })
+      expect(server.state.accepted).toBe(0)
+    }))
+
+  effect("closing the pool while an idle connection is validated in the background: the probe is stopped and the connection closed", () =>
+    Effect.gen(function*() {
+      const server = yield* countingServer()
+      const scope = yield* Scope.make()
+      const { gates, pool } = yield* Scope.extend(gatedPool(server, { max: 2, validationInterval: "10 seconds" }), scope)
+      expect(yield* pool.use((c) => exchange(c))).toBe("ping")
+      gates.probe = yield* Deferred.make<void>()
+      yield* TestClock.adjust("10 seconds")
+      yield* eventually(() => gates.probes === 2)
+      expect(yield* pool.stats).toMatchObject({ idle: 1, inUse: 0 })
+      yield* Scope.close(scope, Exit.void)
+      expect(yield* pool.stats).toMatchObject({ idle: 0, inUse: 0, opened: 1, closed: 1 })
+      yield* eventually(() => server.state.alive === 0)
+    }))
+
+  effect("closing the pool while a new connection's health check runs: the borrow is interrupted like any borrow from a closing pool, its function never runs", () =>
+    Effect.gen(function*() {
+      const server = yield* countingServer()
+      const scope = yield* Scope.make()
+      const { gates, pool } = yield* Scope.extend(gatedPool(server, { max: 2 }), scope)
+      gates.probe = yield* Deferred.make<void>()
+      let ran = 0
+      const borrower = yield* Effect.fork(pool.use((c) => Effect.zipRight(Effect.sync(() => ran++), exchange(c))))
+      yield* eventually(() => gates.probes === 1)
+      const closing = yield* Effect.fork(Scope.close(scope, Exit.void))
+      yield* realSleep(10)
+      yield* Deferred.succeed(gates.probe, undefined)
+      yield* Fiber.join(closing)
+      const exit = yield* Fiber.await(borrower)
+      expect({ ran, interrupted: Exit.isInterrupted(exit) }).toEqual({ ran: 0, interrupted: true })
+      expect(yield* pool.stats).toMatchObject({ idle: 0, inUse: 0, closed: 1 })
+    }))
+
+  live("invalidate: a connection of another pool is left alone, a second invalidate is a no-op, an idle one is closed", () =>
+    Effect.gen(function*() {
+      const server = yield* countingServer()
+      const a = yield* ConnectionPool.make({ host: "127.0.0.1", port: server.port, max: 2 })
+      const b = yield* ConnectionPool.make({ host: "127.0.0.1", port: server.port, max: 2 })
+      expect(yield* b.use((c) => exchange(c))).toBe("ping")
+      yield* a.use((c) =>
+        Effect.gen(function*() {
+          // b's connection, invalidated through a: b keeps it.
+          yield* b.use((other) => a.invalidate(other))
+          yield* a.invalidate(c)
+          yield* a.invalidate(c)
+          expect((yield* c.state)._tag).toBe("Closed")
+        })
+      )
+      expect(yield* a.stats).toMatchObject({ opened: 1, closed: 1, inUse: 0, idle: 0 })
+      expect(yield* b.stats).toMatchObject({ opened: 1, closed: 0, idle: 1 })
+      expect(yield* b.use((c) => exchange(c))).toBe("ping")
+      // A connection kept past its use and invalidated while idle: closed, and the pool lends another.
+      const kept = yield* b.use((c) => Effect.succeed(c))
+      yield* b.invalidate(kept)
+      yield* b.invalidate(kept)
+      expect(yield* b.stats).toMatchObject({ opened: 1, closed: 1, idle: 0 })
+      expect(yield* b.use((c) => exchange(c))).toBe("ping")
+      const [sa, sb] = [yield* settled(a), yield* settled(b)]
+      yield* eventually(() => server.state.alive === sa.idle + sb.idle)
+      expect(server.state.peak).toBeLessThanOrEqual(4)
+    }))
+
+  effect("get inside use of a pool of one fails with PoolTimeout at acquireTimeout, not a hang; the outer use goes on", () =>
+    Effect.gen(function*() {
+      const server = yield* countingServer()
+      const pool = yield* ConnectionPool.make({ host: "127.0.0.1", port: server.port, max: 1, acquireTimeout: "2 seconds" })
+      const outer = yield* Effect.fork(pool.use((c) =>
+        Effect.gen(function*() {
+          const inner = yield* Effect.flip(Effect.scoped(pool.get))
+          return [inner._tag, yield* exchange(c)] as const
+        })
+      ))
+      yield* eventually(() => statsOf(pool).waiting === 1)
+      yield* TestClock.adjust("2 seconds")
+      expect(yield* Fiber.join(outer)).toEqual(["PoolTimeout", "ping"])
+      expect(yield* intact(pool, server, 1)).toMatchObject({ opened: 1, closed: 0 })
+      // With room for two, a get inside a use is lent a second connection.
+      const two = yield* ConnectionPool.make({ host: "127.0.0.1", port: server.port, max: 2 })
+      const ports = yield* two.use((c) => Effect.scoped(Effect.map(two.get, (d) => [c.localAddress.port, d.localAddress.port])))
+      expect(new Set(ports).size).toBe(2)
+      expect(yield* settled(two)).toMatchObject({ idle: 2 })
+    }))
 })
