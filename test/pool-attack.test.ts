@@ -65,7 +65,8 @@ const countingServer = (onAccept?: (socket: net.Socket) => boolean) =>
         while (pending.length >= 4) {
           const command = pending.slice(0, 4)
           pending = pending.slice(4)
-          if (command !== "PING") socket.write(command)
+          if (command === "dbl!") socket.write("dbl!XTRA")
+          else if (command !== "PING") socket.write(command)
           else if (state.mode === "echo") socket.write("PONG")
           else if (state.mode === "garbage") socket.write("PANG")
         }
@@ -698,5 +699,106 @@ describe("ConnectionPool under attack", () => {
       const ports = yield* two.use((c) => Effect.scoped(Effect.map(two.get, (d) => [c.localAddress.port, d.localAddress.port])))
       expect(new Set(ports).size).toBe(2)
       expect(yield* settled(two)).toMatchObject({ idle: 2 })
+    }))
+
+  live("an idle connection on which the peer sends garbage is closed at once", () =>
+    Effect.gen(function*() {
+      const server = yield* countingServer()
+      const pool = yield* ConnectionPool.make({ host: "127.0.0.1", port: server.port, max: 2 })
+      yield* Effect.forEach([1, 2], () => pool.use((c) => exchange(c)), { concurrency: "unbounded" })
+      yield* realSleep(5)
+      const [first] = server.state.sockets
+      first!.write("junk")
+      yield* eventually(() => statsOf(pool).closed === 1)
+      expect(yield* intact(pool, server, 2)).toMatchObject({ idle: 1, closed: 1 })
+    }))
+
+  live("bytes the peer sent that the last use left unread are not handed to the next borrower", () =>
+    Effect.gen(function*() {
+      const server = yield* countingServer()
+      const pool = yield* ConnectionPool.make({ host: "127.0.0.1", port: server.port, max: 1 })
+      // The server answers "dbl!" twice, in one segment: the use reads one answer and returns in step as far as it knows.
+      expect(yield* pool.use((c) => exchange(c, "dbl!"))).toBe("dbl!")
+      // Lent again at once (the most recent connection, before its watcher's first turn).
+      expect(yield* pool.use((c) => exchange(c))).toBe("ping")
+    }))
+
+  effect("a peer that resets the connection during its first health check: the borrower gets HealthCheckFailed, the connection is closed", () =>
+    Effect.gen(function*() {
+      const server = yield* countingServer()
+      const { gates, pool } = yield* gatedPool(server, { max: 1 })
+      gates.probe = yield* Deferred.make<void>()
+      const borrower = yield* Effect.fork(pool.use((c) => exchange(c)))
+      yield* eventually(() => gates.probes === 1 && server.state.sockets.size === 1)
+      for (const socket of server.state.sockets) socket.resetAndDestroy()
+      yield* realSleep(5)
+      yield* Deferred.succeed(gates.probe, undefined)
+      expect(yield* Effect.flip(Fiber.join(borrower))).toMatchObject({ _tag: "HealthCheckFailed", reason: { _tag: "ConnectionError" } })
+      gates.probe = undefined
+      expect(yield* intact(pool, server, 1)).toMatchObject({ opened: 2, closed: 1 })
+    }))
+
+  effect("a peer that stalls during the first health check: HealthCheckFailed (Timeout) at the probe's deadline, the connection closed", () =>
+    Effect.gen(function*() {
+      const server = yield* countingServer()
+      server.state.mode = "stall"
+      const pool = yield* ConnectionPool.make({ host: "127.0.0.1", port: server.port, max: 1, healthCheck: HealthCheck.ping })
+      const borrower = yield* Effect.fork(pool.use((c) => exchange(c)))
+      yield* eventually(() => statsOf(pool).inUse === 1 && server.state.accepted === 1)
+      yield* realSleep(10)
+      yield* TestClock.adjust("1 second")
+      expect(yield* Effect.flip(Fiber.join(borrower))).toMatchObject({ _tag: "HealthCheckFailed", reason: { _tag: "Timeout" } })
+      server.state.mode = "echo"
+      expect(yield* intact(pool, server, 1)).toMatchObject({ opened: 2, closed: 1 })
+    }))
+
+  live("a server that resets each connection as it accepts it: each borrower gets a typed error, one connect each, no retry storm", () =>
+    Effect.gen(function*() {
+      const server = yield* countingServer((socket) => {
+        socket.resetAndDestroy()
+        return false
+      })
+      const probed = yield* ConnectionPool.make({ host: "127.0.0.1", port: server.port, max: 2, healthCheck: HealthCheck.ping })
+      const plain = yield* ConnectionPool.make({ host: "127.0.0.1", port: server.port, max: 2 })
+      const errors = yield* Effect.forEach(Array.from({ length: 10 }, (_, i) => i), (i) =>
+        Effect.flip((i % 2 === 0 ? probed : plain).use((c) => exchange(c))), { concurrency: "unbounded" })
+      for (const error of errors) {
+        expect(["HealthCheckFailed", "ConnectionReset", "BrokenPipe", "UnexpectedEof", "SocketClosed", "ConnectionRefused"]).toContain(error._tag)
+      }
+      yield* settled(probed)
+      yield* settled(plain)
+      expect(server.state.accepted).toBeLessThanOrEqual(10)
+    }))
+
+  effect("maxLifetime passing while connections are lent: they serve their borrowers, are closed on return, and replaced on demand", () =>
+    Effect.gen(function*() {
+      const server = yield* countingServer()
+      const pool = yield* ConnectionPool.make({ host: "127.0.0.1", port: server.port, max: 3, maxLifetime: "1 minute", validationInterval: "1 hour" })
+      const go = yield* Deferred.make<void>()
+      yield* TestClock.adjust("30 seconds")
+      const lent = yield* Effect.fork(Effect.forEach([1, 2, 3], () => pool.use((c) => Effect.zipRight(Deferred.await(go), exchange(c))), { concurrency: "unbounded" }))
+      yield* eventually(() => statsOf(pool).inUse === 3)
+      yield* TestClock.adjust("1 minute")
+      yield* Deferred.succeed(go, undefined)
+      expect(yield* Fiber.join(lent)).toEqual(["ping", "ping", "ping"])
+      expect(yield* pool.stats).toMatchObject({ idle: 0, closed: 3 })
+      expect(yield* intact(pool, server, 3)).toMatchObject({ opened: 4, closed: 3, idle: 1 })
+    }))
+
+  effect("background validation and borrowers at the same time: a borrower waits for the probe's permit and is lent the validated connection", () =>
+    Effect.gen(function*() {
+      const server = yield* countingServer()
+      const { gates, pool } = yield* gatedPool(server, { max: 1, validationInterval: "10 seconds", validateAfterIdle: "1 hour" })
+      const port = yield* pool.use((c) => Effect.as(exchange(c), c.localAddress.port))
+      gates.probe = yield* Deferred.make<void>()
+      yield* TestClock.adjust("10 seconds")
+      yield* eventually(() => gates.probes === 2)
+      // Being validated counts as idle; it holds the only permit.
+      expect(yield* pool.stats).toMatchObject({ idle: 1, inUse: 0 })
+      const borrower = yield* Effect.fork(pool.use((c) => Effect.as(exchange(c), c.localAddress.port)))
+      yield* eventually(() => statsOf(pool).waiting === 1)
+      yield* Deferred.succeed(gates.probe, undefined)
+      expect(yield* Fiber.join(borrower)).toBe(port)
+      expect(yield* intact(pool, server, 1)).toMatchObject({ opened: 1, closed: 0 })
     }))
 })
