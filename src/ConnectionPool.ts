@@ -117,14 +117,18 @@ export type BorrowError<E = ConnectError> = E | HealthCheckFailed | PoolTimeout 
  * @category models
  */
 export interface PoolOptions {
-  /** Connections kept open even when idle (opened at start, and again after an outage). Default 0. */
+  /**
+   * Connections kept open even when idle: opened at start, and again on each validation round
+   * (`validationInterval`) while fewer are open, so after an outage, never in a loop against a
+   * server that closes them at once. Default 0.
+   */
   readonly min?: number
   /** Most connections open at once; borrowers beyond wait. Default 10. */
   readonly max?: number
   /**
    * A connection idle this long (since its last use) is closed, unless it is one of the `min` kept
    * open: the pool shrinks back after a burst. Idle connections are looked at once a period, so one
-   * is closed between one and two periods after its last use. Default 60 seconds.
+   * is closed between one and two periods after its last use. More than 0; default 60 seconds.
    */
   readonly idleTimeToLive?: Duration.DurationInput
   /** A connection older than this is closed instead of being lent or returned. Default: no limit. */
@@ -200,13 +204,17 @@ export interface PoolStats {
 export interface ConnectionPool<E = ConnectError> extends Pipeable {
   readonly [ConnectionPoolTypeId]: ConnectionPoolTypeId
   /**
-   * Borrows a connection for `f`: it goes back to the pool when `f` succeeds, and is closed (and
-   * replaced) when `f` fails, dies or is interrupted, unless `keepOnFailure` accepts the failure.
+   * Borrows a connection for `f`: it goes back to the pool when `f` succeeds and has read every
+   * byte received, and is closed (and replaced) when `f` fails, dies or is interrupted, unless
+   * `keepOnFailure` accepts the failure.
    */
   readonly use: <A, E2, R>(
     f: (connection: Connection) => Effect.Effect<A, E2, R>
   ) => Effect.Effect<A, E2 | BorrowError<E>, R>
-  /** Borrows a connection until the scope closes, with the rules of `use` applied to the scope's exit. */
+  /**
+   * Borrows a connection until the scope closes, with the rules of `use` applied to the scope's
+   * exit. A scope that closes while the borrow waits gets nothing: the borrow is interrupted.
+   */
   readonly get: Effect.Effect<Connection, BorrowError<E>, Scope.Scope>
   /** Closes a borrowed connection now and has the pool replace it: when you know it is unfit. */
   readonly invalidate: (connection: Connection) => Effect.Effect<void>

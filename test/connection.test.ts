@@ -143,6 +143,14 @@ describe("Connection reads", () => {
         _tag: "InvalidOptions",
         issues: "readUntil: the delimiter must be a string or bytes, got number"
       })
+      // Values that a template string cannot show (it throws for a symbol and for an object
+      // without prototype) are still shown in the issue.
+      expect(yield* Effect.flip(Effect.suspend(() => connection.readExactly(Symbol("n") as unknown as number)))).toMatchObject({
+        issues: "readExactly: the size must be a non-negative integer, got Symbol(n)"
+      })
+      expect(yield* Effect.flip(Effect.suspend(() => connection.readUntil("\n", { maxFrameBytes: Object.create(null) })))).toMatchObject({
+        issues: "readUntil: maxFrameBytes must be a non-negative integer, got [object Object]"
+      })
       expect(text(yield* connection.readUntil("\n"))).toBe("data")
     }))
 

@@ -106,7 +106,9 @@ describe("Framing constructors", () => {
       () => Framing.delimited({ delimiter: "\n", maxFrameBytes: -1 }),
       "Framing.delimited: maxFrameBytes must be a non-negative integer, got -1"
     ],
-    ["a NaN limit", () => Framing.lengthPrefixed({ maxFrameBytes: NaN }), "maxFrameBytes must be a non-negative integer, got NaN"]
+    ["a NaN limit", () => Framing.lengthPrefixed({ maxFrameBytes: NaN }), "maxFrameBytes must be a non-negative integer, got NaN"],
+    ["a symbol for a limit", () => Framing.lengthPrefixed({ maxFrameBytes: Symbol("big") as unknown as number }), "got Symbol(big)"],
+    ["a header size of no type", () => Framing.lengthPrefixed({ headerBytes: Object.create(null) }), "headerBytes must be 1, 2 or 4, got [object Object]"]
   ]
 
   it("options that cannot work never throw: encoding and decoding with them fail with InvalidOptions naming the problem", () => {

@@ -16,9 +16,19 @@ import * as TcpError from "../TcpError.js"
 import { ByteQueue } from "./byteQueue.js"
 import { DelimitedDecoder, type FrameDecoder, readFramesKey } from "./frameDecoder.js"
 import { Deadline } from "./deadline.js"
+import { showValue } from "./options.js"
 
 /** @internal */
 export const TypeId: TypeId_ = Symbol.for("effect-tcp/Connection") as TypeId_
+
+/**
+ * Bytes received and not yet read, for a connection of ours (0 for any other): what a pool checks
+ * before lending a connection again, since stray bytes would be read as the next borrower's reply.
+ *
+ * @internal
+ */
+export const unreadBytes = (connection: Connection): number =>
+  connection instanceof NodeConnection ? connection.unread : 0
 
 /** @internal */
 export const isConnection = (u: unknown): u is Connection => hasProperty(u, TypeId)
@@ -184,6 +194,11 @@ export class NodeConnection implements Connection {
   readonly localAddress: Endpoint.Endpoint
   /** Bytes Node delivered and no read has taken yet. */
   private readonly bytes = new ByteQueue()
+
+  /** Bytes received and not yet read. */
+  get unread(): number {
+    return this.bytes.length
+  }
   private paused = false
   private eof = false
   private writeEnded = false
@@ -487,7 +502,7 @@ export class NodeConnection implements Connection {
     size: number
   ): Effect.Effect<Uint8Array, TcpError.ReadError | TcpError.UnexpectedEof | TcpError.InvalidOptions> => {
     if (!Number.isSafeInteger(size) || size < 0) {
-      return Effect.fail(invalid(`readExactly: the size must be a non-negative integer, got ${size}`))
+      return Effect.fail(invalid(`readExactly: the size must be a non-negative integer, got ${showValue(size)}`))
     }
     if (size === 0) return Effect.succeed(new Uint8Array(0))
     return Effect.suspend(() => this.readExactlyNow(size))
@@ -508,7 +523,7 @@ export class NodeConnection implements Connection {
     const maxFrameBytes = options?.maxFrameBytes ?? defaultReadUntilMax
     if (needle.length === 0) return Effect.fail(invalid("readUntil: the delimiter must not be empty"))
     if (!Number.isSafeInteger(maxFrameBytes) || maxFrameBytes < 0) {
-      return Effect.fail(invalid(`readUntil: maxFrameBytes must be a non-negative integer, got ${maxFrameBytes}`))
+      return Effect.fail(invalid(`readUntil: maxFrameBytes must be a non-negative integer, got ${showValue(maxFrameBytes)}`))
     }
     return Effect.suspend(() => {
       const decoder = new DelimitedDecoder(needle, maxFrameBytes, this.remoteAddress)

@@ -13,6 +13,7 @@ import * as Endpoint from "../Endpoint.js"
 import type { FailoverOptions } from "../Failover.js"
 import * as Tcp from "../Tcp.js"
 import * as TcpError from "../TcpError.js"
+import { showValue } from "./options.js"
 
 /** @internal */
 export const EndpointFailure = Schema.Struct({
@@ -52,7 +53,7 @@ const validate = (options: FailoverOptions): Effect.Effect<Duration.Duration, Tc
   const delay = Duration.decodeUnknown(options.attemptDelay)
   const negative = typeof options.attemptDelay === "number" && options.attemptDelay < 0
   if (Option.isNone(delay) || negative || !Duration.isFinite(delay.value)) {
-    return invalid(`attemptDelay must be a finite, non-negative duration, got ${String(options.attemptDelay)}`)
+    return invalid(`attemptDelay must be a finite, non-negative duration, got ${showValue(options.attemptDelay)}`)
   }
   return Effect.succeed(delay.value)
 }

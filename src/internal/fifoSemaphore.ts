@@ -27,6 +27,8 @@ export class FifoSemaphore {
   private head = 0
   /** Tickets in the queue that are neither granted nor cancelled. */
   private queued = 0
+  /** Cancelled tickets still in the queue. */
+  private cancelled = 0
 
   constructor(private free: number) {}
 
@@ -73,6 +75,9 @@ export class FifoSemaphore {
     if (!ticket.cancelled) {
       ticket.cancelled = true
       this.queued--
+      // Waiters that gave up (a deadline, an interruption) leave the queue in bulk once they
+      // outnumber those still waiting: a queue nobody releases does not grow without bound.
+      if (++this.cancelled > 64 && this.cancelled > this.queued) this.compact()
     }
     return false
   }
@@ -89,12 +94,26 @@ export class FifoSemaphore {
         this.queue.splice(0, this.head)
         this.head = 0
       }
-      if (ticket.cancelled) continue
+      if (ticket.cancelled) {
+        this.cancelled--
+        continue
+      }
       this.queued--
       ticket.granted = true
       ticket.resume?.(Effect.void)
       return
     }
     this.free++
+  }
+
+  private compact(): void {
+    let kept = 0
+    for (let at = this.head; at < this.queue.length; at++) {
+      const ticket = this.queue[at]!
+      if (!ticket.cancelled) this.queue[kept++] = ticket
+    }
+    this.queue.length = kept
+    this.head = 0
+    this.cancelled = 0
   }
 }

@@ -18,6 +18,7 @@ import {
   LengthPrefixedDecoder,
   readFramesKey
 } from "./frameDecoder.js"
+import { showValue } from "./options.js"
 
 /** The endpoint named in errors of a decoder that does not read from a connection. */
 export const unknownEndpoint = Endpoint.make("unknown", 0)
@@ -46,7 +47,7 @@ const writeHeader = (framing: LengthPrefixed, length: number): Buffer => {
 
 const maxFrameBytesIssue = (what: string, maxFrameBytes: number, limit: number): string | undefined => {
   if (!Number.isSafeInteger(maxFrameBytes) || maxFrameBytes < 0) {
-    return `${what}: maxFrameBytes must be a non-negative integer, got ${maxFrameBytes}`
+    return `${what}: maxFrameBytes must be a non-negative integer, got ${showValue(maxFrameBytes)}`
   }
   if (maxFrameBytes > limit) return `${what}: maxFrameBytes ${maxFrameBytes} does not fit the header (at most ${limit})`
   return undefined
@@ -61,10 +62,10 @@ export const framingIssues = (framing: Framing): string | undefined => {
     const issues: Array<string> = []
     const { endian, headerBytes, maxFrameBytes } = framing
     if (headerBytes !== 1 && headerBytes !== 2 && headerBytes !== 4) {
-      issues.push(`Framing.lengthPrefixed: headerBytes must be 1, 2 or 4, got ${headerBytes}`)
+      issues.push(`Framing.lengthPrefixed: headerBytes must be 1, 2 or 4, got ${showValue(headerBytes)}`)
     }
     if (endian !== "big" && endian !== "little") {
-      issues.push(`Framing.lengthPrefixed: endian must be "big" or "little", got ${endian}`)
+      issues.push(`Framing.lengthPrefixed: endian must be "big" or "little", got ${showValue(endian)}`)
     }
     const max = issues.length > 0
       ? maxFrameBytesIssue("Framing.lengthPrefixed", maxFrameBytes, Number.MAX_SAFE_INTEGER)

@@ -117,12 +117,12 @@ export const probe = (options: ProbeOptions = {}): Effect.Effect<Probe, TcpError
   Effect.suspend(() => {
     const { expect = "PONG", readReply, request = "PING" } = options
     const issues: Array<string> = []
-    if (!isBytes(request)) issues.push(`request must be bytes or a string, got ${showValue(request)}`)
+    if (!isBytes(request)) issues.push(`request must be bytes or a string, got ${Options.showValue(request)}`)
     if (!isBytes(expect) && typeof expect !== "function") {
-      issues.push(`expect must be bytes, a string or a predicate on the reply, got ${showValue(expect)}`)
+      issues.push(`expect must be bytes, a string or a predicate on the reply, got ${Options.showValue(expect)}`)
     }
     if (readReply !== undefined && typeof readReply !== "function") {
-      issues.push(`readReply must be a function that reads the reply, got ${showValue(readReply)}`)
+      issues.push(`readReply must be a function that reads the reply, got ${Options.showValue(readReply)}`)
     }
     const timeout = options.timeout === undefined
       ? Either.right(defaultTimeout)
@@ -134,8 +134,6 @@ export const probe = (options: ProbeOptions = {}): Effect.Effect<Probe, TcpError
     }
     return Effect.succeed(makeProbe({ request, expect, readReply, timeout: timeout.right }))
   })
-
-const showValue = (value: unknown): string => typeof value === "string" ? JSON.stringify(value) : String(value)
 
 /** @internal */
 export const ping: Probe = makeProbe({ request: "PING", expect: "PONG", readReply: undefined, timeout: defaultTimeout })

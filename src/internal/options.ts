@@ -8,6 +8,26 @@ import * as net from "node:net"
 import { Host, Port } from "../Endpoint.js"
 import * as TcpError from "../TcpError.js"
 
+/**
+ * A value as an error message shows it: a string quoted, an array's elements listed, anything else
+ * as `String` gives it; never throws (a symbol, an object without a prototype or whose `toString`
+ * throws is shown by its kind).
+ */
+export const showValue = (value: unknown): string => {
+  if (Array.isArray(value)) return `[${value.map(showScalar).join(", ")}]`
+  return showScalar(value)
+}
+
+const showScalar = (value: unknown): string => {
+  if (typeof value === "string") return JSON.stringify(value)
+  if (Array.isArray(value)) return "[array]"
+  try {
+    return String(value)
+  } catch {
+    return Object.prototype.toString.call(value)
+  }
+}
+
 const badNumber = (value: unknown) =>
   (typeof value === "number" && !(value >= 0)) || (typeof value === "bigint" && value < 0)
 
@@ -31,9 +51,7 @@ export const DurationOption: Schema.Schema<Duration.Duration, Duration.DurationI
         new ParseResult.Type(
           ast,
           input,
-          `expected a finite, non-negative duration (milliseconds, or a string like "5 seconds"), got ${
-            typeof input === "string" ? JSON.stringify(input) : Array.isArray(input) ? `[${input.join(", ")}]` : String(input)
-          }`
+          `expected a finite, non-negative duration (milliseconds, or a string like "5 seconds"), got ${showValue(input)}`
         )
       )
     }

@@ -44,7 +44,8 @@ import type {
 import * as Endpoint from "../Endpoint.js"
 import * as Tcp from "../Tcp.js"
 import * as TcpError from "../TcpError.js"
-import { FifoSemaphore } from "./fifoSemaphore.js"
+import { unreadBytes } from "./connection.js"
+import { FifoSemaphore, type Ticket } from "./fifoSemaphore.js"
 import { HealthCheckFailed } from "./health.js"
 import * as Options from "./options.js"
 import { PoolTimeout, TooManyWaiters } from "./poolError.js"
@@ -95,7 +96,8 @@ const validateOptions = (options: PoolOptions): Effect.Effect<Validated, TcpErro
   const count = (name: string, value: number | undefined, fallback: number, least: number) => {
     if (value === undefined) return fallback
     if (!Number.isSafeInteger(value) || value < least) {
-      issues.push(`${name} must be an integer of at least ${least}, got ${value}`)
+      issues.push(`${name} must be an integer of at least ${least}, got ${Options.showValue(value)}`)
+      return fallback
     }
     return value
   }
@@ -131,7 +133,9 @@ const validateOptions = (options: PoolOptions): Effect.Effect<Validated, TcpErro
     validateAfterIdle: duration("validateAfterIdle", options.validateAfterIdle, defaults.validateAfterIdle),
     validationInterval: duration("validationInterval", options.validationInterval, defaults.validationInterval)
   }
+  // A period of 0 would run its schedule without end.
   if (Duration.toMillis(validated.validationInterval) === 0) issues.push("validationInterval must be more than 0")
+  if (Duration.toMillis(validated.idleTimeToLive) === 0) issues.push("idleTimeToLive must be more than 0")
   return issues.length === 0
     ? Effect.succeed(validated)
     : Effect.fail(new TcpError.InvalidOptions({ operation: "connect", issues: issues.join("; ") }))
@@ -162,8 +166,12 @@ const inStep = (exit: Exit.Exit<unknown, unknown>, keepOnFailure: ((error: unkno
 
 /** Why a connection in this state cannot be lent, if it cannot. */
 const deathOf = (connection: Connection, state: ConnectionState): HealthCheckFailed | undefined => {
-  if (state._tag === "Open") return undefined
   const endpoint = connection.remoteAddress
+  if (state._tag === "Open") {
+    // Left unread by the last use, or sent since: they would be read as the next borrower's reply.
+    const unread = unreadBytes(connection)
+    return unread === 0 ? undefined : strayBytes(endpoint, unread)
+  }
   const error = state._tag === "Closed"
     ? new TcpError.SocketClosed({ operation: "read", endpoint, reason: "Closed" }, trusted)
     : state.readable
@@ -171,6 +179,12 @@ const deathOf = (connection: Connection, state: ConnectionState): HealthCheckFai
     : new TcpError.UnexpectedEof({ operation: "read", endpoint, received: 0 }, trusted)
   return new HealthCheckFailed({ endpoint, reason: { _tag: "ConnectionError", error } }, trusted)
 }
+
+const strayBytes = (endpoint: Endpoint.Endpoint, count: number) =>
+  new HealthCheckFailed({
+    endpoint,
+    reason: { _tag: "WrongReply", expected: "no bytes on an idle connection", received: `${count} bytes` }
+  }, trusted)
 
 type Restore = <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
 
@@ -222,6 +236,8 @@ interface PendingConnect<E> {
 
 /** What a borrow in progress holds. */
 interface Loan<E> {
+  /** Its place in the queue for a permit, taken the moment it found none free. */
+  ticket: Ticket | undefined
   permit: boolean
   entry: Entry | undefined
   /** The entry's health check is under way: cut short, it leaves the connection out of step. */
@@ -321,19 +337,23 @@ export const makeWith = <E, R>(
         return Effect.zipRight(stopWatcher(entry), Scope.close(entry.scope, Exit.void))
       })
 
-    /** Opens connections in the background until `min` are open or being opened. */
+    /**
+     * Opens connections in the background until `min` are open or being opened: at start and on
+     * each validation round, never on a close (a server that closes every connection at once, or a
+     * `maxLifetime` of 0, would make that a loop).
+     */
     const ensureMin: Effect.Effect<void> = Effect.sync(() => {
       while (!closing && entries.size + connecting < config.min && permits.tryTake()) {
         startConnect({ exit: undefined, wake: undefined, abandoned: true })
       }
     })
 
-    /** Back to the idle list if `fit`, else closed (and replaced, to keep `min`). */
+    /** Back to the idle list if `fit`, else closed. */
     const giveBack = (entry: Entry, fit: boolean): Effect.Effect<void> =>
       Effect.suspend(() => {
         // Invalidated while lent: already closed.
         if (entry.state === "closed") return Effect.void
-        if (!fit || closing || entry.death !== undefined || expired(entry)) return Effect.zipRight(discard(entry), ensureMin)
+        if (!fit || closing || entry.death !== undefined || expired(entry)) return discard(entry)
         leave(entry)
         entry.state = "idle"
         idle.push(entry)
@@ -354,14 +374,7 @@ export const makeWith = <E, R>(
         entry.watcher = undefined
         const peer = entry.connection.remoteAddress
         entry.death = Exit.isSuccess(exit) && Option.isSome(exit.value)
-          ? new HealthCheckFailed({
-            endpoint: peer,
-            reason: {
-              _tag: "WrongReply",
-              expected: "no bytes on an idle connection",
-              received: `${exit.value.value.length} bytes`
-            }
-          }, trusted)
+          ? strayBytes(peer, exit.value.value.length)
           : new HealthCheckFailed({
             endpoint: peer,
             reason: {
@@ -378,8 +391,7 @@ export const makeWith = <E, R>(
         // Taken meanwhile: whoever holds it finds it dead.
         if (entry.state !== "idle") return Effect.void
         return Effect.logDebug(`pool: idle connection to ${Endpoint.format(peer)} is gone: ${entry.death.message}`).pipe(
-          Effect.zipRight(discard(entry)),
-          Effect.zipRight(ensureMin)
+          Effect.zipRight(discard(entry))
         )
       })
 
@@ -471,6 +483,14 @@ export const makeWith = <E, R>(
     // -------------------------------------------------------------------------
     // borrowing
 
+    /** After the wait for a permit ended, however: the permit is the loan's if it was granted. */
+    const settleTicket = (loan: Loan<E>): void => {
+      const ticket = loan.ticket
+      if (ticket === undefined) return
+      loan.ticket = undefined
+      if (permits.settle(ticket)) loan.permit = true
+    }
+
     const startWaiting = (loan: Loan<E>) => {
       loan.waiting = true
       waiting++
@@ -521,15 +541,8 @@ export const makeWith = <E, R>(
      */
     const fill = (loan: Loan<E>): Effect.Effect<void, E | HealthCheckFailed> =>
       Effect.gen(function*() {
-        if (!loan.permit) {
-          const ticket = permits.enqueue()
-          startWaiting(loan)
-          yield* Effect.ensuring(
-            permits.await(ticket),
-            Effect.sync(() => {
-              loan.permit = permits.settle(ticket)
-            })
-          )
+        if (loan.ticket !== undefined) {
+          yield* Effect.ensuring(permits.await(loan.ticket), Effect.sync(() => settleTicket(loan)))
           stopWaiting(loan)
         }
         for (;;) {
@@ -539,8 +552,10 @@ export const makeWith = <E, R>(
             if (entry !== undefined) take(entry, loan)
           }
           if (loan.entry !== undefined) {
-            if (yield* inspect(loan)) return
-            continue
+            if (!(yield* inspect(loan))) continue
+            // A pool that began closing meanwhile lends nothing more.
+            if (closing) return yield* Effect.interrupt
+            return
           }
           const pending: PendingConnect<E> = { exit: undefined, wake: undefined, abandoned: false }
           loan.connect = pending
@@ -557,6 +572,7 @@ export const makeWith = <E, R>(
             loan.entry!.checked = true
             loan.entry!.checkedAt = now()
           }
+          if (closing) return yield* Effect.interrupt
           return
         }
       })
@@ -565,6 +581,7 @@ export const makeWith = <E, R>(
     const abandon = (loan: Loan<E>): Effect.Effect<void> =>
       Effect.suspend(() => {
         stopWaiting(loan)
+        settleTicket(loan)
         claimConnect(loan)
         const entry = loan.entry
         loan.entry = undefined
@@ -612,7 +629,14 @@ export const makeWith = <E, R>(
       Effect.suspend((): Effect.Effect<Entry, BorrowError<E>> => {
         if (closing) return Effect.interrupt
         const startedAt = now()
-        const loan: Loan<E> = { permit: false, entry: undefined, probing: false, connect: undefined, waiting: false }
+        const loan: Loan<E> = {
+          ticket: undefined,
+          permit: false,
+          entry: undefined,
+          probing: false,
+          connect: undefined,
+          waiting: false
+        }
         if (permits.tryTake()) {
           loan.permit = true
           const entry = idle.pop()
@@ -628,6 +652,9 @@ export const makeWith = <E, R>(
         if (permits.waiting >= config.maxWaiters) {
           return Effect.fail(new TooManyWaiters({ maxWaiters: config.maxWaiters, endpoint }, trusted))
         }
+        // In the queue now, not once the wait begins: a permit released meanwhile comes to it.
+        loan.ticket = permits.enqueue()
+        startWaiting(loan)
         return fillInTime(loan, startedAt, restore)
       })
 
@@ -635,7 +662,8 @@ export const makeWith = <E, R>(
     const settle = (entry: Entry, exit: Exit.Exit<unknown, unknown>): Effect.Effect<void> =>
       Effect.ensuring(
         Effect.suspend(() => {
-          const fit = inStep(exit, keepOnFailure)
+          // A use that left bytes unread was not in step, whatever it returned.
+          const fit = inStep(exit, keepOnFailure) && unreadBytes(entry.connection) === 0
           if (fit) entry.idleSince = entry.checkedAt = now()
           return giveBack(entry, fit)
         }),
@@ -652,14 +680,24 @@ export const makeWith = <E, R>(
 
     const get: Effect.Effect<Connection, BorrowError<E>, Scope.Scope> = Effect.uninterruptibleMask((restore) =>
       Effect.flatMap(borrow(restore), (entry) =>
-        Effect.flatMap(Effect.scope, (scope) =>
-          Effect.as(Scope.addFinalizerExit(scope, (exit) => settle(entry, exit)), entry.connection)))
+        Effect.flatMap(Effect.scope, (scope) => {
+          let settled = false
+          return Effect.flatMap(
+            Scope.addFinalizerExit(scope, (exit) => {
+              settled = true
+              return settle(entry, exit)
+            }),
+            // A scope that closed while the borrow waited runs the finalizer at once: the connection
+            // is back in the pool, and the borrower gets nothing.
+            () => settled ? Effect.interrupt : Effect.succeed(entry.connection)
+          )
+        }))
     )
 
     const invalidate = (connection: Connection): Effect.Effect<void> =>
       Effect.suspend(() => {
         const entry = entries.get(connection)
-        return entry === undefined ? Effect.void : Effect.zipRight(discard(entry), ensureMin)
+        return entry === undefined ? Effect.void : discard(entry)
       })
 
     // -------------------------------------------------------------------------
@@ -669,7 +707,7 @@ export const makeWith = <E, R>(
       Effect.uninterruptibleMask((restore) =>
         Effect.suspend(() => {
           if (entry.state !== "idle" || closing) return Effect.void
-          if (expired(entry)) return Effect.zipRight(discard(entry), ensureMin)
+          if (expired(entry)) return discard(entry)
           if (probe === undefined || !permits.tryTake()) return Effect.void
           leave(entry)
           entry.state = "validating"
