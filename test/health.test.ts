@@ -9,7 +9,7 @@ import * as Schema from "effect/Schema"
 import * as TestClock from "effect/TestClock"
 import type * as net from "node:net"
 import { HealthCheck, Retry, Tcp } from "../src/index.js"
-import { awaitSleeps, effect, eventually, live, rawServer, realSleep } from "./support/harness.js"
+import { awaitSleeps, effect, eventually, live, onCommands, rawServer, realSleep } from "./support/harness.js"
 import { captureLogs } from "./support/logs.js"
 import { redisServer, resp } from "./support/redis.js"
 
@@ -25,18 +25,12 @@ const pingPeer = (initial: Behaviour) =>
     const { port } = yield* rawServer((socket) => {
       peer.sockets.push(socket)
       socket.on("end", () => peer.ended++)
-      let pending = ""
-      socket.on("data", (chunk: Buffer) => {
-        pending += chunk.toString("latin1")
-        while (pending.length >= 4) {
-          const command = pending.slice(0, 4)
-          pending = pending.slice(4)
-          peer.received.push(command)
-          if (command === "SLOW") setTimeout(() => socket.write("DONE"), 50)
-          else if (peer.behaviour === "PONG") socket.write("PONG")
-          else if (peer.behaviour === "garbage") socket.write("PANG")
-          else if (peer.behaviour === "close") socket.end()
-        }
+      onCommands(socket, 4, (command) => {
+        peer.received.push(command)
+        if (command === "SLOW") setTimeout(() => socket.write("DONE"), 50)
+        else if (peer.behaviour === "PONG") socket.write("PONG")
+        else if (peer.behaviour === "garbage") socket.write("PANG")
+        else if (peer.behaviour === "close") socket.end()
       })
     })
     return { peer, port }

@@ -17,7 +17,7 @@ import * as net from "node:net"
 import { ConnectionPool, HealthCheck, Tcp as TcpService } from "../src/index.js"
 import type { Connection } from "../src/Connection.js"
 import { FifoSemaphore } from "../src/internal/fifoSemaphore.js"
-import { closedPort, effect, eventually, live, realSleep } from "./support/harness.js"
+import { closedPort, effect, eventually, exchange, live, onCommands, realSleep } from "./support/harness.js"
 
 type Mode = "echo" | "stall" | "garbage"
 
@@ -56,17 +56,11 @@ const countingServer = (onAccept?: (socket: net.Socket) => boolean) =>
       socket.on("end", () => ended.add(socket))
       socket.on("close", () => state.sockets.delete(socket))
       if (onAccept !== undefined && !onAccept(socket)) return
-      let pending = ""
-      socket.on("data", (chunk: Buffer) => {
-        pending += chunk.toString("latin1")
-        while (pending.length >= 4) {
-          const command = pending.slice(0, 4)
-          pending = pending.slice(4)
-          if (command === "dbl!") socket.write("dbl!XTRA")
-          else if (command !== "PING") socket.write(command)
-          else if (state.mode === "echo") socket.write("PONG")
-          else if (state.mode === "garbage") socket.write("PANG")
-        }
+      onCommands(socket, 4, (command) => {
+        if (command === "dbl!") socket.write("dbl!XTRA")
+        else if (command !== "PING") socket.write(command)
+        else if (state.mode === "echo") socket.write("PONG")
+        else if (state.mode === "garbage") socket.write("PANG")
       })
     }
     let port = 0
@@ -91,11 +85,6 @@ const countingServer = (onAccept?: (socket: net.Socket) => boolean) =>
     return { port, state, start, kill }
   })
 
-const exchange = (connection: Connection, message = "ping") =>
-  Effect.gen(function*() {
-    yield* connection.write(message)
-    return Buffer.from(yield* connection.readExactly(message.length)).toString()
-  })
 
 type Pool = ConnectionPool.ConnectionPool<unknown>
 

@@ -12,7 +12,18 @@ import * as net from "node:net"
 import { ConnectionPool, HealthCheck, Tcp as TcpService, TcpError } from "../src/index.js"
 import type { Connection } from "../src/Connection.js"
 import type * as Tcp from "../src/Tcp.js"
-import { awaitSleeps, closedPort, effect, eventually, live, rawServer, realSleep, text } from "./support/harness.js"
+import {
+  awaitSleeps,
+  closedPort,
+  effect,
+  eventually,
+  exchange,
+  live,
+  onCommands,
+  rawServer,
+  realSleep,
+  text
+} from "./support/harness.js"
 import { fullBacklogListener } from "./support/processes.js"
 import { type Redis, redisServer, resp } from "./support/redis.js"
 
@@ -47,14 +58,7 @@ const restartableServer = Effect.gen(function*() {
       socket.on("error", () => {})
       socket.on("end", () => state.ended++)
       socket.on("close", () => state.sockets.delete(socket))
-      let pending = ""
-      socket.on("data", (chunk: Buffer) => {
-        pending += chunk.toString("latin1")
-        while (pending.length >= 4) {
-          answer(socket, pending.slice(0, 4))
-          pending = pending.slice(4)
-        }
-      })
+      onCommands(socket, 4, (command) => answer(socket, command))
     })
     state.server = server
     server.listen(state.port, "127.0.0.1", () => {
@@ -79,12 +83,6 @@ const restartableServer = Effect.gen(function*() {
 const poolOf = (server: { readonly state: { readonly port: number } }, options: ConnectionPool.PoolOptions = {}) =>
   ConnectionPool.make({ host: "127.0.0.1", port: server.state.port, ...options })
 
-/** One request/response of 4 bytes. */
-const exchange = (connection: Connection, message = "ping") =>
-  Effect.gen(function*() {
-    yield* connection.write(message)
-    return text(yield* connection.readExactly(message.length))
-  })
 
 describe("ConnectionPool", () => {
   live("1,000 concurrent borrowers never hold more than max connections, and all get their answer", () =>

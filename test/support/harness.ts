@@ -14,6 +14,7 @@ import * as TestClock from "effect/TestClock"
 import * as TestServices from "effect/TestServices"
 import * as net from "node:net"
 import * as NodeTcp from "../../src/NodeTcp.js"
+import type { Connection } from "../../src/Connection.js"
 import * as Tcp from "../../src/Tcp.js"
 
 type Body<A, E> = () => Effect.Effect<A, E, Tcp.Tcp | Scope.Scope>
@@ -72,6 +73,29 @@ export const awaitSleeps = (count: number, options?: { readonly wakingAt?: Durat
       if (matching.length >= count) return sleeps
       yield* polls < 100 ? nextTurn : realSleep(1)
     }
+  })
+
+/**
+ * Calls `onCommand` with each command of `size` bytes (as latin1) that `socket` receives, however
+ * the bytes are cut into chunks: the fixed-size protocol of the tests' servers.
+ */
+export const onCommands = (socket: net.Socket, size: number, onCommand: (command: string) => void): void => {
+  let pending = ""
+  socket.on("data", (chunk: Buffer) => {
+    pending += chunk.toString("latin1")
+    while (pending.length >= size) {
+      const command = pending.slice(0, size)
+      pending = pending.slice(size)
+      onCommand(command)
+    }
+  })
+}
+
+/** Writes `message` and reads as many bytes back: one exchange with a server of fixed-size commands. */
+export const exchange = (connection: Connection, message = "ping") =>
+  Effect.gen(function*() {
+    yield* connection.write(message)
+    return text(yield* connection.readExactly(message.length))
   })
 
 /**
