@@ -3,6 +3,7 @@ import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
 import * as TestClock from "effect/TestClock"
+import * as net from "node:net"
 import { Tcp } from "../src/index.js"
 import { awaitSleeps, closedPort, effect, live, rawServer, realSleep } from "./support/harness.js"
 import { fullBacklogListener } from "./support/processes.js"
@@ -32,6 +33,18 @@ describe("connect", () => {
       expect(error.message).toBe(
         `connection refused by 127.0.0.1:${port}: is the server running and listening on port ${port}?`
       )
+    }))
+
+  live("the harness's refusing port stays refused for the whole test: no server can be given it meanwhile", () =>
+    Effect.gen(function*() {
+      const port = yield* closedPort
+      const listen = Effect.async<string>((resume) => {
+        const server = net.createServer()
+        server.once("error", (error: NodeJS.ErrnoException) => resume(Effect.succeed(error.code ?? "")))
+        server.listen(port, "127.0.0.1", () => server.close(() => resume(Effect.succeed("listening"))))
+      })
+      expect(yield* listen).toBe("EADDRINUSE")
+      expect((yield* Effect.flip(Tcp.connect({ host: "127.0.0.1", port })))._tag).toBe("ConnectionRefused")
     }))
 
   live("a refused connect over IPv6 (::1) fails with ConnectionRefused", () =>

@@ -6,7 +6,7 @@ import * as Effect from "effect/Effect"
 import * as Fiber from "effect/Fiber"
 import * as fs from "node:fs"
 import { file, run } from "./support/examples.js"
-import { closedPort, collect, eventually, live, rawClient } from "./support/harness.js"
+import { closedPort, collect, eventually, freePort, live, rawClient } from "./support/harness.js"
 
 const startServer = (args: ReadonlyArray<string> = ["--port", "0"]) =>
   Effect.gen(function*() {
@@ -100,7 +100,7 @@ describe("examples", () => {
 
   live("robust-client retries a refused connection after 1 s, 2 s, ... and connects once the server is up", () =>
     Effect.gen(function*() {
-      const port = String(yield* closedPort)
+      const port = String(yield* freePort)
       const client = yield* run("robust-client", ["--port", port, "--retries", "3"])
       yield* client.line(/^INFO  retrying in 1s$/)
       yield* startServer(["--port", port])

@@ -125,14 +125,39 @@ export const rawServer = (onConnection: (socket: net.Socket) => void) =>
       })
   )
 
-/** A port on 127.0.0.1 with nothing listening: bound once to find it free, then released. */
-export const closedPort = Effect.async<number>((resume) => {
+/**
+ * A port on 127.0.0.1 that is free now, for a server another process or a later step binds: bound
+ * once to find it, then released. Nothing stops a `listen(0)` elsewhere from taking it meanwhile, so
+ * a test that only needs a port that refuses uses `closedPort`.
+ */
+export const freePort = Effect.async<number>((resume) => {
   const server = net.createServer()
   server.listen(0, "127.0.0.1", () => {
     const port = (server.address() as net.AddressInfo).port
     server.close(() => resume(Effect.succeed(port)))
   })
 })
+
+/**
+ * A port on 127.0.0.1 that refuses connections until the test's scope closes: the local port of a
+ * connection the helper keeps open. No listener is on it, and while the connection holds it no
+ * `listen(0)` can be given it (a released port could be, and a test's dead primary then answered).
+ */
+export const closedPort = Effect.acquireRelease(
+  Effect.async<{ readonly server: net.Server; readonly client: net.Socket }>((resume) => {
+    const server = net.createServer((socket) => socket.on("error", () => {}))
+    server.listen(0, "127.0.0.1", () => {
+      const client = net.connect((server.address() as net.AddressInfo).port, "127.0.0.1")
+      client.on("error", () => {})
+      client.once("connect", () => resume(Effect.succeed({ server, client })))
+    })
+  }),
+  ({ client, server }) =>
+    Effect.async<void>((resume) => {
+      client.destroy()
+      server.close(() => resume(Effect.void))
+    })
+).pipe(Effect.map(({ client }) => client.localPort!))
 
 /**
  * A raw peer on 127.0.0.1 that hands each accepted socket to `onSocket`, and a connection to it;

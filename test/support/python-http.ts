@@ -10,7 +10,7 @@ import * as fs from "node:fs"
 import * as net from "node:net"
 import * as os from "node:os"
 import * as path from "node:path"
-import { closedPort, realSleep } from "./harness.js"
+import { freePort, realSleep } from "./harness.js"
 
 export interface HttpServer {
   readonly port: number
@@ -37,7 +37,7 @@ export const pythonHttpServer = (files: Record<string, Uint8Array | string>) =>
       (dir) => Effect.sync(() => fs.rmSync(dir, { recursive: true, force: true }))
     )
     for (const [name, contents] of Object.entries(files)) fs.writeFileSync(path.join(dir, name), contents)
-    const port = yield* closedPort
+    const port = yield* freePort
     const child = yield* Effect.acquireRelease(
       Effect.sync(() =>
         spawn("python3", ["-m", "http.server", "--protocol", "HTTP/1.1", "--bind", "127.0.0.1", "--directory", dir, String(port)], {

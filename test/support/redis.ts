@@ -10,7 +10,7 @@ import { type ChildProcess, spawn } from "node:child_process"
 import * as fs from "node:fs"
 import * as net from "node:net"
 import * as path from "node:path"
-import { closedPort, realSleep } from "./harness.js"
+import { freePort, realSleep } from "./harness.js"
 
 export interface Redis {
   readonly port: number
@@ -77,7 +77,7 @@ const stop = (child: ChildProcess) =>
 
 const startOnce = (binary: string) =>
   Effect.gen(function*() {
-    const port = yield* closedPort
+    const port = yield* freePort
     let output = ""
     const child = yield* Effect.acquireRelease(
       Effect.sync(() => {
