@@ -44,7 +44,7 @@ import type { Connection } from "./Connection.js"
 import type { HealthCheckFailed, Probe } from "./HealthCheck.js"
 import * as internal from "./internal/pool.js"
 import * as internalErrors from "./internal/poolError.js"
-import type { ConnectOptions, Tcp } from "./Tcp.js"
+import type { ConnectOptions, Tcp, UnixConnectOptions } from "./Tcp.js"
 import type { ConnectError, InvalidOptions } from "./TcpError.js"
 
 /**
@@ -223,7 +223,7 @@ export interface ConnectionPool<E = ConnectError> extends Pipeable {
 }
 
 /**
- * A pool of connections to `host:port`, opened with the `Tcp` service and the connect options
+ * A pool of connections to `host:port` (or to a Unix domain socket's `path`), opened with the `Tcp` service and the connect options
  * given (with a `connectTimeout` of 10 seconds unless one is given: a hanging connect would hold
  * up the pool's growth). The pool closes every connection when its scope closes, after the
  * borrowed ones come back. Fails with `InvalidOptions` for bad options, before any connect.
@@ -257,7 +257,7 @@ export interface ConnectionPool<E = ConnectError> extends Pipeable {
  * @category constructors
  */
 export const make: (
-  options: PoolOptions & ConnectOptions
+  options: PoolOptions & (ConnectOptions | UnixConnectOptions)
 ) => Effect.Effect<ConnectionPool<ConnectError>, InvalidOptions, Scope.Scope | Tcp> = internal.make
 
 /**

@@ -102,6 +102,6 @@ export interface FailoverOptions extends Omit<ConnectOptions, "host" | "port"> {
  * @category constructors
  */
 export const connect: (
-  endpoints: ReadonlyArray<{ readonly host: string; readonly port: number }>,
+  endpoints: ReadonlyArray<{ readonly host: string; readonly port: number } | { readonly path: string }>,
   options?: FailoverOptions
 ) => Effect.Effect<Connection, AllEndpointsFailed | TcpError.InvalidOptions, Tcp | Scope.Scope> = internal.connect

@@ -597,6 +597,23 @@ export interface ServeConnectionOptions {
 export interface ServeOptions extends Server.ServeOptions, ServeConnectionOptions {}
 
 /**
+ * Options of `serve` on a Unix domain socket: `Server.UnixServeOptions` and those of
+ * `serveConnection`.
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export interface UnixServeOptions extends Server.UnixServeOptions, ServeConnectionOptions {}
+
+/**
+ * The server `serve` starts for its options: on a port, or on a Unix domain socket's path.
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export type ServerOf<O> = Server.Server<O extends { readonly path: string } ? Endpoint.UnixEndpoint : Endpoint.TcpEndpoint>
+
+/**
  * What serving one connection ends with, besides the peer closing between requests (success):
  * the connection's read and write errors, the framing's errors, and `MalformedFrame` for a request
  * frame without an id (the peer does not speak the protocol), and `InvalidOptions` (before anything
@@ -669,13 +686,14 @@ export const serve: <
   Req extends Schema.Schema.Any,
   Res extends Schema.Schema.Any,
   Err extends Schema.Schema.All,
-  R
+  R,
+  O extends ServeOptions | UnixServeOptions = ServeOptions
 >(
   protocol: Protocol<Req, Res, Err>,
-  options: ServeOptions,
+  options: O,
   handler: Handler<Schema.Schema.Type<Req>, Schema.Schema.Type<Res>, Schema.Schema.Type<Err>, R>
 ) => Effect.Effect<
-  Server.Server,
+  ServerOf<O>,
   ListenError,
   Tcp | Scope.Scope | Exclude<R | Schema.Schema.Context<Req | Res | Err>, Scope.Scope>
 > = internalServer.serve

@@ -63,6 +63,35 @@ export interface ServeOptions {
 }
 
 /**
+ * Options of `serve` on a Unix domain socket: the path instead of a host and port, and the same
+ * server options as over TCP.
+ *
+ * The socket file: when `path` holds a socket file that nobody listens on (left by a server that
+ * was killed), it is removed and the path bound; a live server on it, or a file at it that is not
+ * a socket, fails with `AddressInUse` and is left alone. The file is removed when the server's
+ * scope closes.
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export interface UnixServeOptions
+  extends Pick<ServeOptions, "backlog" | "maxConnections" | "idleTimeout" | "drainTimeout" | "readTimeout" | "writeTimeout">
+{
+  /**
+   * The socket's path: at most `Endpoint.maxPathBytes` bytes (107 on Linux), without NUL or other
+   * control characters; a longer one is `InvalidOptions`.
+   */
+  readonly path: string
+  /**
+   * Permission bits of the socket file (a client needs write permission to connect), such as
+   * `0o660`; default: what the process's umask leaves of `0o777`. Set after the bind and before
+   * `serve` returns, so for a moment the file has the umask's mode: where that must not happen,
+   * put the socket in a directory only the clients you want can enter.
+   */
+  readonly mode?: number
+}
+
+/**
  * Counters of a running server.
  *
  * @since 0.1.0
@@ -106,15 +135,18 @@ export interface ServerStats {
  * @since 0.1.0
  * @category models
  */
-export interface Server extends Pipeable {
+export interface Server<A extends Endpoint.Endpoint = Endpoint.Endpoint> extends Pipeable {
   readonly [ServerTypeId]: ServerTypeId
-  /** The address actually bound (with the real port when 0 was asked for); the first of `addresses`. */
-  readonly address: Endpoint.Endpoint
+  /**
+   * The address actually bound (with the real port when 0 was asked for); the first of
+   * `addresses`. A `TcpEndpoint` for a server on a port, a `UnixEndpoint` for one on a path.
+   */
+  readonly address: A
   /**
    * Every address bound, in the order the name resolved to them: one for an IP address, one per
-   * address of a name. All have the same port.
+   * address of a name, all with the same port; the path alone for a Unix domain socket.
    */
-  readonly addresses: ReadonlyArray<Endpoint.Endpoint>
+  readonly addresses: ReadonlyArray<A>
   readonly stats: Effect.Effect<ServerStats>
 }
 

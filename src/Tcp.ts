@@ -9,7 +9,8 @@ import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import type * as Scope from "effect/Scope"
 import type { Connection } from "./Connection.js"
-import type { Handler, Server, ServeOptions } from "./Server.js"
+import type { TcpEndpoint, UnixEndpoint } from "./Endpoint.js"
+import type { Handler, Server, ServeOptions, UnixServeOptions } from "./Server.js"
 import type { ConnectError, ListenError } from "./TcpError.js"
 
 /**
@@ -44,6 +45,44 @@ export interface ConnectOptions {
 }
 
 /**
+ * Options of `connect` to a Unix domain socket: its path instead of a host and port, and the
+ * deadlines every connection takes. TCP's own options (`keepAlive`, `noDelay`, `localAddress`)
+ * have no meaning on a Unix socket and are ignored; a `host` or `port` beside `path` is
+ * `InvalidOptions`.
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export interface UnixConnectOptions extends Pick<ConnectOptions, "connectTimeout" | "readTimeout" | "writeTimeout"> {
+  /**
+   * The socket's path: at most `Endpoint.maxPathBytes` bytes (107 on Linux), without NUL or other
+   * control characters; a longer one is `InvalidOptions`.
+   */
+  readonly path: string
+}
+
+/**
+ * `serve`, by its options: a `Server` on a port for `ServeOptions`, on a path for `UnixServeOptions`.
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export interface Serve<Extra = never> {
+  <E, R>(
+    options: ServeOptions,
+    handler: Handler<E, R>
+  ): Effect.Effect<Server<TcpEndpoint>, ListenError, Extra | Scope.Scope | Exclude<R, Scope.Scope>>
+  <E, R>(
+    options: UnixServeOptions,
+    handler: Handler<E, R>
+  ): Effect.Effect<Server<UnixEndpoint>, ListenError, Extra | Scope.Scope | Exclude<R, Scope.Scope>>
+  <E, R>(
+    options: ServeOptions | UnixServeOptions,
+    handler: Handler<E, R>
+  ): Effect.Effect<Server, ListenError, Extra | Scope.Scope | Exclude<R, Scope.Scope>>
+}
+
+/**
  * Connecting and serving TCP.
  *
  * @since 0.1.0
@@ -54,12 +93,9 @@ export interface TcpService {
    * Opens a connection, closed when the scope closes. Interrupting it while connecting
    * destroys the half-open socket.
    */
-  readonly connect: (options: ConnectOptions) => Effect.Effect<Connection, ConnectError, Scope.Scope>
+  readonly connect: (options: ConnectOptions | UnixConnectOptions) => Effect.Effect<Connection, ConnectError, Scope.Scope>
   /** Starts a server (see `Server.serve`). */
-  readonly serve: <E, R>(
-    options: ServeOptions,
-    handler: Handler<E, R>
-  ) => Effect.Effect<Server, ListenError, Scope.Scope | Exclude<R, Scope.Scope>>
+  readonly serve: Serve
 }
 
 /**
@@ -92,7 +128,9 @@ export class Tcp extends Context.Tag("effect-tcp/Tcp")<Tcp, TcpService>() {}
  * @since 0.1.0
  * @category accessors
  */
-export const connect = (options: ConnectOptions): Effect.Effect<Connection, ConnectError, Tcp | Scope.Scope> =>
+export const connect = (
+  options: ConnectOptions | UnixConnectOptions
+): Effect.Effect<Connection, ConnectError, Tcp | Scope.Scope> =>
   Effect.flatMap(Tcp, (tcp) => tcp.connect(options))
 
 /**
@@ -116,8 +154,8 @@ export const connect = (options: ConnectOptions): Effect.Effect<Connection, Conn
  * @since 0.1.0
  * @category accessors
  */
-export const serve = <E, R>(
-  options: ServeOptions,
+export const serve: Serve<Tcp> = <E, R>(
+  options: ServeOptions | UnixServeOptions,
   handler: Handler<E, R>
-): Effect.Effect<Server, ListenError, Tcp | Scope.Scope | Exclude<R, Scope.Scope>> =>
+): Effect.Effect<Server<any>, ListenError, Tcp | Scope.Scope | Exclude<R, Scope.Scope>> =>
   Effect.flatMap(Tcp, (tcp) => tcp.serve(options, handler))

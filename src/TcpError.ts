@@ -78,19 +78,28 @@ const nodeFields = {
   syscall: Schema.optional(Schema.String)
 }
 
+const hostOf = (endpoint: Endpoint.Endpoint) => ("host" in endpoint ? endpoint.host : Endpoint.format(endpoint))
+
 const where = (e: { readonly operation: Operation; readonly endpoint: Endpoint.Endpoint }) =>
   `${e.operation} ${e.operation === "listen" ? "on" : e.operation === "connect" ? "to" : "on the connection with"} ${
     Endpoint.format(e.endpoint)
   }`
 
 /**
- * The peer's host answered, but nothing listens on the port (ECONNREFUSED).
+ * The peer's host answered, but nothing listens on the port (ECONNREFUSED). For a Unix domain
+ * socket: nothing is at the path (ENOENT), or a socket file is there that nobody listens on
+ * (ECONNREFUSED); either way the server may come up, so it is transient as over TCP.
  *
  * @since 0.1.0
  * @category errors
  */
 export class ConnectionRefused extends TaggedTcpError<ConnectionRefused>()("ConnectionRefused", nodeFields) {
   override get message(): string {
+    if (Endpoint.isUnix(this.endpoint)) {
+      return this.code === "ENOENT"
+        ? `connect to ${Endpoint.format(this.endpoint)} failed: no socket at the path (ENOENT): is the server running, and is the path right?`
+        : `connection refused at ${Endpoint.format(this.endpoint)}: a socket file is there but nothing listens on it (its server stopped or crashed); start the server, or check the path`
+    }
     return `connection refused by ${Endpoint.format(this.endpoint)}: is the server running and listening on port ${this.endpoint.port}?`
   }
 }
@@ -195,8 +204,8 @@ export class DnsLookupFailed extends TaggedTcpError<DnsLookupFailed>()("DnsLooku
 }) {
   override get message(): string {
     return this.transient
-      ? `DNS lookup of "${this.endpoint.host}" failed temporarily (${this.code}): the resolver is unreachable or busy; retry later`
-      : `DNS lookup of "${this.endpoint.host}" failed (${this.code}): check the host name's spelling and the DNS configuration, or use an IP address`
+      ? `DNS lookup of "${hostOf(this.endpoint)}" failed temporarily (${this.code}): the resolver is unreachable or busy; retry later`
+      : `DNS lookup of "${hostOf(this.endpoint)}" failed (${this.code}): check the host name's spelling and the DNS configuration, or use an IP address`
   }
 }
 
@@ -225,25 +234,35 @@ export class NetworkUnreachable extends TaggedTcpError<NetworkUnreachable>()("Ne
 }
 
 /**
- * Another socket is already bound to the address (EADDRINUSE).
+ * Another socket is already bound to the address (EADDRINUSE). For a Unix domain socket: a live
+ * server listens on the path, or the path is a file that is not a socket.
  *
  * @since 0.1.0
  * @category errors
  */
 export class AddressInUse extends TaggedTcpError<AddressInUse>()("AddressInUse", nodeFields) {
   override get message(): string {
+    if (Endpoint.isUnix(this.endpoint)) {
+      return `${where(this)} failed: the path is taken, by a server that listens on it or by a file that is not a socket (never removed); stop that server, remove the file, or choose another path`
+    }
     return `${where(this)} failed: address already in use; stop the process holding port ${this.endpoint.port} or choose another port (0 picks a free one)`
   }
 }
 
 /**
- * The system refused the operation (EACCES, EPERM): typically a port below 1024 without privileges.
+ * The system refused the operation (EACCES, EPERM): typically a port below 1024 without
+ * privileges, or a Unix domain socket (or its directory) whose mode does not let this process in.
  *
  * @since 0.1.0
  * @category errors
  */
 export class PermissionDenied extends TaggedTcpError<PermissionDenied>()("PermissionDenied", nodeFields) {
   override get message(): string {
+    if (Endpoint.isUnix(this.endpoint)) {
+      return this.operation === "listen"
+        ? `${where(this)} failed: permission denied (${this.code}); this process may not create a file in the socket's directory: check the directory's owner and mode`
+        : `${where(this)} failed: permission denied (${this.code}); this process may not write to the socket file or search its directories: check their owner and mode (the server's mode option)`
+    }
     return this.operation === "listen" && this.endpoint.port > 0 && this.endpoint.port < 1024
       ? `${where(this)} failed: permission denied; ports below 1024 need privileges: use a port >= 1024, or a reverse proxy in front`
       : `${where(this)} failed: permission denied (${this.code}); check firewall rules and process privileges`
@@ -625,6 +644,10 @@ export const classify: {
       switch (code) {
         case "ECONNREFUSED":
           return new ConnectionRefused(fields, unchecked)
+        case "ENOENT":
+          // A Unix domain socket's path with nothing at it: nothing listens there (yet).
+          if (Endpoint.isUnix(endpoint)) return new ConnectionRefused(fields, unchecked)
+          break
         case "ECONNRESET":
           return new ConnectionReset(fields, unchecked)
         case "ECONNABORTED":

@@ -113,7 +113,7 @@ describe("errors", () => {
   it.effect("are yieldable and caught by tag", () =>
     Effect.gen(function*() {
       const recovered = yield* Effect.fail(new TcpError.ConnectionRefused({ operation: "connect", endpoint: at })).pipe(
-        Effect.catchTag("ConnectionRefused", (error) => Effect.succeed(`refused ${error.endpoint.port}`))
+        Effect.catchTag("ConnectionRefused", (error) => Effect.succeed(`refused ${Endpoint.isTcp(error.endpoint) && error.endpoint.port}`))
       )
       expect(recovered).toBe("refused 5432")
       const exit = yield* Effect.exit(new TcpError.BrokenPipe({ operation: "write", endpoint: at }))
@@ -292,8 +292,8 @@ describe("Endpoint", () => {
   })
 
   it("rejects what is not host:port with a reason", () => {
-    expect(Endpoint.parse("localhost")).toEqual(Either.left(`"localhost" is not of the form host:port or [ipv6]:port`))
-    expect(Endpoint.parse("::1:80")).toEqual(Either.left(`"::1:80" is not of the form host:port or [ipv6]:port`))
+    expect(Endpoint.parse("localhost")).toEqual(Either.left(`"localhost" is not of the form host:port, [ipv6]:port or unix:/path`))
+    expect(Endpoint.parse("::1:80")).toEqual(Either.left(`"::1:80" is not of the form host:port, [ipv6]:port or unix:/path`))
     expect(Endpoint.parse("host:70000")).toEqual(
       Either.left(`"host:70000": the port must be an integer from 0 to 65535`)
     )

@@ -5,7 +5,7 @@ import * as Fiber from "effect/Fiber"
 import * as TestClock from "effect/TestClock"
 import * as net from "node:net"
 import { Tcp } from "../src/index.js"
-import { awaitSleeps, closedPort, effect, live, rawServer, realSleep } from "./support/harness.js"
+import { awaitSleeps, closedPort, effect, live, rawServer, realSleep, tcp } from "./support/harness.js"
 import { fullBacklogListener } from "./support/processes.js"
 
 describe("connect", () => {
@@ -13,10 +13,10 @@ describe("connect", () => {
     Effect.gen(function*() {
       const { port } = yield* rawServer(() => {})
       const connection = yield* Tcp.connect({ host: "127.0.0.1", port })
-      expect(connection.remoteAddress.host).toBe("127.0.0.1")
-      expect(connection.remoteAddress.port).toBe(port)
-      expect(connection.localAddress.host).toBe("127.0.0.1")
-      expect(connection.localAddress.port).toBeGreaterThan(0)
+      expect(tcp(connection.remoteAddress).host).toBe("127.0.0.1")
+      expect(tcp(connection.remoteAddress).port).toBe(port)
+      expect(tcp(connection.localAddress).host).toBe("127.0.0.1")
+      expect(tcp(connection.localAddress).port).toBeGreaterThan(0)
       expect(yield* connection.state).toEqual({ _tag: "Open" })
     }))
 
@@ -27,7 +27,7 @@ describe("connect", () => {
       expect(error._tag).toBe("ConnectionRefused")
       if (error._tag !== "ConnectionRefused") return
       expect(error.operation).toBe("connect")
-      expect(error.endpoint.port).toBe(port)
+      expect(tcp(error.endpoint).port).toBe(port)
       expect(error.code).toBe("ECONNREFUSED")
       expect(error.syscall).toBe("connect")
       expect(error.message).toBe(
@@ -63,7 +63,7 @@ describe("connect", () => {
       if (error._tag !== "DnsLookupFailed") return
       expect(error.code).toBe("ENOTFOUND")
       expect(error.transient).toBe(false)
-      expect(error.endpoint.host).toBe("no-such-host.invalid")
+      expect(tcp(error.endpoint).host).toBe("no-such-host.invalid")
       expect(error.message).toContain(`DNS lookup of "no-such-host.invalid" failed (ENOTFOUND)`)
     }))
 
@@ -84,7 +84,7 @@ describe("connect", () => {
       expect(error._tag).toBe("ConnectTimeout")
       if (error._tag !== "ConnectTimeout") return
       expect(error.timeoutMillis).toBe(3000)
-      expect(error.endpoint.port).toBe(port)
+      expect(tcp(error.endpoint).port).toBe(port)
       expect(error.message).toContain(`connect to 127.0.0.1:${port} timed out after 3000 ms`)
     }))
 

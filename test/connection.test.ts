@@ -16,7 +16,7 @@ import type * as tls from "node:tls"
 import { Connection, Framing, Tcp, TcpError } from "../src/index.js"
 import { type ConnectionOptions, type ConnectionSocket, NodeConnection } from "../src/internal/connection.js"
 import { duplexPair, type MemorySocket } from "./support/duplexPair.js"
-import { awaitSleeps, closed, collect, connectTo, effect, eventually, live, rawServer, realSleep, text } from "./support/harness.js"
+import { awaitSleeps, closed, collect, connectTo, effect, eventually, live, rawServer, realSleep, text, tcp } from "./support/harness.js"
 
 /** Writes `data` one byte per event-loop turn: the reader sees many tiny chunks. */
 const dribble = (socket: net.Socket, data: Buffer, then?: () => void) => {
@@ -177,7 +177,7 @@ describe("Connection reads", () => {
       if (error._tag !== "ConnectionReset") return
       expect(error.code).toBe("ECONNRESET")
       expect(error.operation).toBe("read")
-      expect(error.endpoint.port).toBe(port)
+      expect(tcp(error.endpoint).port).toBe(port)
       // The error is sticky: every later operation reports it too.
       expect((yield* Effect.flip(connection.read))._tag).toBe("ConnectionReset")
       expect((yield* Effect.flip(connection.write("x")))._tag).toBe("ConnectionReset")
@@ -661,7 +661,7 @@ describe("Connection as a model", () => {
     Effect.gen(function*() {
       const { connection, port } = yield* connectTo(() => {})
       // Type-checked: `Connection` is the model's type and the namespace of its values at once.
-      const peerPort = (model: Connection): number => model.remoteAddress.port
+      const peerPort = (model: Connection): number => tcp(model.remoteAddress).port
       const same: Connection.Connection = connection satisfies Connection
       expect(peerPort(same)).toBe(port)
       expect(Connection.isConnection(same)).toBe(true)

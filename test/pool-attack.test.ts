@@ -17,7 +17,7 @@ import * as net from "node:net"
 import { ConnectionPool, HealthCheck, Tcp as TcpService } from "../src/index.js"
 import type { Connection } from "../src/Connection.js"
 import { FifoSemaphore } from "../src/internal/fifoSemaphore.js"
-import { closedPort, effect, eventually, exchange, live, onCommands, realSleep } from "./support/harness.js"
+import { closedPort, effect, eventually, exchange, live, onCommands, realSleep, tcp } from "./support/harness.js"
 
 type Mode = "echo" | "stall" | "garbage"
 
@@ -255,8 +255,8 @@ describe("ConnectionPool under attack", () => {
       const got = yield* Fiber.join(getter)
       if (Exit.isSuccess(got)) {
         // The getter holds a connection: nobody else may be lent it while it does.
-        const mine = got.value.localAddress.port
-        const other = yield* Effect.fork(pool.use((c) => Effect.succeed(c.localAddress.port)))
+        const mine = tcp(got.value.localAddress).port
+        const other = yield* Effect.fork(pool.use((c) => Effect.succeed(tcp(c.localAddress).port)))
         yield* eventually(() => other.unsafePoll() !== null || statsOf(pool).waiting === 1)
         const lentAgain = other.unsafePoll()
         expect(lentAgain !== null && Exit.isSuccess(lentAgain) && lentAgain.value === mine).toBe(false)
@@ -471,7 +471,7 @@ describe("ConnectionPool under attack", () => {
     Effect.gen(function*() {
       const server = yield* countingServer()
       const { gates, pool } = yield* gatedPool(server, { max: 1, validateAfterIdle: 0 })
-      const first = yield* pool.use((c) => Effect.as(exchange(c), c.localAddress.port))
+      const first = yield* pool.use((c) => Effect.as(exchange(c), tcp(c.localAddress).port))
       // Idle for a turn of the event loop: its watcher is parked on it.
       yield* realSleep(5)
       gates.probe = yield* Deferred.make<void>()
@@ -481,7 +481,7 @@ describe("ConnectionPool under attack", () => {
       yield* Fiber.interrupt(borrower)
       expect(yield* pool.stats).toMatchObject({ inUse: 0, idle: 0, closed: 1 })
       gates.probe = undefined
-      expect(yield* pool.use((c) => Effect.succeed(c.localAddress.port))).not.toBe(first)
+      expect(yield* pool.use((c) => Effect.succeed(tcp(c.localAddress).port))).not.toBe(first)
       expect(yield* intact(pool, server, 1, gates.sockets)).toMatchObject({ opened: 2, closed: 1 })
     }))
 
@@ -712,7 +712,7 @@ describe("ConnectionPool under attack", () => {
       expect(yield* intact(pool, server, 1)).toMatchObject({ opened: 1, closed: 0 })
       // With room for two, a get inside a use is lent a second connection.
       const two = yield* ConnectionPool.make({ host: "127.0.0.1", port: server.port, max: 2 })
-      const ports = yield* two.use((c) => Effect.scoped(Effect.map(two.get, (d) => [c.localAddress.port, d.localAddress.port])))
+      const ports = yield* two.use((c) => Effect.scoped(Effect.map(two.get, (d) => [tcp(c.localAddress).port, tcp(d.localAddress).port])))
       expect(new Set(ports).size).toBe(2)
       expect(yield* settled(two)).toMatchObject({ idle: 2 })
     }))
@@ -805,13 +805,13 @@ describe("ConnectionPool under attack", () => {
     Effect.gen(function*() {
       const server = yield* countingServer()
       const { gates, pool } = yield* gatedPool(server, { max: 1, validationInterval: "10 seconds", validateAfterIdle: "1 hour" })
-      const port = yield* pool.use((c) => Effect.as(exchange(c), c.localAddress.port))
+      const port = yield* pool.use((c) => Effect.as(exchange(c), tcp(c.localAddress).port))
       gates.probe = yield* Deferred.make<void>()
       yield* TestClock.adjust("10 seconds")
       yield* eventually(() => gates.probes === 2)
       // Being validated counts as idle; it holds the only permit.
       expect(yield* pool.stats).toMatchObject({ idle: 1, inUse: 0 })
-      const borrower = yield* Effect.fork(pool.use((c) => Effect.as(exchange(c), c.localAddress.port)))
+      const borrower = yield* Effect.fork(pool.use((c) => Effect.as(exchange(c), tcp(c.localAddress).port)))
       yield* eventually(() => statsOf(pool).waiting === 1)
       yield* Deferred.succeed(gates.probe, undefined)
       expect(yield* Fiber.join(borrower)).toBe(port)

@@ -22,7 +22,8 @@ import {
   onCommands,
   rawServer,
   realSleep,
-  text
+  text,
+  tcp as tcpOf
 } from "./support/harness.js"
 import { fullBacklogListener } from "./support/processes.js"
 import { type Redis, redisServer, resp } from "./support/redis.js"
@@ -277,12 +278,12 @@ describe("ConnectionPool", () => {
     Effect.gen(function*() {
       const server = yield* restartableServer
       const pool = yield* poolOf(server, { max: 2, healthCheck: HealthCheck.ping, validateAfterIdle: 0 })
-      const ports = yield* Effect.forEach([1, 2], () => pool.use((c) => Effect.as(exchange(c), c.localAddress.port)), {
+      const ports = yield* Effect.forEach([1, 2], () => pool.use((c) => Effect.as(exchange(c), tcpOf(c.localAddress).port)), {
         concurrency: "unbounded"
       })
       // Both idle connections now answer garbage; a new one will not.
       for (const socket of server.state.sockets) server.state.garbage.add(socket)
-      const lent = yield* pool.use((c) => Effect.as(exchange(c), c.localAddress.port))
+      const lent = yield* pool.use((c) => Effect.as(exchange(c), tcpOf(c.localAddress).port))
       expect(ports).not.toContain(lent)
       expect(yield* pool.stats).toMatchObject({ idle: 1, opened: 3, closed: 2 })
     }))
@@ -339,7 +340,7 @@ describe("ConnectionPool", () => {
     Effect.gen(function*() {
       const server = yield* restartableServer
       const pool = yield* poolOf(server, { max: 1 })
-      const portOf = pool.use((c) => Effect.succeed(c.localAddress.port))
+      const portOf = pool.use((c) => Effect.succeed(tcpOf(c.localAddress).port))
       const first = yield* portOf
       expect(yield* portOf).toBe(first)
 
@@ -372,7 +373,7 @@ describe("ConnectionPool", () => {
       const server = yield* restartableServer
       class NotFound extends Data.TaggedError("NotFound")<{}> {}
       const pool = yield* poolOf(server, { max: 1, keepOnFailure: Predicate.isTagged("NotFound") })
-      const portOf = pool.use((c) => Effect.succeed(c.localAddress.port))
+      const portOf = pool.use((c) => Effect.succeed(tcpOf(c.localAddress).port))
       const first = yield* portOf
 
       // The whole reply was read, then found to mean "not found": the stream is in step.
@@ -386,17 +387,17 @@ describe("ConnectionPool", () => {
 
       // The connection's own failures close it whatever the predicate says.
       const everything = yield* poolOf(server, { max: 1, keepOnFailure: () => true })
-      const before = yield* everything.use((c) => Effect.succeed(c.localAddress.port))
+      const before = yield* everything.use((c) => Effect.succeed(tcpOf(c.localAddress).port))
       const timedOut = yield* Effect.flip(everything.use((c) =>
         Effect.fail(new TcpError.ReadTimeout({ operation: "read", endpoint: c.remoteAddress, timeoutMillis: 10 }))
       ))
       expect(timedOut._tag).toBe("ReadTimeout")
-      expect(yield* everything.use((c) => Effect.succeed(c.localAddress.port))).not.toBe(before)
+      expect(yield* everything.use((c) => Effect.succeed(tcpOf(c.localAddress).port))).not.toBe(before)
 
       const throwing = yield* poolOf(server, { max: 1, keepOnFailure: () => { throw new Error("bug") } })
-      const kept = yield* throwing.use((c) => Effect.succeed(c.localAddress.port))
+      const kept = yield* throwing.use((c) => Effect.succeed(tcpOf(c.localAddress).port))
       expect(yield* Effect.flip(throwing.use(() => new NotFound()))).toBeInstanceOf(NotFound)
-      expect(yield* throwing.use((c) => Effect.succeed(c.localAddress.port))).not.toBe(kept)
+      expect(yield* throwing.use((c) => Effect.succeed(tcpOf(c.localAddress).port))).not.toBe(kept)
     }))
 
   live("get lends a connection until its scope closes, with the same rules", () =>
@@ -430,7 +431,7 @@ describe("ConnectionPool", () => {
     Effect.gen(function*() {
       const server = yield* restartableServer
       const pool = yield* poolOf(server, { max: 1, maxLifetime: "1 minute" })
-      const portOf = pool.use((c) => Effect.succeed(c.localAddress.port))
+      const portOf = pool.use((c) => Effect.succeed(tcpOf(c.localAddress).port))
       const first = yield* portOf
       yield* TestClock.adjust("59 seconds")
       expect(yield* portOf).toBe(first)
@@ -511,7 +512,7 @@ describe("ConnectionPool", () => {
       expect(yield* Effect.flip(Fiber.join(first))).toMatchObject({ _tag: "PoolTimeout", connecting: 1, waiting: 1 })
       expect(yield* pool.stats).toMatchObject({ connecting: 1, waiting: 0, inUse: 0 })
       // Meanwhile the connect holds the only permit: a second borrower queues behind it.
-      const second = yield* Effect.fork(pool.use((c) => Effect.as(exchange(c), c.localAddress.port)))
+      const second = yield* Effect.fork(pool.use((c) => Effect.as(exchange(c), tcpOf(c.localAddress).port)))
       yield* eventually(() => Effect.runSync(pool.stats).waiting === 1)
       yield* Deferred.succeed(accept, undefined)
       expect(yield* Fiber.join(second)).toBeTypeOf("number")
@@ -545,18 +546,18 @@ describe("ConnectionPool", () => {
       const pool = yield* poolOf(server, { max: 2, idleTimeToLive: "1 minute", validationInterval: "1 hour" })
       const release = yield* Deferred.make<void>()
       const both = yield* Effect.fork(Effect.forEach([1, 2], () =>
-        pool.use((c) => Effect.as(Deferred.await(release), c.localAddress.port)), { concurrency: "unbounded" }))
+        pool.use((c) => Effect.as(Deferred.await(release), tcpOf(c.localAddress).port)), { concurrency: "unbounded" }))
       yield* eventually(() => Effect.runSync(pool.stats).inUse === 2)
       yield* Deferred.succeed(release, undefined)
       const ports = yield* Fiber.join(both)
       yield* TestClock.adjust("30 seconds")
       // The most recently returned connection is lent first: it is used again at 30 s.
-      const recent = yield* pool.use((c) => Effect.succeed(c.localAddress.port))
+      const recent = yield* pool.use((c) => Effect.succeed(tcpOf(c.localAddress).port))
       expect(ports).toContain(recent)
       yield* TestClock.adjust("30 seconds")
       yield* eventually(() => Effect.runSync(pool.stats).closed === 1)
       expect(yield* pool.stats).toMatchObject({ idle: 1, closed: 1 })
-      expect(yield* pool.use((c) => Effect.succeed(c.localAddress.port))).toBe(recent)
+      expect(yield* pool.use((c) => Effect.succeed(tcpOf(c.localAddress).port))).toBe(recent)
       yield* TestClock.adjust("1 minute")
       yield* eventually(() => Effect.runSync(pool.stats).closed === 2)
       expect(yield* pool.stats).toMatchObject({ idle: 0, opened: 2 })
@@ -629,7 +630,7 @@ describe("ConnectionPool", () => {
         socket.on("data", (chunk: Buffer) => (chunk.toString() === "bye!" ? socket.end() : socket.write(chunk)))
       )
       const pool = yield* ConnectionPool.make({ host: "127.0.0.1", port, max: 1 })
-      const portOf = pool.use((c) => Effect.as(exchange(c), c.localAddress.port))
+      const portOf = pool.use((c) => Effect.as(exchange(c), tcpOf(c.localAddress).port))
       const ends: Array<(c: Connection) => Effect.Effect<unknown, unknown>> = [
         (c) => c.close,
         (c) => c.endWrite,
@@ -682,7 +683,7 @@ describe("ConnectionPool against redis-server", () => {
       const redis = yield* redisServer
       const pool = yield* redisPool(redis, { readTimeout: "1 second", min: 2 })
       yield* eventually(() => Effect.runSync(pool.stats).idle === 2)
-      const ports = new Set(Array.from(yield* Effect.forEach([1, 2], () => pool.use((c) => Effect.succeed(c.localAddress.port)), { concurrency: "unbounded" })))
+      const ports = new Set(Array.from(yield* Effect.forEach([1, 2], () => pool.use((c) => Effect.succeed(tcpOf(c.localAddress).port)), { concurrency: "unbounded" })))
       // Seven readTimeouts and more, each a chance for a watcher to take the silence for a dead peer.
       for (let step = 0; step < 16; step++) {
         yield* TestClock.adjust("500 millis")
@@ -692,7 +693,7 @@ describe("ConnectionPool against redis-server", () => {
       expect(yield* redis.connectedClients).toBe(2)
       // The same two connections, still answering; a use's own read still has its deadline.
       const lent = yield* Effect.forEach([1, 2], () =>
-        pool.use((c) => Effect.map(ping(c), (reply) => [reply, c.localAddress.port] as const)), { concurrency: "unbounded" })
+        pool.use((c) => Effect.map(ping(c), (reply) => [reply, tcpOf(c.localAddress).port] as const)), { concurrency: "unbounded" })
       expect(lent.map(([reply]) => reply)).toEqual(["+PONG", "+PONG"])
       expect(new Set(lent.map(([, port]) => port))).toEqual(ports)
       const stuck = yield* Effect.forkScoped(pool.use((c) => c.readExactly(1)))

@@ -12,7 +12,7 @@ import type * as Scope from "effect/Scope"
 import * as TestClock from "effect/TestClock"
 import { Retry, Tcp, TcpError } from "../src/index.js"
 import * as Endpoint from "../src/Endpoint.js"
-import { closedPort, effect, live, rawServer, realSleep } from "./support/harness.js"
+import { closedPort, effect, live, rawServer, realSleep, tcp } from "./support/harness.js"
 import { captureLogs } from "./support/logs.js"
 
 /** The delays a schedule decides for `inputs`, stepped by hand (time passes as it asks). */
@@ -274,7 +274,7 @@ describe("Retry.retryTransient", () => {
         Retry.retryTransient(Retry.exponential({ retries: 0 })),
         Effect.as("connected"),
         Effect.catchTags({
-          ConnectionRefused: (e) => Effect.succeed(`refused by ${e.endpoint.port}`),
+          ConnectionRefused: (e) => Effect.succeed(`refused by ${tcp(e.endpoint).port}`),
           DnsLookupFailed: () => Effect.succeed("no such host")
         })
       )

@@ -13,7 +13,7 @@ import * as Option from "effect/Option"
 import * as Scope from "effect/Scope"
 import * as TestClock from "effect/TestClock"
 import { Server, Tcp } from "../src/index.js"
-import { awaitSleeps, effect, eventually, text } from "./support/harness.js"
+import { awaitSleeps, effect, eventually, text, tcp } from "./support/harness.js"
 import { captureLogs } from "./support/logs.js"
 
 describe("shutdown", () => {
@@ -32,14 +32,14 @@ describe("shutdown", () => {
         return yield* Effect.never
       })))
       const server = yield* Deferred.await(started)
-      const client = yield* Tcp.connect({ host: "127.0.0.1", port: server.address.port })
+      const client = yield* Tcp.connect({ host: "127.0.0.1", port: tcp(server.address).port })
       yield* client.write("question\n")
       yield* awaitSleeps(1, { wakingAt: "1 second" })
       const interrupting = yield* Effect.fork(Fiber.interrupt(main))
       // Draining: the shutdown waits for the handler under its 5 s deadline, having stopped accepting.
       yield* awaitSleeps(1, { wakingAt: "5 seconds" })
       expect(interrupting.unsafePoll()).toBeNull()
-      expect((yield* Effect.flip(Tcp.connect({ host: "127.0.0.1", port: server.address.port })))._tag).toBe(
+      expect((yield* Effect.flip(Tcp.connect({ host: "127.0.0.1", port: tcp(server.address).port })))._tag).toBe(
         "ConnectionRefused"
       )
       yield* TestClock.adjust("1 second")
@@ -63,7 +63,7 @@ describe("shutdown", () => {
         return yield* Effect.never
       })))
       const server = yield* Deferred.await(started)
-      const client = yield* Tcp.connect({ host: "127.0.0.1", port: server.address.port })
+      const client = yield* Tcp.connect({ host: "127.0.0.1", port: tcp(server.address).port })
       yield* client.write("hang\n")
       yield* eventually(() => Effect.runSync(server.stats).active === 1)
       const interrupting = yield* Effect.fork(Fiber.interrupt(main))

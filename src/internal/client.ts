@@ -4,6 +4,7 @@ import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Scope from "effect/Scope"
 import type { Connection } from "../Connection.js"
+import * as Endpoint from "../Endpoint.js"
 import * as TcpError from "../TcpError.js"
 import { NodeConnection } from "./connection.js"
 import * as Options from "./options.js"
@@ -30,7 +31,8 @@ const open = <O extends Options.ConnectionSettings>(
         readTimeout: options.readTimeout,
         writeTimeout: options.writeTimeout,
         onActivity: undefined,
-        clock
+        clock,
+        socketPath: Endpoint.isUnix(endpoint) ? endpoint : undefined
       })
       socket.off(connectedEvent, onConnect)
       socket.off("error", onError)

@@ -46,6 +46,11 @@ export interface ConnectionOptions {
   readonly onActivity: (() => void) | undefined
   /** The clock of the read and write deadlines (`TestClock` in tests). */
   readonly clock: Clock.Clock
+  /**
+   * The path of a Unix domain socket, which both addresses then name: the system names neither
+   * end of a connection to a path (the client's end is unbound), but the path says which it is.
+   */
+  readonly socketPath?: Endpoint.UnixEndpoint | undefined
 }
 
 const defaultReadUntilMax = 64 * 1024
@@ -232,8 +237,8 @@ export class NodeConnection implements Connection {
   constructor(socket: ConnectionSocket, options: ConnectionOptions) {
     this.socket = socket
     this.options = options
-    this.remoteAddress = Endpoint.make(socket.remoteAddress ?? "unknown", socket.remotePort ?? 0)
-    this.localAddress = Endpoint.make(socket.localAddress ?? "unknown", socket.localPort ?? 0)
+    this.remoteAddress = options.socketPath ?? Endpoint.make(socket.remoteAddress ?? "unknown", socket.remotePort ?? 0)
+    this.localAddress = options.socketPath ?? Endpoint.make(socket.localAddress ?? "unknown", socket.localPort ?? 0)
     this.readTimeoutMillis = options.readTimeout && Duration.toMillis(options.readTimeout)
     this.writeTimeoutMillis = options.writeTimeout && Duration.toMillis(options.writeTimeout)
     this.clock = options.clock

@@ -42,7 +42,7 @@ const trusted = { disableValidation: true } as const
 
 const defaultAttemptDelay = Duration.millis(250)
 
-type Target = { readonly host: string; readonly port: number }
+type Target = { readonly host: string; readonly port: number } | { readonly path: string }
 
 const validate = (options: FailoverOptions): Effect.Effect<Duration.Duration, TcpError.InvalidOptions> => {
   const invalid = (issues: string) => Effect.fail(new TcpError.InvalidOptions({ operation: "connect", issues }))
@@ -58,12 +58,14 @@ const validate = (options: FailoverOptions): Effect.Effect<Duration.Duration, Tc
   return Effect.succeed(delay.value)
 }
 
-const connectOptions = (options: FailoverOptions, target: Target): Tcp.ConnectOptions => {
+const connectOptions = (options: FailoverOptions, target: Target): Tcp.ConnectOptions | Tcp.UnixConnectOptions => {
   const { attemptDelay: _delay, strategy: _strategy, ...rest } = options
-  return { ...rest, host: target.host, port: target.port }
+  // TCP's own options (keepAlive, noDelay, localAddress) are ignored for a path.
+  return "path" in target ? { ...rest, path: target.path } : { ...rest, host: target.host, port: target.port }
 }
 
-const endpointOf = (target: Target) => Endpoint.make(target.host, target.port)
+const endpointOf = (target: Target) =>
+  "path" in target ? Endpoint.unix(target.path) : Endpoint.make(target.host, target.port)
 
 const allFailed = (targets: ReadonlyArray<Target>, errors: ReadonlyArray<TcpError.ConnectError | undefined>) =>
   new AllEndpointsFailed({
@@ -82,8 +84,8 @@ const sequential = (
       errors.push(result.left)
       if (i + 1 < targets.length) {
         yield* Effect.logInfo(
-          `connect to ${Endpoint.format(targets[i]!)} failed with ${result.left._tag}, trying ${
-            Endpoint.format(targets[i + 1]!)
+          `connect to ${Endpoint.format(endpointOf(targets[i]!))} failed with ${result.left._tag}, trying ${
+            Endpoint.format(endpointOf(targets[i + 1]!))
           }`
         )
       }
@@ -139,9 +141,9 @@ const race = (
           : Option.some(yield* Queue.take(outcomes))
         if (Option.isNone(next)) {
           yield* Effect.logInfo(
-            `connect to ${Endpoint.format(targets[started - 1]!)} pending after ${
+            `connect to ${Endpoint.format(endpointOf(targets[started - 1]!))} pending after ${
               Duration.format(attemptDelay)
-            }, also trying ${Endpoint.format(targets[started]!)}`
+            }, also trying ${Endpoint.format(endpointOf(targets[started]!))}`
           )
           yield* start(started++)
           continue
@@ -158,13 +160,13 @@ const race = (
         if (failed === targets.length) return yield* allFailed(targets, errors)
         if (started < targets.length) {
           yield* Effect.logInfo(
-            `connect to ${Endpoint.format(targets[index]!)} failed with ${error.value._tag}, trying ${
-              Endpoint.format(targets[started]!)
+            `connect to ${Endpoint.format(endpointOf(targets[index]!))} failed with ${error.value._tag}, trying ${
+              Endpoint.format(endpointOf(targets[started]!))
             }`
           )
           yield* start(started++)
         } else {
-          yield* Effect.logInfo(`connect to ${Endpoint.format(targets[index]!)} failed with ${error.value._tag}`)
+          yield* Effect.logInfo(`connect to ${Endpoint.format(endpointOf(targets[index]!))} failed with ${error.value._tag}`)
         }
       }
     })

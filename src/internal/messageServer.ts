@@ -13,7 +13,15 @@ import type { Connection } from "../Connection.js"
 import type * as Endpoint from "../Endpoint.js"
 import type * as Framing from "../Framing.js"
 import type * as Message from "../Message.js"
-import type { Handler, Protocol, ServeConnectionOptions, ServeError, ServeOptions } from "../Message.js"
+import type {
+  Handler,
+  Protocol,
+  ServeConnectionOptions,
+  ServeError,
+  ServeOptions,
+  ServerOf,
+  UnixServeOptions
+} from "../Message.js"
 import * as Server from "../Server.js"
 import type { Tcp } from "../Tcp.js"
 import * as TcpError from "../TcpError.js"
@@ -79,20 +87,25 @@ export const serve = <
   Req extends Schema.Schema.Any,
   Res extends Schema.Schema.Any,
   Err extends Schema.Schema.All,
-  R
+  R,
+  O extends ServeOptions | UnixServeOptions = ServeOptions
 >(
   protocol: Protocol<Req, Res, Err>,
-  options: ServeOptions,
+  options: O,
   handler: Handler<Type<Req>, Type<Res>, Type<Err>, R>
 ): Effect.Effect<
-  Server.Server,
+  ServerOf<O>,
   TcpError.ListenError,
   Tcp | Scope.Scope | Exclude<R | Ctx<Req | Res | Err>, Scope.Scope>
 > => {
   const { concurrency, exposeDefects, ...serverOptions } = options
   return Effect.flatMap(
     validateServe(protocol, { concurrency, exposeDefects }),
-    (settings) => Server.serve(serverOptions, (connection) => serveChecked(connection, protocol, handler, settings))
+    (settings) =>
+      Server.serve(
+        serverOptions as unknown as Server.ServeOptions | Server.UnixServeOptions,
+        (connection) => serveChecked(connection, protocol, handler, settings)
+      ) as Effect.Effect<ServerOf<O>, TcpError.ListenError, Tcp | Scope.Scope | Exclude<R | Ctx<Req | Res | Err>, Scope.Scope>>
   )
 }
 

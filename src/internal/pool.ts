@@ -775,7 +775,7 @@ export const makeWith = <E, R>(
 
 /** @internal */
 export const make = (
-  options: PoolOptions & Tcp.ConnectOptions
+  options: PoolOptions & (Tcp.ConnectOptions | Tcp.UnixConnectOptions)
 ): Effect.Effect<ConnectionPool<TcpError.ConnectError>, TcpError.InvalidOptions, Scope.Scope | Tcp.Tcp> =>
   Effect.gen(function*() {
     const {
@@ -792,7 +792,8 @@ export const make = (
       ...connectOptions
     } = options
     const connect = { ...connectOptions, connectTimeout: connectOptions.connectTimeout ?? defaults.connectTimeout }
-    yield* Options.validate(Options.ConnectOptions, "connect", connect)
+    yield* Options.validate(Options.ConnectTarget, "connect", connect)
     const tcp = yield* Tcp.Tcp
-    return yield* makeWith(tcp.connect(connect), options, Endpoint.make(options.host, options.port))
+    const endpoint = "path" in options ? Endpoint.unix(options.path) : Endpoint.make(options.host, options.port)
+    return yield* makeWith(tcp.connect(connect), options, endpoint)
   })

@@ -137,7 +137,7 @@ export const serveWith = <O extends Options.ServerSettings>(listener: Listener<O
         )).pipe(Effect.catchAllCause(logFailure))
     }
 
-    const onConnection = (socket: Socket) => {
+    const onConnection = (socket: Socket, socketPath?: Endpoint.UnixEndpoint) => {
       if (stopping || connections.size >= maxConnections) {
         if (!stopping) rejected++
         socket.destroy()
@@ -152,7 +152,8 @@ export const serveWith = <O extends Options.ServerSettings>(listener: Listener<O
         onActivity: lastActivity && (() => {
           lastActivity.at = clock.unsafeCurrentTimeMillis()
         }),
-        clock
+        clock,
+        socketPath
       })
       connections.add(connection)
       const annotations = baseAnnotations.pipe(

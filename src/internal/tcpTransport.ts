@@ -13,14 +13,14 @@ import * as Options from "./options.js"
 import type { Dialer, Listener, Listening } from "./transport.js"
 
 type ConnectOptions = typeof Options.ConnectOptions.Type
+type UnixConnectOptions = typeof Options.UnixConnectOptions.Type
 type ServeOptions = typeof Options.ServeOptions.Type
 
-/** @internal */
-export const dialer: Dialer<ConnectOptions> = {
-  options: Options.ConnectOptions,
-  endpoint: (options) => Endpoint.make(options.host, options.port),
-  dial: (options) =>
-    net.connect({
+/** Where `net.connect` goes: a Unix domain socket's path, or a host and port with TCP's own options. */
+const target = (options: ConnectOptions | UnixConnectOptions): net.NetConnectOpts =>
+  "path" in options ?
+    { path: options.path, allowHalfOpen: true } :
+    {
       host: options.host,
       port: options.port,
       allowHalfOpen: true,
@@ -28,13 +28,19 @@ export const dialer: Dialer<ConnectOptions> = {
       keepAlive: options.keepAlive ?? false,
       keepAliveInitialDelay: options.keepAliveInitialDelay && Duration.toMillis(options.keepAliveInitialDelay),
       localAddress: options.localAddress
-    }),
+    }
+
+/** Connects over TCP, or to a Unix domain socket when the options have a `path`. @internal */
+export const dialer: Dialer<ConnectOptions | UnixConnectOptions> = {
+  options: Options.ConnectTarget,
+  endpoint: (options) => "path" in options ? Endpoint.unix(options.path) : Endpoint.make(options.host, options.port),
+  dial: (options) => net.connect(target(options)),
   connectedEvent: "connect"
 }
 
 const listen = (
   server: net.Server,
-  endpoint: Endpoint.Endpoint,
+  endpoint: Endpoint.TcpEndpoint,
   backlog: number
 ): Effect.Effect<void, TcpError.ListenError> =>
   Effect.async<void, TcpError.ListenError>((resume) => {
@@ -73,7 +79,7 @@ const isUnavailable = (error: TcpError.ListenError) =>
 
 interface Bound {
   readonly server: net.Server
-  readonly address: Endpoint.Endpoint
+  readonly address: Endpoint.TcpEndpoint
 }
 
 /**
@@ -151,7 +157,7 @@ export const listener: Listener<ServeOptions> = {
       // Not accept errors: libuv (1.45 and later) handles those itself and never reports them.
       for (const { server } of servers) server.on("error", events.error)
       return {
-        addresses: servers.map(({ address }) => address) as [Endpoint.Endpoint, ...Array<Endpoint.Endpoint>],
+        addresses: servers.map(({ address }) => address) as [Endpoint.TcpEndpoint, ...Array<Endpoint.TcpEndpoint>],
         close: closeAll(servers)
       }
     })

@@ -35,8 +35,11 @@ export interface Dialer<Options extends ConnectionSettings> {
 
 /** What a listener tells the server, from the moment it starts binding. */
 export interface ListenerEvents {
-  /** A socket ready for the handler (with TLS, once its handshake is done). */
-  readonly connection: (socket: Socket) => void
+  /**
+   * A socket ready for the handler (with TLS, once its handshake is done); with the path of a Unix
+   * domain socket, which its connection's addresses then name.
+   */
+  readonly connection: (socket: Socket, socketPath?: Endpoint.UnixEndpoint) => void
   /** The system accepted a connection, after `connection` for TCP: a descriptor was just taken. */
   readonly accepted: () => void
   /** An error of a bound server (never one of its sockets'): logged, it stops nothing. */

@@ -104,14 +104,17 @@ export type Faults = typeof Faults.Encoded
 
 /** The upstream a connect can reach (port 0 is not one) and a seed the generator takes whole. */
 const ProxyTarget = Schema.Struct({
-  upstream: Schema.Struct({
-    host: Endpoint.Host,
-    port: Schema.Number.pipe(
-      Schema.filter((port) => Number.isInteger(port) && port >= 1 && port <= 65535, {
-        message: (issue) => `an upstream port is an integer from 1 to 65535, got ${String(issue.actual)}`
-      })
-    )
-  }),
+  upstream: Schema.Union(
+    Schema.Struct({
+      host: Endpoint.Host,
+      port: Schema.Number.pipe(
+        Schema.filter((port) => Number.isInteger(port) && port >= 1 && port <= 65535, {
+          message: (issue) => `an upstream port is an integer from 1 to 65535, got ${String(issue.actual)}`
+        })
+      )
+    }),
+    Schema.Struct({ path: Endpoint.Path })
+  ),
   seed: Schema.Number.pipe(
     Schema.filter((seed) => Number.isInteger(seed) && seed >= 0 && seed <= 0xffffffff, {
       message: (issue) => `a seed is an integer from 0 to 2^32 - 1, got ${String(issue.actual)}`
@@ -150,11 +153,13 @@ export interface FaultProxyStats {
  * @category models
  */
 export interface FaultProxyOptions {
-  /** Where the proxy forwards to. */
-  readonly upstream: { readonly host: string; readonly port: number }
+  /** Where the proxy forwards to: a host and port, or a Unix domain socket's path. */
+  readonly upstream: { readonly host: string; readonly port: number } | { readonly path: string }
   /** Where the proxy listens; default 127.0.0.1 and a free port. */
   readonly host?: string
   readonly port?: number
+  /** A Unix domain socket's path to listen on instead of a host and port. */
+  readonly path?: string
   /** Seed of the fault draws, an integer from 0 to 2^32 - 1; the same seed gives each connection the same draws. Default 1. */
   readonly seed?: number
   readonly faults?: Faults
@@ -166,8 +171,9 @@ export interface FaultProxyOptions {
  * @since 0.1.0
  * @category models
  */
-export interface FaultProxy {
-  readonly address: Endpoint.Endpoint
+export interface FaultProxy<A extends Endpoint.Endpoint = Endpoint.TcpEndpoint> {
+  /** Where it listens: a `TcpEndpoint`, or a `UnixEndpoint` when `path` was given. */
+  readonly address: A
   readonly faults: Effect.Effect<Faults>
   /** Replaces the faults; connections already open see the new ones from their next chunk. */
   readonly setFaults: (faults: Faults) => Effect.Effect<void, InvalidOptions>
@@ -200,14 +206,21 @@ const millis = (input: Duration.Duration | undefined) => (input === undefined ? 
  * @since 0.1.0
  * @category constructors
  */
-export const make = (
-  options: FaultProxyOptions
-): Effect.Effect<FaultProxy, ListenError, Tcp.Tcp | Scope.Scope> =>
+export const make: {
+  (options: FaultProxyOptions & { readonly path: string }): Effect.Effect<
+    FaultProxy<Endpoint.UnixEndpoint>,
+    ListenError,
+    Tcp.Tcp | Scope.Scope
+  >
+  (options: FaultProxyOptions): Effect.Effect<FaultProxy, ListenError, Tcp.Tcp | Scope.Scope>
+} = (options: FaultProxyOptions): Effect.Effect<FaultProxy<any>, ListenError, Tcp.Tcp | Scope.Scope> =>
   Effect.gen(function*() {
     const { seed, upstream } = yield* Options.validate(ProxyTarget, "listen", {
       seed: options.seed ?? 1,
       upstream: Predicate.isObject(options.upstream)
-        ? { host: options.upstream.host, port: options.upstream.port }
+        ? "path" in options.upstream
+          ? { path: options.upstream.path }
+          : { host: options.upstream.host, port: options.upstream.port }
         : options.upstream
     })
     let faults: ValidFaults = yield* Options.validate(Faults, "listen", options.faults ?? {})
@@ -343,7 +356,9 @@ export const make = (
       })
 
     const server = yield* Server.serve(
-      { host: options.host ?? "127.0.0.1", port: options.port ?? 0, drainTimeout: 0 },
+      options.path !== undefined
+        ? { path: options.path, drainTimeout: 0 }
+        : { host: options.host ?? "127.0.0.1", port: options.port ?? 0, drainTimeout: 0 },
       handle
     )
 
@@ -362,5 +377,5 @@ export const make = (
         bytesToClient,
         faults: { ...fired }
       }))
-    } satisfies FaultProxy
+    } satisfies FaultProxy<Endpoint.Endpoint>
   })

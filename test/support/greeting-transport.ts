@@ -15,7 +15,7 @@ import * as client from "../../src/internal/client.js"
 import * as Options from "../../src/internal/options.js"
 import * as server from "../../src/internal/server.js"
 import type { Dialer, Listener, Listening } from "../../src/internal/transport.js"
-import { Tcp } from "../../src/Tcp.js"
+import { Tcp, type TcpService } from "../../src/Tcp.js"
 import * as TcpError from "../../src/TcpError.js"
 
 const greeting = 0x2b // "+"
@@ -84,5 +84,5 @@ export const listener: Listener<typeof ListenOptions.Type> = {
 /** The `Tcp` service over the greeting transport: the core's own connect and server. */
 export const layer = Layer.succeed(Tcp, {
   connect: client.connectWith(dialer),
-  serve: server.serveWith(listener)
+  serve: server.serveWith(listener) as TcpService["serve"]
 })

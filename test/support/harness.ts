@@ -13,6 +13,7 @@ import * as Supervisor from "effect/Supervisor"
 import * as TestClock from "effect/TestClock"
 import * as TestServices from "effect/TestServices"
 import * as net from "node:net"
+import * as Endpoint from "../../src/Endpoint.js"
 import * as NodeTcp from "../../src/NodeTcp.js"
 import type { Connection } from "../../src/Connection.js"
 import * as Tcp from "../../src/Tcp.js"
@@ -206,3 +207,9 @@ export const closed = (socket: net.Socket) =>
     if (socket.destroyed) return resume(Effect.void)
     socket.once("close", () => resume(Effect.void))
   })
+
+/** A TCP endpoint (of a connection, an error, a server), narrowed from the union; throws on a Unix path. */
+export const tcp = (endpoint: Endpoint.Endpoint): Endpoint.TcpEndpoint => {
+  if (!Endpoint.isTcp(endpoint)) throw new Error(`expected a TCP endpoint, got ${Endpoint.format(endpoint)}`)
+  return endpoint
+}

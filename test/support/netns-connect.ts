@@ -21,6 +21,7 @@ import * as Either from "effect/Either"
 import { execFile, execFileSync } from "node:child_process"
 import * as net from "node:net"
 import type { Connection } from "../../src/Connection.js"
+import type * as Endpoint from "../../src/Endpoint.js"
 import * as NodeTcp from "../../src/NodeTcp.js"
 import * as Tcp from "../../src/Tcp.js"
 import * as TcpError from "../../src/TcpError.js"
@@ -109,7 +110,7 @@ const listener = Effect.acquireRelease(
 const loopbackConnection = Effect.gen(function*() {
   const { port } = yield* listener
   const connection = yield* Tcp.connect({ host: "127.0.0.1", port })
-  const filter = ["sport", "=", `:${connection.localAddress.port}`, "dport", "=", `:${port}`]
+  const filter = ["sport", "=", `:${(connection.localAddress as Endpoint.TcpEndpoint).port}`, "dport", "=", `:${port}`]
   return { connection, filter }
 })
 
@@ -173,7 +174,7 @@ const outcome = (scenario: Scenario): Effect.Effect<Outcome> =>
         code: error.code,
         syscall: error.syscall,
         operation: error.operation,
-        endpoint: { host: error.endpoint.host, port: error.endpoint.port },
+        endpoint: error.endpoint as Endpoint.TcpEndpoint,
         message: error.message,
         transient: TcpError.isTransient(error)
       }
