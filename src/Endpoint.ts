@@ -65,7 +65,7 @@ export const Path = Schema.String.pipe(
   Schema.filter((path) => Buffer.byteLength(path, "utf8") <= maxPathBytes, {
     message: (issue) =>
       `a Unix socket path is at most ${maxPathBytes} bytes in UTF-8 (the system's limit), got ${
-        Buffer.byteLength(issue.actual as string, "utf8")
+        typeof issue.actual === "string" ? Buffer.byteLength(issue.actual, "utf8") : "?"
       } bytes: use a shorter path, or a relative one from a nearby working directory`
   })
 )

@@ -189,8 +189,8 @@ export const ServeOptions = Schema.Struct({
 })
 
 /** The file mode of a Unix domain socket: permission bits only, 0 to 0o777. */
-const Mode = Schema.Int.pipe(
-  Schema.between(0, 0o777, {
+const Mode = Schema.Number.pipe(
+  Schema.filter((mode) => Number.isInteger(mode) && mode >= 0 && mode <= 0o777, {
     message: (issue) =>
       `mode is the socket file's permission bits, an integer from 0 to 0o777 (such as 0o660), got ${showValue(issue.actual)}`
   })

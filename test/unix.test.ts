@@ -1,0 +1,259 @@
+/**
+ * Unix domain sockets: connect and serve on a path, what goes wrong there (typed, each produced
+ * for real), the socket file's life (a stale one replaced, removed on close, its mode), and the
+ * same Connection and server policy as over TCP.
+ */
+import { describe, expect } from "@effect/vitest"
+import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
+import * as Option from "effect/Option"
+import { spawn } from "node:child_process"
+import * as fs from "node:fs"
+import * as os from "node:os"
+import * as path from "node:path"
+import { fileURLToPath } from "node:url"
+import { type Connection, Endpoint, Server, Tcp } from "../src/index.js"
+import { eventually, exchange, live, text } from "./support/harness.js"
+import { tsChild } from "./support/processes.js"
+
+/** A new directory under the system's temp dir, searchable by everyone, removed with the scope. */
+export const socketDir = Effect.acquireRelease(
+  Effect.sync(() => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "effect-tcp-unix-"))
+    fs.chmodSync(dir, 0o755)
+    return dir
+  }),
+  (dir) => Effect.sync(() => fs.rmSync(dir, { recursive: true, force: true }))
+)
+
+/** A socket file at `socketPath` that nobody listens on: its server was killed (SIGKILL) before it could remove it. */
+const staleSocket = (socketPath: string) =>
+  Effect.async<void, Error>((resume) => {
+    const script = `require("node:net").createServer().listen(process.argv[1], () => console.log("listening"))`
+    const child = spawn(process.execPath, ["-e", script, socketPath], { stdio: ["ignore", "pipe", "inherit"] })
+    child.stdout.once("data", () => child.kill("SIGKILL"))
+    child.once("exit", (_code, signal) =>
+      signal === "SIGKILL" ? resume(Effect.void) : resume(Effect.fail(new Error("the child did not listen"))))
+  })
+
+/** Upper-cases what each client sends until it closes. */
+const upperCaseEcho = (connection: Connection) =>
+  Effect.gen(function*() {
+    for (;;) {
+      const chunk = yield* connection.read
+      if (Option.isNone(chunk)) return
+      yield* connection.write(text(chunk.value).toUpperCase())
+    }
+  })
+
+const unprivileged = fileURLToPath(new URL("./support/unprivileged-unix.ts", import.meta.url))
+// uid/gid 65534 is "nobody": file permissions apply to it, as they do not to root.
+const asNobody = (what: "connect" | "serve", socketPath: string) =>
+  Effect.map(tsChild(unprivileged, [what, socketPath], { uid: 65534, gid: 65534 }), (line) => JSON.parse(line))
+
+describe("Unix domain sockets", () => {
+  live("connect and serve on a path: one exchange, both ends' addresses are the path", () =>
+    Effect.gen(function*() {
+      const socketPath = path.join(yield* socketDir, "app.sock")
+      let serverSide: Array<string> = []
+      const server = yield* Server.serve({ path: socketPath }, (connection) => {
+        serverSide = [Endpoint.format(connection.remoteAddress), Endpoint.format(connection.localAddress)]
+        return upperCaseEcho(connection)
+      })
+      expect(server.address).toEqual(Endpoint.unix(socketPath))
+      expect(server.addresses).toEqual([Endpoint.unix(socketPath)])
+      expect(String(server.address)).toBe(`unix:${socketPath}`)
+      expect(fs.statSync(socketPath).isSocket()).toBe(true)
+      const connection = yield* Tcp.connect({ path: socketPath, connectTimeout: "5 seconds" })
+      expect(yield* exchange(connection, "hello")).toBe("HELLO")
+      expect(connection.remoteAddress).toEqual(Endpoint.unix(socketPath))
+      expect(connection.localAddress).toEqual(Endpoint.unix(socketPath))
+      expect(serverSide).toEqual([`unix:${socketPath}`, `unix:${socketPath}`])
+      yield* connection.endWrite
+      expect(yield* connection.read).toEqual(Option.none())
+    }))
+
+  live("nothing at the path: ConnectionRefused with ENOENT, naming the path, transient", () =>
+    Effect.gen(function*() {
+      const socketPath = path.join(yield* socketDir, "nobody-home.sock")
+      const error = yield* Effect.flip(Tcp.connect({ path: socketPath }))
+      expect(error).toMatchObject({ _tag: "ConnectionRefused", code: "ENOENT", operation: "connect" })
+      expect(error).toMatchObject({ endpoint: Endpoint.unix(socketPath) })
+      expect(error.message).toBe(
+        `connect to unix:${socketPath} failed: no socket at the path (ENOENT): is the server running, and is the path right?`
+      )
+    }))
+
+  live("a stale socket file (its server was SIGKILLed): connect is refused; serve replaces it and binds", () =>
+    Effect.gen(function*() {
+      const socketPath = path.join(yield* socketDir, "stale.sock")
+      yield* staleSocket(socketPath)
+      expect(fs.statSync(socketPath).isSocket()).toBe(true)
+      const refused = yield* Effect.flip(Tcp.connect({ path: socketPath }))
+      expect(refused).toMatchObject({ _tag: "ConnectionRefused", code: "ECONNREFUSED" })
+      expect(refused.message).toBe(
+        `connection refused at unix:${socketPath}: a socket file is there but nothing listens on it (its server stopped or crashed); start the server, or check the path`
+      )
+      yield* Server.serve({ path: socketPath }, upperCaseEcho)
+      const connection = yield* Tcp.connect({ path: socketPath })
+      expect(yield* exchange(connection, "fresh")).toBe("FRESH")
+    }))
+
+  live("a path a live server holds: AddressInUse, and the live server keeps its file and its clients", () =>
+    Effect.gen(function*() {
+      const socketPath = path.join(yield* socketDir, "taken.sock")
+      yield* Server.serve({ path: socketPath }, upperCaseEcho)
+      const error = yield* Effect.flip(Server.serve({ path: socketPath }, () => Effect.void))
+      expect(error).toMatchObject({ _tag: "AddressInUse", code: "EADDRINUSE", operation: "listen" })
+      expect(error.message).toBe(
+        `listen on unix:${socketPath} failed: the path is taken, by a server that listens on it or by a file that is not a socket (never removed); stop that server, remove the file, or choose another path`
+      )
+      const connection = yield* Tcp.connect({ path: socketPath })
+      expect(yield* exchange(connection, "still")).toBe("STILL")
+    }))
+
+  live("a path that is a regular file: AddressInUse, and the file is never removed", () =>
+    Effect.gen(function*() {
+      const socketPath = path.join(yield* socketDir, "data.txt")
+      fs.writeFileSync(socketPath, "precious")
+      const error = yield* Effect.flip(Server.serve({ path: socketPath }, () => Effect.void))
+      expect(error).toMatchObject({ _tag: "AddressInUse", code: "EADDRINUSE" })
+      expect(fs.readFileSync(socketPath, "utf8")).toBe("precious")
+    }))
+
+  live("closing the server's scope removes its socket file", () =>
+    Effect.gen(function*() {
+      const socketPath = path.join(yield* socketDir, "gone.sock")
+      yield* Effect.scoped(Effect.gen(function*() {
+        yield* Server.serve({ path: socketPath }, upperCaseEcho)
+        const connection = yield* Tcp.connect({ path: socketPath })
+        expect(yield* exchange(connection)).toBe("PING")
+      }))
+      expect(fs.existsSync(socketPath)).toBe(false)
+      // So the next server binds without finding anything to replace.
+      yield* Server.serve({ path: socketPath }, upperCaseEcho)
+    }))
+
+  live("mode sets the socket file's permission bits before serve returns", () =>
+    Effect.gen(function*() {
+      const dir = yield* socketDir
+      const modes = [0o600, 0o660, 0o666]
+      for (const mode of modes) {
+        const socketPath = path.join(dir, `mode-${mode.toString(8)}.sock`)
+        yield* Server.serve({ path: socketPath, mode }, upperCaseEcho)
+        expect(fs.statSync(socketPath).mode & 0o777).toBe(mode)
+      }
+    }))
+
+  live("a client without write permission on the socket file gets PermissionDenied; mode 0o666 lets it in", () =>
+    Effect.gen(function*() {
+      const dir = yield* socketDir
+      const closed = path.join(dir, "private.sock")
+      const open = path.join(dir, "public.sock")
+      yield* Server.serve({ path: closed, mode: 0o600 }, upperCaseEcho)
+      yield* Server.serve({ path: open, mode: 0o666 }, upperCaseEcho)
+      const denied = yield* asNobody("connect", closed)
+      expect(denied).toMatchObject({ _tag: "PermissionDenied", code: "EACCES", operation: "connect", endpoint: { path: closed } })
+      expect(denied.message).toBe(
+        `connect to unix:${closed} failed: permission denied (EACCES); this process may not write to the socket file or search its directories: check their owner and mode (the server's mode option)`
+      )
+      expect(yield* asNobody("connect", open)).toEqual({ _tag: "Connected" })
+    }), 60_000)
+
+  live("serving in a directory the process may not write to: PermissionDenied", () =>
+    Effect.gen(function*() {
+      const socketPath = path.join(yield* socketDir, "not-mine.sock")
+      const outcome = yield* asNobody("serve", socketPath)
+      expect(outcome).toMatchObject({ _tag: "PermissionDenied", code: "EACCES", operation: "listen", endpoint: { path: socketPath } })
+      expect(outcome.message).toBe(
+        `listen on unix:${socketPath} failed: permission denied (EACCES); this process may not create a file in the socket's directory: check the directory's owner and mode`
+      )
+    }), 60_000)
+
+  live("the longest path the system takes binds; one byte more is InvalidOptions, counted in bytes", () =>
+    Effect.gen(function*() {
+      const dir = yield* socketDir
+      const longest = path.join(dir, "x".repeat(Endpoint.maxPathBytes - Buffer.byteLength(dir) - 1))
+      expect(Buffer.byteLength(longest)).toBe(Endpoint.maxPathBytes)
+      yield* Server.serve({ path: longest }, upperCaseEcho)
+      const connection = yield* Tcp.connect({ path: longest })
+      expect(yield* exchange(connection)).toBe("PING")
+      // Fewer characters than the limit, but "é" is two bytes in UTF-8.
+      const room = Endpoint.maxPathBytes - Buffer.byteLength(dir) - 1
+      const tooLong = path.join(dir, "é".repeat(Math.ceil((room + 1) / 2)))
+      expect(tooLong.length).toBeLessThanOrEqual(Endpoint.maxPathBytes)
+      const bytes = Buffer.byteLength(tooLong)
+      const issue = `a Unix socket path is at most ${Endpoint.maxPathBytes} bytes in UTF-8 (the system's limit), got ${bytes} bytes`
+      const onConnect = yield* Effect.flip(Tcp.connect({ path: tooLong }))
+      expect(onConnect).toMatchObject({ _tag: "InvalidOptions", operation: "connect" })
+      expect(onConnect.message).toContain(issue)
+      const onServe = yield* Effect.flip(Server.serve({ path: tooLong }, () => Effect.void))
+      expect(onServe).toMatchObject({ _tag: "InvalidOptions", operation: "listen" })
+      expect(onServe.message).toContain(issue)
+      expect(fs.readdirSync(dir)).toEqual([path.basename(longest)])
+    }))
+
+  const badOptions: ReadonlyArray<readonly [string, Record<string, unknown>, string]> = [
+    ["an empty path", { path: "" }, "a Unix socket path must not be empty"],
+    ["a NUL inside", { path: "/tmp/a\u0000b.sock" }, "a Unix socket path must not contain NUL or other control characters"],
+    ["a newline", { path: "/tmp/a\nb.sock" }, "must not contain NUL or other control characters"],
+    ["an abstract name", { path: "\u0000abstract" }, "abstract Unix socket names (a leading NUL) are not supported"],
+    ["a path and a host", { path: "/tmp/a.sock", host: "127.0.0.1" }, "give either a Unix socket's path or a host and port, not both (got path and host)"],
+    ["a path and a port", { path: "/tmp/a.sock", port: 80 }, "not both (got path and port)"],
+    ["a path that is not a string", { path: 5 }, "Expected string, actual 5"],
+    ["a negative readTimeout", { path: "/tmp/a.sock", readTimeout: -1 }, "expected a finite, non-negative duration"]
+  ]
+  for (const [name, options, expected] of badOptions) {
+    live(`connect and serve refuse ${name} with InvalidOptions`, () =>
+      Effect.gen(function*() {
+        const onConnect = yield* Effect.flip(Tcp.connect(options as any))
+        expect(onConnect).toMatchObject({ _tag: "InvalidOptions", operation: "connect" })
+        expect(onConnect.message).toContain(expected)
+        const onServe = yield* Effect.flip(Server.serve(options as any, () => Effect.void))
+        expect(onServe).toMatchObject({ _tag: "InvalidOptions", operation: "listen" })
+        expect(onServe.message).toContain(expected)
+      }))
+  }
+
+  live("a mode that is not permission bits is InvalidOptions, and nothing is bound", () =>
+    Effect.gen(function*() {
+      const dir = yield* socketDir
+      for (const mode of [0o1777, -1, 1.5]) {
+        const error = yield* Effect.flip(Server.serve({ path: path.join(dir, "m.sock"), mode }, () => Effect.void))
+        expect(error).toMatchObject({ _tag: "InvalidOptions", operation: "listen" })
+        expect(error.message).toContain("mode is the socket file's permission bits, an integer from 0 to 0o777")
+      }
+      expect(fs.readdirSync(dir)).toEqual([])
+    }))
+
+  live("the server's policy over a path: maxConnections and stats", () =>
+    Effect.gen(function*() {
+      const socketPath = path.join(yield* socketDir, "limited.sock")
+      const server = yield* Server.serve({ path: socketPath, maxConnections: 1 }, upperCaseEcho)
+      const first = yield* Tcp.connect({ path: socketPath })
+      expect(yield* exchange(first)).toBe("PING")
+      const second = yield* Tcp.connect({ path: socketPath })
+      expect(yield* second.read).toEqual(Option.none())
+      expect(yield* server.stats).toMatchObject({ active: 1, accepted: 1, rejected: 1 })
+      yield* first.close
+      yield* eventually(() => Effect.runSync(server.stats).active === 0)
+    }))
+
+  describe("Endpoint", () => {
+    live("a path endpoint prints and parses as unix:/path", () =>
+      Effect.sync(() => {
+        const endpoint = Endpoint.unix("/run/app.sock")
+        expect(Endpoint.format(endpoint)).toBe("unix:/run/app.sock")
+        expect(String(endpoint)).toBe("unix:/run/app.sock")
+        expect(Either.getOrThrow(Endpoint.parse("unix:/run/app.sock"))).toEqual(endpoint)
+        expect(Either.getOrThrow(Endpoint.parse("unix:relative.sock"))).toEqual(Endpoint.unix("relative.sock"))
+        expect(Endpoint.isUnix(endpoint)).toBe(true)
+        expect(Endpoint.isTcp(endpoint)).toBe(false)
+        expect(Endpoint.isTcp(Endpoint.make("::1", 80))).toBe(true)
+        expect(Endpoint.parse("unix:")).toEqual(Either.left(`"unix:": a Unix socket path must not be empty`))
+        expect(Endpoint.parse("unix:/a\u0000b")).toEqual(
+          Either.left(`"unix:/a\u0000b": a Unix socket path must not contain NUL or other control characters, got "/a\\u0000b"`)
+        )
+      }))
+  })
+})
