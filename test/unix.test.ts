@@ -7,13 +7,28 @@ import { describe, expect } from "@effect/vitest"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as Option from "effect/Option"
+import * as Schema from "effect/Schema"
+import * as Scope from "effect/Scope"
 import { spawn } from "node:child_process"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
 import { fileURLToPath } from "node:url"
-import { type Connection, Endpoint, Server, Tcp } from "../src/index.js"
-import { eventually, exchange, live, text } from "./support/harness.js"
+import {
+  type Connection,
+  ConnectionPool,
+  Endpoint,
+  Failover,
+  Framing,
+  HealthCheck,
+  Message,
+  Retry,
+  Server,
+  Tcp,
+  TcpError
+} from "../src/index.js"
+import { FaultProxy } from "../src/testing/index.js"
+import { closedPort, eventually, exchange, live, text } from "./support/harness.js"
 import { tsChild } from "./support/processes.js"
 
 /** A new directory under the system's temp dir, searchable by everyone, removed with the scope. */
@@ -255,5 +270,147 @@ describe("Unix domain sockets", () => {
           Either.left(`"unix:/a\u0000b": a Unix socket path must not contain NUL or other control characters, got "/a\\u0000b"`)
         )
       }))
+  })
+
+  describe("every module over TCP and over a Unix path", () => {
+    /** Four-byte commands: PING is answered PONG (the health check), anything else upper-cased. */
+    const pingOrUpperCase = (connection: Connection) =>
+      Effect.gen(function*() {
+        for (;;) {
+          const command = text(yield* connection.readExactly(4))
+          yield* connection.write(command === "PING" ? "PONG" : command.toUpperCase())
+        }
+      }).pipe(Effect.catchTag("UnexpectedEof", () => Effect.void))
+
+    type Target = { readonly host: string; readonly port: number } | { readonly path: string }
+    interface Transport {
+      readonly name: string
+      /** Where a server listens. */
+      readonly listenOn: (dir: string, name: string) => Server.ServeOptions | Server.UnixServeOptions
+      /** A target nothing listens on. */
+      readonly dead: (dir: string) => Effect.Effect<Target, never, Scope.Scope>
+    }
+    const transports: ReadonlyArray<Transport> = [
+      {
+        name: "TCP",
+        listenOn: () => ({ host: "127.0.0.1", port: 0 }),
+        dead: () => Effect.map(closedPort, (port) => ({ host: "127.0.0.1", port }))
+      },
+      {
+        name: "Unix",
+        listenOn: (dir, name) => ({ path: path.join(dir, `${name}.sock`) }),
+        dead: (dir) => Effect.succeed({ path: path.join(dir, "dead.sock") })
+      }
+    ]
+    const targetOf = (endpoint: Endpoint.Endpoint): Target =>
+      Endpoint.isUnix(endpoint) ? { path: endpoint.path } : { host: endpoint.host, port: endpoint.port }
+
+    const Double = Message.protocol({
+      request: Schema.Struct({ n: Schema.Number }),
+      response: Schema.Struct({ doubled: Schema.Number }),
+      framing: Framing.lengthPrefixed({ headerBytes: 2 })
+    })
+
+    for (const transport of transports) {
+      live(`${transport.name}: Framing, and Message's client and server`, () =>
+        Effect.gen(function*() {
+          const dir = yield* socketDir
+          const lines = Framing.delimited({ delimiter: "\n", maxFrameBytes: 64 })
+          const framed = yield* Server.serve(transport.listenOn(dir, "framed"), (connection) =>
+            Effect.gen(function*() {
+              const reader = yield* Framing.reader(connection, lines)
+              for (;;) {
+                const frame = yield* reader.read
+                if (Option.isNone(frame)) return
+                yield* Framing.write(connection, lines, text(frame.value).toUpperCase())
+              }
+            }))
+          const connection = yield* Tcp.connect(targetOf(framed.address))
+          yield* Framing.writeAll(connection, lines, ["one", "two"])
+          const reader = yield* Framing.reader(connection, lines)
+          expect([text(Option.getOrThrow(yield* reader.read)), text(Option.getOrThrow(yield* reader.read))]).toEqual([
+            "ONE",
+            "TWO"
+          ])
+
+          const server = yield* Message.serve(Double, transport.listenOn(dir, "message"), ({ n }) => Effect.succeed({ doubled: 2 * n }))
+          const client = yield* Message.client(yield* Tcp.connect(targetOf(server.address)), Double)
+          expect(yield* Effect.all([1, 2, 3].map((n) => client.request({ n })), { concurrency: 3 })).toEqual([
+            { doubled: 2 },
+            { doubled: 4 },
+            { doubled: 6 }
+          ])
+        }))
+
+      live(`${transport.name}: HealthCheck and a ConnectionPool with a health check`, () =>
+        Effect.gen(function*() {
+          const server = yield* Server.serve(transport.listenOn(yield* socketDir, "pool"), pingOrUpperCase)
+          const connection = yield* Tcp.connect(targetOf(server.address))
+          yield* HealthCheck.ping(connection)
+          const pool = yield* ConnectionPool.make({ ...targetOf(server.address), max: 2, healthCheck: HealthCheck.ping })
+          const answers = yield* Effect.all([1, 2, 3, 4].map(() => pool.use((c) => exchange(c, "ping"))), {
+            concurrency: 4
+          })
+          expect(answers).toEqual(["PING", "PING", "PING", "PING"])
+          expect(yield* pool.stats).toMatchObject({ idle: 2, inUse: 0 })
+        }))
+
+      live(`${transport.name}: Failover from a dead endpoint of the other kind, and every one dead`, () =>
+        Effect.gen(function*() {
+          const dir = yield* socketDir
+          const other = transports.find((t) => t !== transport)!
+          const deadOther = yield* other.dead(dir)
+          const deadSame = yield* transport.dead(dir)
+          const server = yield* Server.serve(transport.listenOn(dir, "failover"), pingOrUpperCase)
+          const connection = yield* Failover.connect([deadOther, targetOf(server.address)])
+          expect(yield* exchange(connection, "over")).toBe("OVER")
+          const error = yield* Effect.flip(Failover.connect([deadOther, deadSame]))
+          expect(error._tag === "AllEndpointsFailed" && error.failures.map(({ endpoint, error }) => [Endpoint.format(endpoint), error._tag]))
+            .toEqual([[Endpoint.format(deadOther), "ConnectionRefused"], [Endpoint.format(deadSame), "ConnectionRefused"]])
+          expect(error.message).toContain(`${Endpoint.format(deadOther)} ConnectionRefused`)
+        }))
+
+      live(`${transport.name}: Retry retries a refused connect until the server is up`, () =>
+        Effect.gen(function*() {
+          const dir = yield* socketDir
+          const options = transport.listenOn(dir, "late")
+          // A TCP server comes up on a port known in advance: the dead one, freed for it.
+          const target = "path" in options ? { path: options.path } : yield* transport.dead(dir)
+          const refused = yield* Effect.flip(Tcp.connect(target))
+          expect(refused._tag).toBe("ConnectionRefused")
+          expect(TcpError.isTransient(refused)).toBe(true)
+          if (!("path" in target)) return
+          let attempts = 0
+          const scope = yield* Effect.scope
+          const startServer = Server.serve({ path: target.path }, pingOrUpperCase).pipe(
+            Effect.provideService(Scope.Scope, scope),
+            Effect.orDie
+          )
+          const policy = yield* Retry.exponential({ base: "5 millis", retries: 100, jitter: false })
+          const connection = yield* Retry.retryTransient(Tcp.connect(target), policy, {
+            onRetry: () => ++attempts === 2 ? Effect.asVoid(startServer) : Effect.void
+          })
+          expect(yield* exchange(connection, "late")).toBe("LATE")
+          expect(attempts).toBe(2)
+        }))
+
+      live(`${transport.name}: a FaultProxy in front of the server, listening on either kind`, () =>
+        Effect.gen(function*() {
+          const dir = yield* socketDir
+          const server = yield* Server.serve(transport.listenOn(dir, "upstream"), pingOrUpperCase)
+          const onTcp = yield* FaultProxy.make({ upstream: targetOf(server.address), faults: { toClient: { slice: { maxBytes: 1 } } } })
+          const onPath = yield* FaultProxy.make({
+            upstream: targetOf(server.address),
+            path: path.join(dir, "proxy.sock"),
+            faults: { toClient: { slice: { maxBytes: 1 } } }
+          })
+          expect(onPath.address).toEqual(Endpoint.unix(path.join(dir, "proxy.sock")))
+          for (const proxy of [onTcp, onPath]) {
+            const connection = yield* Tcp.connect(targetOf(proxy.address))
+            expect(yield* exchange(connection, "abcd")).toBe("ABCD")
+            expect((yield* proxy.stats).faults.slice).toBe(1)
+          }
+        }))
+    }
   })
 })
