@@ -29,6 +29,7 @@ import {
 } from "../src/index.js"
 import { FaultProxy } from "../src/testing/index.js"
 import { closedPort, eventually, exchange, live, text } from "./support/harness.js"
+import { run } from "./support/examples.js"
 import { tsChild } from "./support/processes.js"
 
 /** A new directory under the system's temp dir, searchable by everyone, removed with the scope. */
@@ -413,4 +414,17 @@ describe("Unix domain sockets", () => {
         }))
     }
   })
+
+  live("examples/unix-echo.ts: server and client on a path, then the file is gone and a connect says so", () =>
+    Effect.gen(function*() {
+      const socketPath = path.join(yield* socketDir, "echo.sock")
+      const example = yield* run("unix-echo", ["--path", socketPath])
+      expect(yield* example.exitCode).toBe(0)
+      expect(example.lines).toEqual([
+        `listening on unix:${socketPath} (mode 660)`,
+        "HELLO OVER A UNIX SOCKET",
+        "socket file removed: true",
+        `ConnectionRefused: connect to unix:${socketPath} failed: no socket at the path (ENOENT): is the server running, and is the path right?`
+      ])
+    }), 60_000)
 })
