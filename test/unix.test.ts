@@ -6,9 +6,11 @@
 import { describe, expect } from "@effect/vitest"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
+import * as Fiber from "effect/Fiber"
 import * as Option from "effect/Option"
 import * as Schema from "effect/Schema"
 import * as Scope from "effect/Scope"
+import * as TestClock from "effect/TestClock"
 import { spawn } from "node:child_process"
 import * as fs from "node:fs"
 import * as os from "node:os"
@@ -28,7 +30,7 @@ import {
   TcpError
 } from "../src/index.js"
 import { FaultProxy } from "../src/testing/index.js"
-import { closedPort, eventually, exchange, live, text } from "./support/harness.js"
+import { awaitSleeps, closedPort, effect, eventually, exchange, live, text } from "./support/harness.js"
 import { run } from "./support/examples.js"
 import { tsChild } from "./support/processes.js"
 
@@ -253,6 +255,44 @@ describe("Unix domain sockets", () => {
       expect(yield* server.stats).toMatchObject({ active: 1, accepted: 1, rejected: 1 })
       yield* first.close
       yield* eventually(() => Effect.runSync(server.stats).active === 0)
+    }))
+
+  effect("the server's idleTimeout over a path: IdleTimeout names the path, logged and counted", () =>
+    Effect.gen(function*() {
+      const socketPath = path.join(yield* socketDir, "idle.sock")
+      const seen: Array<string> = []
+      const server = yield* Server.serve({ path: socketPath, idleTimeout: "10 seconds" }, (connection) =>
+        Effect.tapError(connection.read, (error) =>
+          Effect.sync(() => seen.push(`${error._tag} ${Endpoint.format(error.endpoint)}`))))
+      const client = yield* Tcp.connect({ path: socketPath })
+      const ended = yield* Effect.fork(client.read)
+      yield* eventually(() => Effect.runSync(server.stats).active === 1)
+      expect(yield* awaitSleeps(1)).toEqual([10_000])
+      yield* TestClock.adjust("10 seconds")
+      expect(yield* Fiber.join(ended)).toEqual(Option.none())
+      expect(seen).toEqual([`IdleTimeout unix:${socketPath}`])
+      expect(yield* server.stats).toMatchObject({ idleClosed: 1 })
+    }))
+
+  live("an error naming a path encodes and decodes with the TcpError Schema", () =>
+    Effect.gen(function*() {
+      const error = yield* Effect.flip(Tcp.connect({ path: path.join(yield* socketDir, "none.sock") }))
+      const encoded = Schema.encodeSync(TcpError.TcpError)(error as TcpError.TcpError)
+      expect(JSON.parse(JSON.stringify(encoded))).toMatchObject({ _tag: "ConnectionRefused", endpoint: { path: error.message.split(" ")[2]!.slice("unix:".length) } })
+      const decoded = Schema.decodeUnknownSync(TcpError.TcpError)(JSON.parse(JSON.stringify(encoded)))
+      expect(decoded).toBeInstanceOf(TcpError.ConnectionRefused)
+      expect(decoded.message).toBe(error.message)
+      expect(decoded._tag === "ConnectionRefused" && decoded.endpoint).toBeInstanceOf(Endpoint.UnixEndpoint)
+    }))
+
+  live("classify: ENOENT on connect is ConnectionRefused for a path, SocketFailure for a host and port", () =>
+    Effect.sync(() => {
+      const enoent = Object.assign(new Error("connect ENOENT"), { code: "ENOENT", syscall: "connect" })
+      const onPath = TcpError.classify(enoent, "connect", Endpoint.unix("/run/x.sock"))
+      expect(onPath).toMatchObject({ _tag: "ConnectionRefused", code: "ENOENT" })
+      expect(TcpError.isTransient(onPath)).toBe(true)
+      expect(TcpError.classify(enoent, "connect", Endpoint.make("127.0.0.1", 80))).toMatchObject({ _tag: "SocketFailure" })
+      expect(TcpError.classify(enoent, "listen", Endpoint.unix("/no/dir/x.sock"))).toMatchObject({ _tag: "SocketFailure", code: "ENOENT" })
     }))
 
   describe("Endpoint", () => {
