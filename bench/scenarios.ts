@@ -2,6 +2,8 @@
  * The scenarios: what each one sends, which programs play client and server for each row, what
  * is measured and compared, the targets, and the totals a run must have reached to count.
  */
+import * as os from "node:os"
+import * as path from "node:path"
 import { frameCounts } from "./programs/frames.js"
 import type { ClientJob, ClientReport, Implementation, Params, ServerJob, ServerReport } from "./programs/protocol.js"
 
@@ -195,6 +197,22 @@ export const scenarios: ReadonlyArray<Scenario> = [
     variants: [...sameOnBothEnds("echo", "rr-seq"), withTimeouts("echo", "rr-seq-timeouts")],
     baseline: "raw",
     notApplicable: [],
+    measures: [
+      roundTripsPerSecond(0.85),
+      latency("p50 µs", (c) => c.p50Micros),
+      latency("p99 µs", (c) => c.p99Micros)
+    ],
+    verify: roundTripVerify
+  },
+  {
+    name: "rr-unix",
+    title: "Sequential request/response over a Unix socket",
+    description:
+      "The sequential request/response scenario (100,000 round trips of 64 bytes on one connection to an echo server) over a Unix domain socket in the temporary directory instead of TCP on 127.0.0.1. Round trips per second, p50 and p99 in µs. Raw node:net and effect-tcp only, over the same path.",
+    params: (quick) => ({ ...sizes(quick), socketPath: path.join(os.tmpdir(), `effect-tcp-bench-${process.pid}.sock`) }),
+    variants: sameOnBothEnds("echo", "rr-seq").filter((variant) => variant.implementation !== "platform"),
+    baseline: "raw",
+    notApplicable: ["platform"],
     measures: [
       roundTripsPerSecond(0.85),
       latency("p50 µs", (c) => c.p50Micros),

@@ -10,6 +10,17 @@ import { linePrefix } from "./protocol.js"
 /** Every server listens here, and every client connects here: loopback only. */
 export const host = "127.0.0.1"
 
+/**
+ * The Unix domain socket that servers listen on and clients connect to instead of `host`, when the
+ * scenario's params name one (`socketPath`).
+ */
+export const socketPath: string | undefined = (() => {
+  const params = process.argv[4]
+  if (params === undefined) return undefined
+  const parsed = JSON.parse(params) as { readonly socketPath?: string }
+  return parsed.socketPath
+})()
+
 export type Invocation =
   | { readonly role: "server"; readonly job: ServerJob; readonly params: Params }
   | { readonly role: "client"; readonly job: ClientJob; readonly params: Params }

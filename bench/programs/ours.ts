@@ -8,7 +8,7 @@
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
 import * as Stream from "effect/Stream"
-import { type Connection, ConnectionPool, Framing, NodeTcp, Server, Tcp } from "effect-tcp"
+import { type Connection, ConnectionPool, Endpoint, Framing, NodeTcp, Server, Tcp } from "effect-tcp"
 import { FrameCheck, frameCounts } from "./frames.js"
 import {
   announcePort,
@@ -18,6 +18,7 @@ import {
   finishClient,
   finishServer,
   host,
+  socketPath,
   invocation,
   Latencies,
   now,
@@ -90,9 +91,10 @@ const serve = (job: ServerJob, params: Params) =>
       "frame-source": () => Effect.dieMessage("the frame source is raw node:net only")
     }
 
-    const server = yield* Server.serve({ host, port: 0, backlog: params.backlog }, handlers[job])
+    const where = socketPath === undefined ? { host, port: 0 } : { path: socketPath }
+    const server = yield* Server.serve({ ...where, backlog: params.backlog }, handlers[job])
     const baselineRssKiB = rssKiB()
-    announcePort(server.address.port)
+    announcePort(Endpoint.isTcp(server.address) ? server.address.port : 0)
     yield* Effect.promise(awaitStop)
     const stats = yield* server.stats
     finishServer({ connections: stats.accepted, bytesReceived, errors: stats.failed, baselineRssKiB })
@@ -101,7 +103,7 @@ const serve = (job: ServerJob, params: Params) =>
 // ---------------------------------------------------------------------------
 // clients
 
-const connect = (port: number) => Tcp.connect({ host, port })
+const connect = (port: number) => Tcp.connect(socketPath === undefined ? { host, port } : { path: socketPath })
 
 /** What production code sets: every wait bounded (generous, so that none fires here). */
 const timeouts = { readTimeout: "30 seconds", writeTimeout: "30 seconds" } as const

@@ -57,6 +57,8 @@ export interface Params {
   readonly frameBytes: number
   /** Listen backlog of every server. */
   readonly backlog: number
+  /** A Unix domain socket's path to use instead of TCP on 127.0.0.1. */
+  readonly socketPath?: string
 }
 
 /** What a client reports. Absent fields do not apply to its job. */

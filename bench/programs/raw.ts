@@ -4,6 +4,7 @@
  *
  *   node --import tsx bench/programs/raw.ts server|client <job> '<params JSON>'
  */
+import * as fs from "node:fs"
 import * as net from "node:net"
 import { FrameCheck, frameBlock, frameCounts, LengthPrefixedDecoder } from "./frames.js"
 import {
@@ -14,6 +15,7 @@ import {
   finishClient,
   finishServer,
   host,
+  socketPath,
   invocation,
   Latencies,
   now,
@@ -100,9 +102,12 @@ const serve = (job: ServerJob, params: Params): void => {
     })
     handle(socket)
   })
-  server.listen({ host, port: 0, backlog: params.backlog }, async () => {
+  // A file left by a run that was killed; the server removes its own when it closes.
+  if (socketPath !== undefined) fs.rmSync(socketPath, { force: true })
+  const where = socketPath === undefined ? { host, port: 0 } : { path: socketPath }
+  server.listen({ ...where, backlog: params.backlog }, async () => {
     const baselineRssKiB = rssKiB()
-    announcePort((server.address() as net.AddressInfo).port)
+    announcePort(socketPath === undefined ? (server.address() as net.AddressInfo).port : 0)
     await awaitStop()
     finishServer({ connections, bytesReceived, errors, baselineRssKiB })
   })
@@ -113,7 +118,7 @@ const serve = (job: ServerJob, params: Params): void => {
 
 const connect = (port: number): Promise<net.Socket> =>
   new Promise((resolve, reject) => {
-    const socket = net.connect({ host, port, noDelay: true })
+    const socket = net.connect(socketPath === undefined ? { host, port, noDelay: true } : { path: socketPath })
     socket.once("connect", () => {
       socket.off("error", reject)
       socket.on("error", fail)
