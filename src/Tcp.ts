@@ -90,8 +90,9 @@ export interface Serve<Extra = never> {
  */
 export interface TcpService {
   /**
-   * Opens a connection, closed when the scope closes. Interrupting it while connecting
-   * destroys the half-open socket.
+   * Opens a connection, closed when the scope closes: over TCP to `host` and `port`, or to a Unix
+   * domain socket for options with a `path`. Interrupting it while connecting destroys the
+   * half-open socket.
    */
   readonly connect: (options: ConnectOptions | UnixConnectOptions) => Effect.Effect<Connection, ConnectError, Scope.Scope>
   /** Starts a server (see `Server.serve`). */

@@ -446,6 +446,9 @@ describe("Unix domain sockets", () => {
             faults: { toClient: { slice: { maxBytes: 1 } } }
           })
           expect(onPath.address).toEqual(Endpoint.unix(path.join(dir, "proxy.sock")))
+          const both = yield* Effect.flip(FaultProxy.make({ upstream: targetOf(server.address), path: path.join(dir, "p2.sock"), port: 0 }))
+          expect(both).toMatchObject({ _tag: "InvalidOptions", operation: "listen" })
+          expect(both.message).toContain("not both (got path and port)")
           for (const proxy of [onTcp, onPath]) {
             const connection = yield* Tcp.connect(targetOf(proxy.address))
             expect(yield* exchange(connection, "abcd")).toBe("ABCD")

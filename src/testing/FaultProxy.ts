@@ -357,7 +357,8 @@ export const make: {
 
     const server = yield* Server.serve(
       options.path !== undefined
-        ? { path: options.path, drainTimeout: 0 }
+        // A host or port beside the path: serve's InvalidOptions says to pick one.
+        ? { path: options.path, host: options.host, port: options.port, drainTimeout: 0 } as Server.UnixServeOptions
         : { host: options.host ?? "127.0.0.1", port: options.port ?? 0, drainTimeout: 0 },
       handle
     )
