@@ -23,8 +23,12 @@ export interface SServerOptions {
   /** The server's certificate (PEM file; a `KeyPair` can be spread in). */
   readonly certPath: string
   readonly keyPath: string
-  /** CAs that client certificates must chain to (`-CAfile`). */
-  readonly caPath?: string
+  /**
+   * CAs that client certificates must chain to (`-CAfile`; s_server also sends any of them that
+   * issued its own certificate). Not `caPath`, so that spreading in `unknownCa`, which has one,
+   * does not set it.
+   */
+  readonly clientCaPath?: string
   /**
    * Asks for a client certificate (`-verify 1`) or requires one (`-Verify 1`). Either way a
    * certificate that fails verification ends the handshake (`-verify_return_error`): without it
@@ -115,7 +119,7 @@ const protocolFlag = (protocol: Protocol | undefined) => (protocol === undefined
 const serverArguments = (options: SServerOptions): Array<string> => [
   "s_server", "-accept", "127.0.0.1:0", "-rev",
   "-cert", options.certPath, "-key", options.keyPath,
-  ...(options.caPath === undefined ? [] : ["-CAfile", options.caPath]),
+  ...(options.clientCaPath === undefined ? [] : ["-CAfile", options.clientCaPath]),
   ...(options.clientCertificate === undefined ? [] :
     [options.clientCertificate === "require" ? "-Verify" : "-verify", "1", "-verify_return_error"]),
   ...protocolFlag(options.protocol),
