@@ -197,10 +197,75 @@ describe("openssl peers", () => {
       ])
     }))
 
+  live("Node refuses sServer with each flawed certificate, with the error that names the flaw", () =>
+    Effect.gen(function*() {
+      const c = yield* certs
+      const refusal = (pair: KeyPair, ca: string) =>
+        Effect.gen(function*() {
+          const server = yield* sServer(pair)
+          const outcome = yield* Effect.either(nodeClient(server.port, { ca }, closeLine))
+          return outcome._tag === "Left" ? (outcome.left as NodeJS.ErrnoException).code : "connected"
+        })
+      const refusals = yield* Effect.all({
+        expired: refusal(c.expired, c.ca),
+        notYetValid: refusal(c.notYetValid, c.ca),
+        otherName: refusal(c.otherName, c.ca),
+        unknownCa: refusal(c.unknownCa, c.ca),
+        unknownCaTrusted: refusal(c.unknownCa, c.unknownCa.ca),
+        selfSigned: refusal(c.selfSigned, c.ca),
+        selfSignedTrusted: refusal(c.selfSigned, c.selfSigned.cert)
+      }, { concurrency: "unbounded" })
+      expect(refusals).toEqual({
+        expired: "CERT_HAS_EXPIRED",
+        notYetValid: "CERT_NOT_YET_VALID",
+        otherName: "ERR_TLS_CERT_ALTNAME_INVALID",
+        unknownCa: "UNABLE_TO_VERIFY_LEAF_SIGNATURE",
+        unknownCaTrusted: "connected",
+        selfSigned: "DEPTH_ZERO_SELF_SIGNED_CERT",
+        selfSignedTrusted: "connected"
+      })
+    }))
+
+  live("sServer picks its ALPN protocol and TLS 1.3 cipher suite as told", () =>
+    Effect.gen(function*() {
+      const c = yield* certs
+      const server = yield* sServer({ ...c.server, alpn: ["b", "a"], ciphersuites: "TLS_CHACHA20_POLY1305_SHA256" })
+      const negotiated = yield* Effect.async<{ readonly alpn: string | false | null; readonly cipher: string }, Error>(
+        (resume) => {
+          const socket = tls.connect({ host: "127.0.0.1", port: server.port, ca: c.ca, ALPNProtocols: ["a", "b"] })
+          socket.on("secureConnect", () => {
+            resume(Effect.succeed({ alpn: socket.alpnProtocol, cipher: socket.getCipher().standardName }))
+            socket.end(closeLine)
+          })
+          socket.on("error", (error) => resume(Effect.fail(error)))
+          return Effect.sync(() => socket.destroy())
+        }
+      )
+      expect(negotiated).toEqual({ alpn: "b", cipher: "TLS_CHACHA20_POLY1305_SHA256" })
+      const full = yield* sClient(server.port, { caPath: c.caPath, alpn: ["a"], fullSummary: true, input: `ok\n${closeLine}` })
+      expect(full.code).toBe(0)
+      expect(full.stdout).toContain("ALPN protocol: a")
+      expect(full.stdout).toContain("ko\n")
+      const none = yield* sClient(server.port, { caPath: c.caPath, alpn: ["c"], input: `ok\n${closeLine}` })
+      expect(none.code).toBe(1)
+      expect(none.stderr).toContain("no application protocol")
+    }))
+
+  live("sServer requesting a client certificate takes a client without one and refuses one from another CA", () =>
+    Effect.gen(function*() {
+      const c = yield* certs
+      const server = yield* sServer({ ...c.server, clientCaPath: c.caPath, clientCertificate: "request" })
+      const anonymous = yield* sClient(server.port, { caPath: c.caPath, input: `hi\n${closeLine}` })
+      expect(anonymous).toMatchObject({ code: 0, stdout: "ih\n" })
+      const refused = yield* sClient(server.port, { ...c.unknownClient, caPath: c.caPath, input: `hi\n${closeLine}` })
+      expect(refused).toMatchObject({ code: 1, stdout: "" })
+      expect(refused.stderr).toContain("alert unknown ca")
+    }))
+
   live("sServer requiring a client certificate takes one the CA signed and refuses one from another CA", () =>
     Effect.gen(function*() {
       const c = yield* certs
-      const server = yield* sServer({ ...c.server, caPath: c.caPath, clientCertificate: "require" })
+      const server = yield* sServer({ ...c.server, clientCaPath: c.caPath, clientCertificate: "require" })
       const accepted = yield* sClient(server.port, { ...c.client, caPath: c.caPath, input: `hi\n${closeLine}` })
       expect(accepted).toMatchObject({ code: 0, stdout: "ih\n", timedOut: false })
       const refused = yield* sClient(server.port, { ...c.unknownClient, caPath: c.caPath, input: `hi\n${closeLine}` })
