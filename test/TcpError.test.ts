@@ -197,6 +197,7 @@ const samples: Record<TcpError.TcpError["_tag"], TcpError.TcpError> = {
   ConnectionReset: new TcpError.ConnectionReset({ operation: "read", endpoint: at }),
   ConnectionAborted: new TcpError.ConnectionAborted({ operation: "write", endpoint: at }),
   ConnectTimeout: new TcpError.ConnectTimeout({ operation: "connect", endpoint: at, timeoutMillis: 5 }),
+  TlsHandshakeFailed: new TcpError.TlsHandshakeFailed({ operation: "connect", endpoint: at, reason: "NotTls" }),
   ReadTimeout: new TcpError.ReadTimeout({ operation: "read", endpoint: at, timeoutMillis: 5 }),
   WriteTimeout: new TcpError.WriteTimeout({ operation: "write", endpoint: at, timeoutMillis: 5 }),
   IdleTimeout: new TcpError.IdleTimeout({ operation: "read", endpoint: at, timeoutMillis: 5 }),
@@ -222,6 +223,7 @@ describe("the union Schemas", () => {
       | TcpError.ConnectionReset
       | TcpError.ConnectionAborted
       | TcpError.ConnectTimeout
+      | TcpError.TlsHandshakeFailed
       | TcpError.DnsLookupFailed
       | TcpError.HostUnreachable
       | TcpError.NetworkUnreachable
@@ -233,6 +235,7 @@ describe("the union Schemas", () => {
     expectTypeOf<TcpError.ReadError>().toEqualTypeOf<
       | TcpError.ConnectionReset
       | TcpError.ConnectionAborted
+      | TcpError.TlsHandshakeFailed
       | TcpError.ReadTimeout
       | TcpError.IdleTimeout
       | TcpError.SocketClosed

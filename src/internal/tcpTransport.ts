@@ -7,9 +7,11 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as dns from "node:dns"
 import * as net from "node:net"
+import * as tls from "node:tls"
 import * as Endpoint from "../Endpoint.js"
 import * as TcpError from "../TcpError.js"
 import * as Options from "./options.js"
+import * as Tls from "./tls.js"
 import type { Dialer, Listener, Listening } from "./transport.js"
 
 type ConnectOptions = typeof Options.ConnectOptions.Type
@@ -19,8 +21,8 @@ type ServeOptions = typeof Options.ServeOptions.Type
 export const dialer: Dialer<ConnectOptions> = {
   options: Options.ConnectOptions,
   endpoint: (options) => Endpoint.make(options.host, options.port),
-  dial: (options) =>
-    net.connect({
+  dial: (options) => {
+    const target: net.TcpNetConnectOpts = {
       host: options.host,
       port: options.port,
       allowHalfOpen: true,
@@ -28,8 +30,13 @@ export const dialer: Dialer<ConnectOptions> = {
       keepAlive: options.keepAlive ?? false,
       keepAliveInitialDelay: options.keepAliveInitialDelay && Duration.toMillis(options.keepAliveInitialDelay),
       localAddress: options.localAddress
-    }),
-  connectedEvent: "connect"
+    }
+    return options.tls === undefined
+      ? net.connect(target)
+      : tls.connect({ ...target, ...Tls.connectOptions(options.tls, options.host) })
+  },
+  connectedEvent: (options) => options.tls === undefined ? "connect" : "secureConnect",
+  handshakeTimeout: (options) => Tls.handshakeTimeout(options.tls, Endpoint.make(options.host, options.port))
 }
 
 const listen = (

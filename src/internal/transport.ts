@@ -4,6 +4,7 @@
  * options, open a socket and accept sockets; `client.connectWith(dialer)` and
  * `server.serveWith(listener)` do the rest, the same way for each.
  */
+import type * as Duration from "effect/Duration"
 import type * as Effect from "effect/Effect"
 import type * as Schema from "effect/Schema"
 import type * as Endpoint from "../Endpoint.js"
@@ -30,7 +31,14 @@ export interface Dialer<Options extends ConnectionSettings> {
   /** Starts opening a socket; its `error` event is classified as the connect's failure. */
   readonly dial: (options: Options) => Socket
   /** The event after which the socket carries the user's bytes: "connect" for TCP, "secureConnect" for TLS. */
-  readonly connectedEvent: string
+  readonly connectedEvent: (options: Options) => string
+  /**
+   * The limit on what comes between the socket's "connect" and its connected event (TLS's
+   * handshake), and the error it fails with; `connectTimeout` covers both phases.
+   */
+  readonly handshakeTimeout?: (
+    options: Options
+  ) => { readonly duration: Duration.Duration; readonly onTimeout: () => TcpError.ConnectError } | undefined
 }
 
 /** What a listener tells the server, from the moment it starts binding. */
