@@ -65,7 +65,8 @@ export const ServeOptions = Schema.Struct({
   port: Port,
   backlog: Schema.optional(PositiveInt("backlog")),
   ...serverFields,
-  noDelay: Schema.optional(Schema.Boolean)
+  noDelay: Schema.optional(Schema.Boolean),
+  tls: Schema.optional(Tls.ServerTlsOption)
 })
 
 /** Validates options at the boundary, turning a parse error into `InvalidOptions`. */

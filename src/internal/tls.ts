@@ -145,6 +145,90 @@ export const ClientTlsOption: Schema.Schema<ClientTls, unknown> = Schema.transfo
   }
 )
 
+/** The server's TLS, validated: what `tls.createServer` gets, and the handshake's limit. */
+export interface ServerTls {
+  /** Options of `tls.createServer` and `setSecureContext` (the default secure context is made from them). */
+  readonly server: tls.TlsOptions
+  /** Contexts by server name, for `SNICallback`; a `*.` name matches one label. */
+  readonly contexts: ReadonlyMap<string, tls.SecureContext>
+  readonly handshakeTimeout: Duration.Duration
+  /** Whether a client certificate is required: `requestCert` with `rejectUnauthorized` (its default). */
+  readonly requireClientCertificate: boolean
+}
+
+/** How long a client may take over its handshake by default: a client that never completes one holds a descriptor. */
+const defaultServerHandshakeTimeout = Duration.seconds(10)
+
+const serverChecks: Readonly<Record<string, Check>> = {
+  ...clientChecks,
+  requestCert: boolean,
+  sni: (value) =>
+    isRecord(value) && Object.values(value).every(isRecord)
+      ? undefined
+      : `expected an object of server names to TLS options ({ "api.example": { cert, key } }), got ${showValue(value)}`
+}
+// A client's options that a server does not take.
+const { checkServerIdentity: _identity, servername: _servername, ...serverOnlyChecks } = serverChecks
+
+const secureContext = (options: Record<string, unknown>): tls.SecureContext | string => {
+  try {
+    return tls.createSecureContext(options as tls.SecureContextOptions)
+  } catch (error) {
+    return nodeMessage(error)
+  }
+}
+
+/** The context for the server name a client sent: an exact name first, then a wildcard one label up. */
+export const contextFor = (
+  contexts: ReadonlyMap<string, tls.SecureContext>,
+  servername: string
+): tls.SecureContext | undefined => {
+  const name = servername.toLowerCase()
+  const exact = contexts.get(name)
+  if (exact !== undefined) return exact
+  const dot = name.indexOf(".")
+  return dot === -1 ? undefined : contexts.get(`*${name.slice(dot)}`)
+}
+
+/** Validates the `tls` option of serve into what the listener needs, or says what is wrong with it. */
+export const validateServer = (input: unknown): ServerTls | string => {
+  if (!isRecord(input)) return `expected an object of TLS options ({ cert, key, ... }), got ${showValue(input)}`
+  const { issues, handshakeTimeout } = checkFields(input, serverOnlyChecks)
+  if (issues.length > 0) return issues.join("; ")
+  const { handshakeTimeout: _timeout, sni, ...options } = input
+  if (options.cert === undefined && options.pfx === undefined && options.secureContext === undefined && sni === undefined) {
+    return "a TLS server needs a certificate: give cert and key (or pfx)"
+  }
+  const main = secureContext(options)
+  if (typeof main === "string") return main
+  const contexts = new Map<string, tls.SecureContext>()
+  for (const [name, entry] of Object.entries((sni ?? {}) as Record<string, Record<string, unknown>>)) {
+    const context = secureContext(entry)
+    if (typeof context === "string") return `sni ${JSON.stringify(name)}: ${context}`
+    contexts.set(name.toLowerCase(), context)
+  }
+  return {
+    server: options,
+    contexts,
+    handshakeTimeout: handshakeTimeout ?? defaultServerHandshakeTimeout,
+    requireClientCertificate: options.requestCert === true && options.rejectUnauthorized !== false
+  }
+}
+
+/** The `tls` option of serve: `node:tls`'s server options, `sni` and `handshakeTimeout`. */
+export const ServerTlsOption: Schema.Schema<ServerTls, unknown> = Schema.transformOrFail(
+  Schema.Unknown,
+  Schema.Any as Schema.Schema<ServerTls>,
+  {
+    strict: true,
+    decode: (input, _, ast) => {
+      const validated = validateServer(input)
+      return typeof validated === "string" ? fail(ast, input, validated) : ParseResult.succeed(validated)
+    },
+    encode: (validated) => ParseResult.succeed(validated)
+  }
+)
+
 /** The options of `tls.connect` for a validated client TLS toward `host` (absent for a path). */
 export const connectOptions = (validated: ClientTls, host: string | undefined): tls.ConnectionOptions =>
   // Node sends the host as server name by default, but never an address (RFC 6066).
@@ -161,20 +245,24 @@ const fields = (names: object | undefined): Fields => {
   return copy
 }
 
+/** `HandshakeTimeout` after `duration`, with `endpoint` (on a server, the client: operation `read`). */
+export const handshakeTimeoutError = (
+  duration: Duration.Duration,
+  endpoint: Endpoint.Endpoint,
+  operation: "connect" | "read"
+): TcpError.TlsHandshakeFailed =>
+  new TcpError.TlsHandshakeFailed({
+    operation,
+    endpoint,
+    reason: "HandshakeTimeout",
+    timeoutMillis: Duration.toMillis(duration)
+  }, { disableValidation: true })
+
 /** The handshake's own limit for a connect with `validated` TLS, failing with `HandshakeTimeout`. */
 export const handshakeTimeout = (validated: ClientTls | undefined, endpoint: Endpoint.Endpoint) => {
   const duration = validated?.handshakeTimeout
   if (duration === undefined) return undefined
-  return {
-    duration,
-    onTimeout: () =>
-      new TcpError.TlsHandshakeFailed({
-        operation: "connect",
-        endpoint,
-        reason: "HandshakeTimeout",
-        timeoutMillis: Duration.toMillis(duration)
-      }, { disableValidation: true })
-  }
+  return { duration, onTimeout: () => handshakeTimeoutError(duration, endpoint, "connect") }
 }
 
 const peerCertificate = (socket: tls.TLSSocket): Option.Option<PeerCertificate> => {

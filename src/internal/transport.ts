@@ -11,6 +11,7 @@ import type * as Endpoint from "../Endpoint.js"
 import type * as TcpError from "../TcpError.js"
 import type { NodeConnection } from "./connection.js"
 import type { ConnectionSettings, ServerSettings } from "./options.js"
+import type { ServerTls } from "./tls.js"
 
 /**
  * A socket of any transport: what a connection is built on, plus what the client and the server
@@ -49,6 +50,10 @@ export interface ListenerEvents {
   readonly accepted: () => void
   /** An error of a bound server (never one of its sockets'): logged, it stops nothing. */
   readonly error: (error: unknown) => void
+  /** A connection whose handshake (TLS's) failed or timed out: it never reaches the handler. */
+  readonly handshakeFailed: (error: TcpError.TcpError) => void
+  /** Runs `f` after `duration` on the server's clock (`TestClock` in tests), unless cancelled first. */
+  readonly after: (duration: Duration.Duration, f: () => void) => () => void
 }
 
 /** What a listener has bound. */
@@ -57,6 +62,8 @@ export interface Listening {
   readonly addresses: readonly [Endpoint.Endpoint, ...Array<Endpoint.Endpoint>]
   /** Stops accepting at once; `onClosed` runs once every socket it accepted is gone as well. */
   readonly close: (onClosed: () => void) => void
+  /** Replaces the TLS certificates of a TLS server, for connections accepted from now on. */
+  readonly updateTls?: (validated: ServerTls) => void
 }
 
 /** How a transport accepts sockets. */
