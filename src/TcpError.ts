@@ -479,7 +479,7 @@ export class TlsHandshakeFailed extends TaggedTcpError<TlsHandshakeFailed>()("Tl
     const code = this.code === undefined ? "" : ` (${this.code})`
     const after = this.timeoutMillis === undefined ? "" : ` after ${this.timeoutMillis} ms`
     // The alert does not say which parameter: TLS 1.2 servers send it for a missing client certificate too.
-    const hint = this.code === "ERR_SSL_SSLV3_ALERT_HANDSHAKE_FAILURE"
+    const hint = this.code !== undefined && alertName(this.code) === "HANDSHAKE_FAILURE"
       ? "; a TLS 1.2 server sends this alert too when it requires a client certificate (give `cert` and `key`)"
       : ""
     return `TLS handshake with ${Endpoint.format(this.endpoint)} failed${after}${code}: ${tlsExplanations[this.reason]}${hint}`
@@ -740,7 +740,7 @@ const otherVerifyCodes = new Set([
   "EMAIL_MISMATCH"
 ])
 
-/** OpenSSL's errors (Node's `ERR_SSL_` codes) that have a reason of their own. */
+/** OpenSSL's errors (Node's `ERR_SSL_` codes) that have a reason of their own, alerts aside. */
 const sslReasons: Readonly<Record<string, TlsFailureReason>> = {
   // A record header that is not TLS: a plain-text server's first bytes.
   ERR_SSL_WRONG_VERSION_NUMBER: "NotTls",
@@ -750,27 +750,37 @@ const sslReasons: Readonly<Record<string, TlsFailureReason>> = {
   ERR_SSL_HTTPS_PROXY_REQUEST: "NotTls",
   ERR_SSL_UNSUPPORTED_PROTOCOL: "NoCommonProtocol",
   ERR_SSL_NO_PROTOCOLS_AVAILABLE: "NoCommonProtocol",
-  ERR_SSL_TLSV1_ALERT_PROTOCOL_VERSION: "NoCommonProtocol",
-  ERR_SSL_TLSV1_ALERT_INAPPROPRIATE_FALLBACK: "NoCommonProtocol",
   ERR_SSL_NO_SHARED_CIPHER: "NoCommonCipher",
   ERR_SSL_NO_CIPHERS_AVAILABLE: "NoCommonCipher",
   ERR_SSL_NO_SUITABLE_SIGNATURE_ALGORITHM: "NoCommonCipher",
-  // The alert OpenSSL sends when the parameters cannot be agreed on: most often the ciphers.
-  ERR_SSL_SSLV3_ALERT_HANDSHAKE_FAILURE: "NoCommonCipher",
-  ERR_SSL_TLSV1_ALERT_INSUFFICIENT_SECURITY: "NoCommonCipher",
   ERR_SSL_NO_APPLICATION_PROTOCOL: "NoCommonAlpn",
-  ERR_SSL_TLSV1_ALERT_NO_APPLICATION_PROTOCOL: "NoCommonAlpn",
   ERR_SSL_PEER_DID_NOT_RETURN_A_CERTIFICATE: "CertificateRequired",
-  ERR_SSL_TLSV13_ALERT_CERTIFICATE_REQUIRED: "CertificateRequired",
-  ERR_SSL_TLSV1_ALERT_UNKNOWN_CA: "CertificateRejected",
-  ERR_SSL_SSLV3_ALERT_BAD_CERTIFICATE: "CertificateRejected",
-  ERR_SSL_SSLV3_ALERT_CERTIFICATE_EXPIRED: "CertificateRejected",
-  ERR_SSL_SSLV3_ALERT_CERTIFICATE_REVOKED: "CertificateRejected",
-  ERR_SSL_SSLV3_ALERT_CERTIFICATE_UNKNOWN: "CertificateRejected",
-  ERR_SSL_SSLV3_ALERT_UNSUPPORTED_CERTIFICATE: "CertificateRejected",
-  ERR_SSL_TLSV1_ALERT_ACCESS_DENIED: "CertificateRejected",
   ERR_TLS_HANDSHAKE_TIMEOUT: "HandshakeTimeout"
 }
+
+/** The alerts a peer sends (by their name, which OpenSSL's releases prefix differently) that have a reason of their own. */
+const alertReasons: Readonly<Record<string, TlsFailureReason>> = {
+  PROTOCOL_VERSION: "NoCommonProtocol",
+  INAPPROPRIATE_FALLBACK: "NoCommonProtocol",
+  // What OpenSSL sends when the parameters cannot be agreed on: most often the ciphers.
+  HANDSHAKE_FAILURE: "NoCommonCipher",
+  INSUFFICIENT_SECURITY: "NoCommonCipher",
+  NO_APPLICATION_PROTOCOL: "NoCommonAlpn",
+  CERTIFICATE_REQUIRED: "CertificateRequired",
+  UNKNOWN_CA: "CertificateRejected",
+  BAD_CERTIFICATE: "CertificateRejected",
+  CERTIFICATE_EXPIRED: "CertificateRejected",
+  CERTIFICATE_REVOKED: "CertificateRejected",
+  CERTIFICATE_UNKNOWN: "CertificateRejected",
+  UNSUPPORTED_CERTIFICATE: "CertificateRejected",
+  ACCESS_DENIED: "CertificateRejected"
+}
+
+/**
+ * The alert's name in one of Node's `ERR_SSL_` codes: OpenSSL 3.0 says `ERR_SSL_SSLV3_ALERT_...`,
+ * `ERR_SSL_TLSV1_ALERT_...` or `ERR_SSL_TLSV13_ALERT_...`; 3.2 and later `ERR_SSL_SSL/TLS_ALERT_...`.
+ */
+const alertName = (code: string): string | undefined => /^ERR_SSL_(?:SSLV3|TLSV1|TLSV13|SSL\/TLS)_ALERT_(.+)$/.exec(code)?.[1]
 
 /**
  * The reason of a TLS failure with Node's `code`, or undefined for a code that is not TLS's (a
@@ -783,7 +793,9 @@ export const tlsFailureReason = (code: string): TlsFailureReason | undefined => 
   const known = verifyReasons[code] ?? sslReasons[code]
   if (known !== undefined) return known
   if (otherVerifyCodes.has(code)) return "CertificateInvalid"
-  if (code.startsWith("ERR_SSL_")) return code.includes("_ALERT_") ? "PeerAlert" : "ProtocolError"
+  const alert = alertName(code)
+  if (alert !== undefined) return alertReasons[alert] ?? "PeerAlert"
+  if (code.startsWith("ERR_SSL_")) return "ProtocolError"
   return undefined
 }
 

@@ -100,7 +100,7 @@ describe("TLS server with openssl s_client", () => {
           expect(seen).toEqual([])
           expect(yield* server.stats).toMatchObject({ accepted: 0, handshakesFailed: 1 })
           expect(logs.entries.map((entry) => entry.message)).toEqual([
-            expect.stringMatching(new RegExp(`^TLS handshake failed \\(${reason}\\): TLS handshake with 127\\.0\\.0\\.1:\\d+ failed`))
+            expect.stringMatching(new RegExp(`^TLS handshake failed \\(${reason}\\): TLS handshake from 127\\.0\\.0\\.1:\\d+ failed`))
           ])
         }).pipe(Effect.provide(logs.layer))
       }))
@@ -224,7 +224,7 @@ describe("TLS server against clients that fail, stall or are not TLS", () => {
         expect(yield* server.stats).toMatchObject({ accepted: 1, handshakesFailed: 1, active: 1 })
         yield* eventually(() => logs.entries.length > 0)
         expect(logs.entries[0]!.message).toMatch(
-          /^TLS handshake failed \(HandshakeTimeout\): TLS handshake with 127\.0\.0\.1:\d+ failed after 4000 ms/
+          /^TLS handshake failed \(HandshakeTimeout\): TLS handshake from 127\.0\.0\.1:\d+ failed after 4000 ms: the client did not complete the handshake within handshakeTimeout$/
         )
       }).pipe(Effect.provide(logs.layer))
     }))
@@ -261,7 +261,7 @@ describe("TLS server against clients that fail, stall or are not TLS", () => {
         yield* garbage
         yield* eventually(() => logs.entries.length >= 2)
         expect((yield* server.stats).handshakesFailed).toBe(4)
-        expect(logs.entries.map((entry) => entry.message.replace(/: TLS handshake with.*/, ""))).toEqual([
+        expect(logs.entries.map((entry) => entry.message.replace(/: TLS handshake from.*/, ""))).toEqual([
           expect.stringMatching(/^TLS handshake failed \(\w+\)$/),
           expect.stringMatching(/^TLS handshake failed \(\w+\) \(2 more since the last report\)$/)
         ])

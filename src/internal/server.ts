@@ -265,8 +265,8 @@ export const serveWith = <O extends Options.ServerSettings>(listener: Listener<O
       const others = failedSinceReport === 1 ? "" : ` (${failedSinceReport - 1} more since the last report)`
       lastFailureReportAt = now
       failedSinceReport = 0
-      const reason = error._tag === "TlsHandshakeFailed" ? error.reason : error._tag
-      runFork(Effect.logInfo(`TLS handshake failed (${reason})${others}: ${error.message}`))
+      const { line, reason } = Tls.serverReport(error)
+      runFork(Effect.logInfo(`TLS handshake failed (${reason})${others}: ${line}`))
     }
     const after = (duration: Duration.Duration, f: () => void) => {
       const fiber = runFork(Effect.flatMap(Effect.sleep(duration), () => Effect.sync(f)))

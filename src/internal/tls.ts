@@ -11,7 +11,7 @@ import * as Schema from "effect/Schema"
 import * as net from "node:net"
 import * as tls from "node:tls"
 import type { PeerCertificate, TlsInfo } from "../Connection.js"
-import type * as Endpoint from "../Endpoint.js"
+import * as Endpoint from "../Endpoint.js"
 import * as TcpError from "../TcpError.js"
 import { DurationOption, showValue } from "./values.js"
 
@@ -295,4 +295,37 @@ export const info = (socket: unknown): Option.Option<TlsInfo> => {
       : String(socket.authorizationError),
     peerCertificate: peerCertificate(socket)
   })
+}
+
+/** What a failed handshake means from the server's side, for its log. */
+const serverExplanations: { readonly [R in TcpError.TlsFailureReason]: string } = {
+  CertificateExpired: "the client's certificate has expired",
+  CertificateNotYetValid: "the client's certificate is not valid yet (or a clock is wrong)",
+  CertificateUntrusted: "the client's certificate is not signed by a CA in the server's `ca`",
+  CertificateInvalid: "the client's certificate failed verification",
+  HostnameMismatch: "a certificate was not for the name expected",
+  CertificateRequired: "the client sent no certificate, and the server requires one (requestCert)",
+  CertificateRejected: "the client rejected the server's certificate: check that clients trust its CA and that it is valid",
+  NoCommonProtocol: "no TLS version is accepted by both sides (minVersion, maxVersion)",
+  NoCommonCipher: "no cipher suite is accepted by both sides",
+  NoCommonAlpn: "the client offered none of the server's ALPNProtocols",
+  NotTls: "the client does not speak TLS (plain text on the TLS port?)",
+  HandshakeTimeout: "the client did not complete the handshake within handshakeTimeout",
+  PeerAlert: "the client ended the handshake with an alert",
+  ProtocolError: "the TLS protocol failed"
+}
+
+/** The log line of a server for a handshake that failed (`error` is a `TlsHandshakeFailed`, or what a socket reported). */
+export const serverReport = (error: TcpError.TcpError): { readonly reason: string; readonly line: string } => {
+  const from = "endpoint" in error ? Endpoint.format(error.endpoint) : "a client"
+  if (error._tag !== "TlsHandshakeFailed") {
+    const what = error._tag === "ConnectionReset" ? "the client closed the connection during the handshake" : error.message
+    return { reason: error._tag, line: `TLS handshake from ${from} failed: ${what}` }
+  }
+  const code = error.code === undefined ? "" : ` (${error.code})`
+  const after = error.timeoutMillis === undefined ? "" : ` after ${error.timeoutMillis} ms`
+  return {
+    reason: error.reason,
+    line: `TLS handshake from ${from} failed${after}${code}: ${serverExplanations[error.reason]}`
+  }
 }
