@@ -127,6 +127,27 @@ describe("TLS server with our client", () => {
       expect(Option.getOrThrow(seen[0]!.tls)).toMatchObject({ alpnProtocol: "kv/1", servername: "localhost", authorized: true })
     }))
 
+  live("TLS 1.3 with our server requiring client certificates: none is CertificateRequired at the first read; an unknown CA's ends the stream", () =>
+    Effect.gen(function*() {
+      const { c, port, seen, server } = yield* tlsEcho((c) => ({ cert: c.server.cert, key: c.server.key, ca: c.ca, requestCert: true }))
+      const none = yield* Tcp.connect({ host: "127.0.0.1", port, tls: { ca: c.ca } })
+      expect(yield* Effect.flip(roundTrip(none))).toMatchObject({
+        _tag: "TlsHandshakeFailed",
+        reason: "CertificateRequired",
+        operation: "read"
+      })
+      // Node rejects a certificate it cannot verify by closing, without an alert: the read ends.
+      const unknown = yield* Tcp.connect({
+        host: "127.0.0.1",
+        port,
+        tls: { ca: c.ca, cert: c.unknownClient.cert, key: c.unknownClient.key }
+      })
+      yield* unknown.write("ping")
+      expect(Option.isNone(yield* unknown.read)).toBe(true)
+      expect(seen).toEqual([])
+      expect((yield* server.stats).handshakesFailed).toBe(2)
+    }))
+
   live("a client offering no protocol the server speaks fails with NoCommonAlpn", () =>
     Effect.gen(function*() {
       const { c, port, server } = yield* tlsEcho((c) => ({ cert: c.server.cert, key: c.server.key, ALPNProtocols: ["kv/1"] }))
