@@ -67,6 +67,49 @@ export interface ReadUntilOptions {
 }
 
 /**
+ * The certificate a TLS peer presented, as plain data.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface PeerCertificate {
+  /** The subject's fields (`CN`, `O`, ...); a field given several times is an array. */
+  readonly subject: Readonly<Record<string, string | ReadonlyArray<string>>>
+  /** The issuer's fields. */
+  readonly issuer: Readonly<Record<string, string | ReadonlyArray<string>>>
+  /** The names and addresses it is for, as OpenSSL prints them (`DNS:localhost, IP Address:127.0.0.1`). */
+  readonly subjectAltName: string | undefined
+  readonly validFrom: Date
+  readonly validTo: Date
+  /** SHA-256 of the certificate, as colon-separated hex. */
+  readonly fingerprint256: string
+  readonly serialNumber: string
+}
+
+/**
+ * What a TLS connection negotiated.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface TlsInfo {
+  /** `TLSv1.2`, `TLSv1.3`, ... */
+  readonly protocol: string
+  /** The cipher suite's IANA name (`TLS_AES_256_GCM_SHA384`). */
+  readonly cipher: string
+  /** The application protocol agreed by ALPN, if any. */
+  readonly alpnProtocol: string | undefined
+  /** The server name (SNI) the client sent, if any. */
+  readonly servername: string | undefined
+  /** Whether the peer's certificate was verified against the trusted CAs. */
+  readonly authorized: boolean
+  /** Why it was not, when it was not (a client with `rejectUnauthorized: false`, a server that requests certificates). */
+  readonly authorizationError: string | undefined
+  /** The certificate the peer presented: `None` when it presented none (most clients). */
+  readonly peerCertificate: Option.Option<PeerCertificate>
+}
+
+/**
  * A TCP connection. Every method is an `Effect` with a precise error; none throws.
  *
  * Reads apply backpressure: a connection reads ahead until 64 KiB wait unread (more while a
@@ -97,6 +140,11 @@ export interface Connection extends Pipeable {
   readonly remoteAddress: Endpoint.Endpoint
   /** This side's address. */
   readonly localAddress: Endpoint.Endpoint
+  /**
+   * What the TLS handshake negotiated (protocol, cipher, ALPN protocol, the peer's certificate),
+   * read once when it completed: `None` for a connection without TLS.
+   */
+  readonly tls: Option.Option<TlsInfo>
   /**
    * The next bytes that arrived, as soon as there are any (like `recv`): `None` once the peer
    * has closed its side (FIN) and every byte before it was read. Fails with `ReadTimeout` when

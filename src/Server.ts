@@ -9,6 +9,8 @@ import type * as Effect from "effect/Effect"
 import type { Pipeable } from "effect/Pipeable"
 import type { Connection } from "./Connection.js"
 import type * as Endpoint from "./Endpoint.js"
+import type * as NodeTls from "node:tls"
+import type { InvalidOptions } from "./TcpError.js"
 import * as internal from "./internal/server.js"
 import * as Tcp from "./Tcp.js"
 
@@ -60,6 +62,32 @@ export interface ServeOptions {
   readonly writeTimeout?: Duration.DurationInput
   /** Disable Nagle's algorithm on accepted sockets; default true. */
   readonly noDelay?: boolean
+  /**
+   * Speak TLS: `node:tls`'s server options (`cert`, `key`, `ca`, `requestCert`,
+   * `rejectUnauthorized`, `ALPNProtocols`, `minVersion`, ...), with `sni` for more certificates by
+   * server name and `handshakeTimeout`. A connection reaches the handler only once its handshake
+   * is done; one that fails is counted in `stats.handshakesFailed` and logged (rate-limited).
+   */
+  readonly tls?: TlsServeOptions
+}
+
+/**
+ * The TLS options of `serve`.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface TlsServeOptions extends Omit<NodeTls.TlsOptions, "SNICallback" | "handshakeTimeout"> {
+  /**
+   * Certificates by the server name a client asks for (SNI): `{ "api.example": { cert, key } }`;
+   * `*.example` matches one label. A client that asks for another name, or none, gets `cert`.
+   */
+  readonly sni?: Readonly<Record<string, NodeTls.SecureContextOptions>>
+  /**
+   * Destroy a connection whose handshake has not completed this long after it was accepted (a
+   * client that opens TCP and never completes the handshake holds a descriptor). Default 10 seconds.
+   */
+  readonly handshakeTimeout?: Duration.DurationInput
 }
 
 /**
@@ -123,6 +151,12 @@ export interface ServerStats {
    * server holds an eighth of the process's descriptor limit (`ulimit -n`) in connections.
    */
   readonly outOfDescriptors: number
+  /**
+   * TLS handshakes that failed or did not complete within `handshakeTimeout`: those connections
+   * never reached the handler. The first is logged at once with its reason, then at most one line
+   * every 10 seconds says how many more failed.
+   */
+  readonly handshakesFailed: number
 }
 
 /**
@@ -148,6 +182,13 @@ export interface Server<A extends Endpoint.Endpoint = Endpoint.Endpoint> extends
    */
   readonly addresses: ReadonlyArray<A>
   readonly stats: Effect.Effect<ServerStats>
+  /**
+   * Replaces the certificates of a TLS server while it runs (certificate rotation): connections
+   * accepted from now on get the new ones (`cert`, `key`, `ca`, `sni`, `handshakeTimeout`, ...);
+   * open connections are not touched. Options it refuses fail with `InvalidOptions` and change
+   * nothing; a server started without `tls` fails with `InvalidOptions` too.
+   */
+  readonly updateTls: (tls: TlsServeOptions) => Effect.Effect<void, InvalidOptions>
 }
 
 /**

@@ -8,6 +8,7 @@ import * as Context from "effect/Context"
 import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import type * as Scope from "effect/Scope"
+import type * as NodeTls from "node:tls"
 import type { Connection } from "./Connection.js"
 import type { TcpEndpoint, UnixEndpoint } from "./Endpoint.js"
 import type { Handler, Server, ServeOptions, UnixServeOptions } from "./Server.js"
@@ -42,6 +43,31 @@ export interface ConnectOptions {
   readonly noDelay?: boolean
   /** Local IP address to connect from (an address of this machine; a name is `InvalidOptions`). */
   readonly localAddress?: string
+  /**
+   * Speak TLS over the connection: `true` verifies the server against Node's root certificates
+   * (Mozilla's list, plus `NODE_EXTRA_CA_CERTS`) and sends the host as server name (SNI), or
+   * `node:tls`'s own options (`ca`, `cert`, `key`, `servername`, `rejectUnauthorized`,
+   * `ALPNProtocols`, `minVersion`, ...). The connect succeeds once the handshake is done, and
+   * `connectTimeout` covers it; a failed handshake is `TlsHandshakeFailed` with its `reason`.
+   * Options `node:tls` refuses (a key that is not PEM, an unknown cipher) are `InvalidOptions`.
+   */
+  readonly tls?: true | TlsConnectOptions
+}
+
+/**
+ * The TLS options of `connect`: `node:tls`'s own (see `tls.connect`), and a limit on the handshake.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface TlsConnectOptions
+  extends Omit<NodeTls.ConnectionOptions, "host" | "port" | "path" | "socket" | "timeout" | "lookup">
+{
+  /**
+   * Fail with `TlsHandshakeFailed` (reason `HandshakeTimeout`, transient) when the handshake does
+   * not complete this long after the TCP connection is there. Default: only `connectTimeout` limits it.
+   */
+  readonly handshakeTimeout?: Duration.DurationInput
 }
 
 /**

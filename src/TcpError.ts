@@ -406,6 +406,106 @@ export class SocketFailure extends TaggedTcpError<SocketFailure>()("SocketFailur
 }
 
 /**
+ * Why a TLS handshake failed, as a caller can act on it:
+ *
+ * - `CertificateExpired`, `CertificateNotYetValid`: the peer's certificate is outside its validity
+ *   period (or this machine's clock is wrong).
+ * - `CertificateUntrusted`: the peer's certificate does not chain to a trusted CA (self-signed, an
+ *   unknown CA, an incomplete chain): give its CA in `ca`.
+ * - `CertificateInvalid`: another verification failure of the peer's certificate (revoked, bad
+ *   signature, wrong purpose); `code` says which.
+ * - `HostnameMismatch`: the certificate is valid, but not for the host (or `servername`) dialled.
+ * - `CertificateRequired`: a certificate was required and none was sent (give `cert` and `key`).
+ * - `CertificateRejected`: the peer rejected the certificate sent to it (an unknown CA, expired, ...).
+ * - `NoCommonProtocol`: no TLS version both sides accept (`minVersion`, `maxVersion`).
+ * - `NoCommonCipher`: no cipher (or other security parameter) both sides accept.
+ * - `NoCommonAlpn`: the server accepts none of the application protocols offered (`ALPNProtocols`).
+ * - `NotTls`: the peer does not speak TLS (a plain-text server, or the wrong port).
+ * - `HandshakeTimeout`: the handshake did not complete within `handshakeTimeout`.
+ * - `PeerAlert`: the peer ended the handshake with another alert; `code` names it.
+ * - `ProtocolError`: any other failure of the TLS protocol; `code` names it.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export const TlsFailureReason = Schema.Literal(
+  "CertificateExpired",
+  "CertificateNotYetValid",
+  "CertificateUntrusted",
+  "CertificateInvalid",
+  "HostnameMismatch",
+  "CertificateRequired",
+  "CertificateRejected",
+  "NoCommonProtocol",
+  "NoCommonCipher",
+  "NoCommonAlpn",
+  "NotTls",
+  "HandshakeTimeout",
+  "PeerAlert",
+  "ProtocolError"
+)
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export type TlsFailureReason = typeof TlsFailureReason.Type
+
+const tlsExplanations: { readonly [R in TlsFailureReason]: string } = {
+  CertificateExpired:
+    "the peer's certificate has expired: the peer must renew it (or this machine's clock is wrong)",
+  CertificateNotYetValid:
+    "the peer's certificate is not valid yet: check this machine's clock, or the certificate's start date",
+  CertificateUntrusted:
+    "the peer's certificate is not signed by a trusted CA (self-signed or an unknown CA): give the CA that signed it in the tls option `ca`",
+  CertificateInvalid: "the peer's certificate failed verification: check the certificate (see code)",
+  HostnameMismatch:
+    "the peer's certificate is not for the host dialled: connect by a name the certificate lists, or set the tls option `servername`",
+  CertificateRequired:
+    "the peer requires a certificate and none was sent: give one in the tls options `cert` and `key`",
+  CertificateRejected:
+    "the peer rejected the certificate sent to it: check that the peer trusts its CA and that it is valid",
+  NoCommonProtocol:
+    "no TLS version is accepted by both sides: check minVersion and maxVersion on both",
+  NoCommonCipher: "no cipher suite is accepted by both sides: check the cipher settings on both",
+  NoCommonAlpn:
+    "the peer accepts none of the application protocols offered (ALPNProtocols): offer one it speaks",
+  NotTls: "the peer does not speak TLS: is this the TLS port, or is the server plain text?",
+  HandshakeTimeout:
+    "the handshake did not complete in time: the peer is slow, overloaded or not a TLS server; retry, or raise handshakeTimeout",
+  PeerAlert: "the peer ended the handshake with an alert (see code)",
+  ProtocolError: "the TLS protocol failed (see code)"
+}
+
+/**
+ * A TLS handshake failed: the connection never carried the user's bytes. `reason` says why (see
+ * {@link TlsFailureReason}); `code` is Node's (`CERT_HAS_EXPIRED`, `ERR_SSL_WRONG_VERSION_NUMBER`,
+ * ...), and `detail` its message. Only `HandshakeTimeout` is transient. With TLS 1.3 a server
+ * tells a client that it rejected its certificate after the client's side of the handshake
+ * completed, so a client sees `CertificateRejected` and `CertificateRequired` on its first read
+ * (operation `read`).
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class TlsHandshakeFailed extends TaggedTcpError<TlsHandshakeFailed>()("TlsHandshakeFailed", {
+  ...nodeFields,
+  reason: TlsFailureReason,
+  detail: Schema.optional(Schema.String),
+  timeoutMillis: Schema.optional(Schema.Number)
+}) {
+  override get message(): string {
+    const code = this.code === undefined ? "" : ` (${this.code})`
+    const after = this.timeoutMillis === undefined ? "" : ` after ${this.timeoutMillis} ms`
+    // The alert does not say which parameter: TLS 1.2 servers send it for a missing client certificate too.
+    const hint = this.code !== undefined && alertName(this.code) === "HANDSHAKE_FAILURE"
+      ? "; a TLS 1.2 server sends this alert too when it requires a client certificate (give `cert` and `key`)"
+      : ""
+    return `TLS handshake with ${Endpoint.format(this.endpoint)} failed${after}${code}: ${tlsExplanations[this.reason]}${hint}`
+  }
+}
+
+/**
  * What `connect` can fail with, as a Schema (errors that carry one stay serialisable).
  *
  * @since 0.1.0
@@ -416,6 +516,7 @@ export const ConnectError = Schema.Union(
   ConnectionReset,
   ConnectionAborted,
   ConnectTimeout,
+  TlsHandshakeFailed,
   DnsLookupFailed,
   HostUnreachable,
   NetworkUnreachable,
@@ -442,6 +543,7 @@ export type ConnectError = typeof ConnectError.Type
 export const ReadError = Schema.Union(
   ConnectionReset,
   ConnectionAborted,
+  TlsHandshakeFailed,
   ReadTimeout,
   IdleTimeout,
   SocketClosed,
@@ -514,6 +616,7 @@ export const TcpError = Schema.Union(
   ConnectionReset,
   ConnectionAborted,
   ConnectTimeout,
+  TlsHandshakeFailed,
   ReadTimeout,
   WriteTimeout,
   IdleTimeout,
@@ -551,9 +654,11 @@ export const isTcpError = (u: unknown): u is TcpError => Predicate.hasProperty(u
 
 /**
  * Whether trying again (on a new connection, after a pause) may succeed: true for refused,
- * reset, aborted, broken pipe, timeouts, unreachable hosts and networks, a temporary DNS failure
- * and a peer that vanished mid-message; false for a name that does not exist, a port in use,
- * permission denied, bad options, oversized or malformed frames and use of a closed connection.
+ * reset, aborted, broken pipe, timeouts (a TLS handshake's among them), unreachable hosts and
+ * networks, a temporary DNS failure and a peer that vanished mid-message; false for a name that
+ * does not exist, a port in use, permission denied, bad options, oversized or malformed frames,
+ * use of a closed connection, and every other TLS failure (a certificate that is expired or
+ * untrusted, no common protocol: trying again gives the same answer).
  *
  * @since 0.1.0
  * @category predicates
@@ -574,6 +679,8 @@ export const isTransient = (error: TcpError): boolean => {
       return true
     case "DnsLookupFailed":
       return error.transient
+    case "TlsHandshakeFailed":
+      return error.reason === "HandshakeTimeout"
     case "AddressNotAvailable":
       // On connect it means no free local port: that frees up; on listen it never will.
       return error.operation === "connect"
@@ -614,6 +721,103 @@ const isDnsCode = (code: string, syscall: string | undefined) =>
   syscall === "getaddrinfo" || syscall === "queryA" || syscall === "queryAaaa" || code === "ENOTFOUND" ||
   code.startsWith("EAI_")
 
+/** Certificate verification results (OpenSSL's names, as Node reports them) that have a reason of their own. */
+const verifyReasons: Readonly<Record<string, TlsFailureReason>> = {
+  CERT_HAS_EXPIRED: "CertificateExpired",
+  CERT_NOT_YET_VALID: "CertificateNotYetValid",
+  DEPTH_ZERO_SELF_SIGNED_CERT: "CertificateUntrusted",
+  SELF_SIGNED_CERT_IN_CHAIN: "CertificateUntrusted",
+  UNABLE_TO_GET_ISSUER_CERT: "CertificateUntrusted",
+  UNABLE_TO_GET_ISSUER_CERT_LOCALLY: "CertificateUntrusted",
+  UNABLE_TO_VERIFY_LEAF_SIGNATURE: "CertificateUntrusted",
+  CERT_UNTRUSTED: "CertificateUntrusted",
+  ERR_TLS_CERT_ALTNAME_INVALID: "HostnameMismatch",
+  HOSTNAME_MISMATCH: "HostnameMismatch",
+  IP_ADDRESS_MISMATCH: "HostnameMismatch"
+}
+
+/** The other verification results OpenSSL reports: each is `CertificateInvalid`, code kept. */
+const otherVerifyCodes = new Set([
+  "UNABLE_TO_GET_CRL",
+  "UNABLE_TO_DECRYPT_CERT_SIGNATURE",
+  "UNABLE_TO_DECRYPT_CRL_SIGNATURE",
+  "UNABLE_TO_DECODE_ISSUER_PUBLIC_KEY",
+  "CERT_SIGNATURE_FAILURE",
+  "CRL_SIGNATURE_FAILURE",
+  "CRL_NOT_YET_VALID",
+  "CRL_HAS_EXPIRED",
+  "ERROR_IN_CERT_NOT_BEFORE_FIELD",
+  "ERROR_IN_CERT_NOT_AFTER_FIELD",
+  "ERROR_IN_CRL_LAST_UPDATE_FIELD",
+  "ERROR_IN_CRL_NEXT_UPDATE_FIELD",
+  "CERT_CHAIN_TOO_LONG",
+  "CERT_REVOKED",
+  "INVALID_CA",
+  "PATH_LENGTH_EXCEEDED",
+  "INVALID_PURPOSE",
+  "CERT_REJECTED",
+  "EMAIL_MISMATCH"
+])
+
+/** OpenSSL's errors (Node's `ERR_SSL_` codes) that have a reason of their own, alerts aside. */
+const sslReasons: Readonly<Record<string, TlsFailureReason>> = {
+  // A record header that is not TLS: a plain-text server's first bytes.
+  ERR_SSL_WRONG_VERSION_NUMBER: "NotTls",
+  ERR_SSL_PACKET_LENGTH_TOO_LONG: "NotTls",
+  ERR_SSL_RECORD_LAYER_FAILURE: "NotTls",
+  ERR_SSL_HTTP_REQUEST: "NotTls",
+  ERR_SSL_HTTPS_PROXY_REQUEST: "NotTls",
+  ERR_SSL_UNSUPPORTED_PROTOCOL: "NoCommonProtocol",
+  ERR_SSL_NO_PROTOCOLS_AVAILABLE: "NoCommonProtocol",
+  ERR_SSL_NO_SHARED_CIPHER: "NoCommonCipher",
+  ERR_SSL_NO_CIPHERS_AVAILABLE: "NoCommonCipher",
+  ERR_SSL_NO_SUITABLE_SIGNATURE_ALGORITHM: "NoCommonCipher",
+  ERR_SSL_NO_APPLICATION_PROTOCOL: "NoCommonAlpn",
+  ERR_SSL_PEER_DID_NOT_RETURN_A_CERTIFICATE: "CertificateRequired",
+  ERR_TLS_HANDSHAKE_TIMEOUT: "HandshakeTimeout"
+}
+
+/** The alerts a peer sends (by their name, which OpenSSL's releases prefix differently) that have a reason of their own. */
+const alertReasons: Readonly<Record<string, TlsFailureReason>> = {
+  PROTOCOL_VERSION: "NoCommonProtocol",
+  INAPPROPRIATE_FALLBACK: "NoCommonProtocol",
+  // What OpenSSL sends when the parameters cannot be agreed on: most often the ciphers.
+  HANDSHAKE_FAILURE: "NoCommonCipher",
+  INSUFFICIENT_SECURITY: "NoCommonCipher",
+  NO_APPLICATION_PROTOCOL: "NoCommonAlpn",
+  CERTIFICATE_REQUIRED: "CertificateRequired",
+  UNKNOWN_CA: "CertificateRejected",
+  BAD_CERTIFICATE: "CertificateRejected",
+  CERTIFICATE_EXPIRED: "CertificateRejected",
+  CERTIFICATE_REVOKED: "CertificateRejected",
+  CERTIFICATE_UNKNOWN: "CertificateRejected",
+  UNSUPPORTED_CERTIFICATE: "CertificateRejected",
+  ACCESS_DENIED: "CertificateRejected"
+}
+
+/**
+ * The alert's name in one of Node's `ERR_SSL_` codes: OpenSSL 3.0 says `ERR_SSL_SSLV3_ALERT_...`,
+ * `ERR_SSL_TLSV1_ALERT_...` or `ERR_SSL_TLSV13_ALERT_...`; 3.2 and later `ERR_SSL_SSL/TLS_ALERT_...`.
+ */
+const alertName = (code: string): string | undefined => /^ERR_SSL_(?:SSLV3|TLSV1|TLSV13|SSL\/TLS)_ALERT_(.+)$/.exec(code)?.[1]
+
+/**
+ * The reason of a TLS failure with Node's `code`, or undefined for a code that is not TLS's (a
+ * socket's, such as ECONNRESET when the peer closed during the handshake).
+ *
+ * @since 0.1.0
+ * @category classification
+ */
+export const tlsFailureReason = (code: string): TlsFailureReason | undefined => {
+  const known = verifyReasons[code] ?? sslReasons[code]
+  if (known !== undefined) return known
+  if (otherVerifyCodes.has(code)) return "CertificateInvalid"
+  const alert = alertName(code)
+  if (alert !== undefined) return alertReasons[alert] ?? "PeerAlert"
+  if (code.startsWith("ERR_SSL_")) return "ProtocolError"
+  return undefined
+}
+
 /** Errors built from values this module produced itself need no Schema validation (it costs tens of µs each). */
 const unchecked = { disableValidation: true } as const
 
@@ -638,6 +842,11 @@ export const classify: {
   const failure = () =>
     new SocketFailure({ ...fields, detail: typeof e.message === "string" ? e.message : String(code ?? cause) }, unchecked)
   if (code === undefined) return failure()
+  const tlsReason = operation === "connect" || operation === "read" ? tlsFailureReason(code) : undefined
+  if (tlsReason !== undefined) {
+    const detail = typeof e.message === "string" ? e.message : undefined
+    return new TlsHandshakeFailed({ operation, endpoint, code, reason: tlsReason, detail }, unchecked)
+  }
   switch (operation) {
     case "connect":
       if (isDnsCode(code, syscall)) return new DnsLookupFailed({ ...fields, transient: dnsTransient(code) }, unchecked)

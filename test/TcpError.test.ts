@@ -175,6 +175,30 @@ describe("errors", () => {
     expect(Either.isLeft(decode({ ...encoded, reason: "closed" }))).toBe(true)
   })
 
+  it("TLS codes get their reason whatever OpenSSL release named the alert; other codes are not TLS's", () => {
+    const cases: Array<[string, TcpError.TlsFailureReason | undefined]> = [
+      ["CERT_HAS_EXPIRED", "CertificateExpired"],
+      ["CERT_REVOKED", "CertificateInvalid"],
+      ["ERR_TLS_CERT_ALTNAME_INVALID", "HostnameMismatch"],
+      ["ERR_SSL_SSLV3_ALERT_HANDSHAKE_FAILURE", "NoCommonCipher"],
+      ["ERR_SSL_SSL/TLS_ALERT_HANDSHAKE_FAILURE", "NoCommonCipher"],
+      ["ERR_SSL_TLSV1_ALERT_UNKNOWN_CA", "CertificateRejected"],
+      ["ERR_SSL_SSL/TLS_ALERT_UNKNOWN_CA", "CertificateRejected"],
+      ["ERR_SSL_SSLV3_ALERT_BAD_CERTIFICATE", "CertificateRejected"],
+      ["ERR_SSL_TLSV13_ALERT_CERTIFICATE_REQUIRED", "CertificateRequired"],
+      ["ERR_SSL_SSL/TLS_ALERT_DECODE_ERROR", "PeerAlert"],
+      ["ERR_SSL_WRONG_VERSION_NUMBER", "NotTls"],
+      ["ERR_SSL_BAD_RECORD_MAC", "ProtocolError"],
+      ["ECONNRESET", undefined],
+      ["ENOTFOUND", undefined]
+    ]
+    for (const [code, reason] of cases) expect(TcpError.tlsFailureReason(code), code).toBe(reason)
+    const failed = TcpError.classify(nodeError("ERR_SSL_SSL/TLS_ALERT_HANDSHAKE_FAILURE", "read"), "connect", at)
+    expect(failed).toMatchObject({ _tag: "TlsHandshakeFailed", reason: "NoCommonCipher" })
+    expect(failed.message).toContain("when it requires a client certificate")
+    expect(TcpError.classify(nodeError("CERT_HAS_EXPIRED", "read"), "write", at)._tag).toBe("SocketFailure")
+  })
+
   it("InvalidOptions names the operation its options were for, or none for options of no one operation", () => {
     expect(new TcpError.InvalidOptions({ operation: "connect", issues: "port: 70000" }).message).toBe(
       "invalid connect options: port: 70000"
@@ -197,6 +221,7 @@ const samples: Record<TcpError.TcpError["_tag"], TcpError.TcpError> = {
   ConnectionReset: new TcpError.ConnectionReset({ operation: "read", endpoint: at }),
   ConnectionAborted: new TcpError.ConnectionAborted({ operation: "write", endpoint: at }),
   ConnectTimeout: new TcpError.ConnectTimeout({ operation: "connect", endpoint: at, timeoutMillis: 5 }),
+  TlsHandshakeFailed: new TcpError.TlsHandshakeFailed({ operation: "connect", endpoint: at, reason: "NotTls" }),
   ReadTimeout: new TcpError.ReadTimeout({ operation: "read", endpoint: at, timeoutMillis: 5 }),
   WriteTimeout: new TcpError.WriteTimeout({ operation: "write", endpoint: at, timeoutMillis: 5 }),
   IdleTimeout: new TcpError.IdleTimeout({ operation: "read", endpoint: at, timeoutMillis: 5 }),
@@ -222,6 +247,7 @@ describe("the union Schemas", () => {
       | TcpError.ConnectionReset
       | TcpError.ConnectionAborted
       | TcpError.ConnectTimeout
+      | TcpError.TlsHandshakeFailed
       | TcpError.DnsLookupFailed
       | TcpError.HostUnreachable
       | TcpError.NetworkUnreachable
@@ -233,6 +259,7 @@ describe("the union Schemas", () => {
     expectTypeOf<TcpError.ReadError>().toEqualTypeOf<
       | TcpError.ConnectionReset
       | TcpError.ConnectionAborted
+      | TcpError.TlsHandshakeFailed
       | TcpError.ReadTimeout
       | TcpError.IdleTimeout
       | TcpError.SocketClosed

@@ -10,10 +10,36 @@ import { NodeConnection } from "./connection.js"
 import * as Options from "./options.js"
 import type { Dialer, Socket } from "./transport.js"
 
-/** The socket of an attempt, kept where the attempt's end can destroy it whatever won the race. */
+/**
+ * An attempt to connect: its socket, kept where the attempt's end can destroy it whatever won the
+ * race, and what the socket has reported so far. The listeners record events as they come, so
+ * that each phase (the TCP connect, then a handshake) looks at what already happened before it
+ * waits, and none is missed between two phases.
+ */
 interface Attempt {
   socket: Socket | undefined
+  /** The socket's "connect": the TCP (or Unix) connection is there. */
+  opened: boolean
+  /** The dialer's connected event: the socket carries the user's bytes. */
+  connected: boolean
+  failure: { readonly error: unknown } | undefined
+  /** Wakes the phase waiting, if any. */
+  wake: (() => void) | undefined
 }
+
+/** Waits until `done` holds for the attempt; interrupted, it leaves the socket to the attempt's end. */
+const waitUntil = (attempt: Attempt, done: () => boolean): Effect.Effect<void> =>
+  Effect.async<void>((resume) => {
+    if (done()) return resume(Effect.void)
+    attempt.wake = () => {
+      if (!done()) return
+      attempt.wake = undefined
+      resume(Effect.void)
+    }
+    return Effect.sync(() => {
+      attempt.wake = undefined
+    })
+  })
 
 const open = <O extends Options.ConnectionSettings>(
   dialer: Dialer<O>,
@@ -22,35 +48,57 @@ const open = <O extends Options.ConnectionSettings>(
   attempt: Attempt
 ): Effect.Effect<NodeConnection, TcpError.ConnectError> => {
   const endpoint = dialer.endpoint(options)
-  const connectedEvent = dialer.connectedEvent
-  const connecting = Effect.async<NodeConnection, TcpError.ConnectError>((resume) => {
+  const connectedEvent = dialer.connectedEvent(options)
+  const handshake = dialer.handshakeTimeout?.(options)
+  const ended = () => attempt.failure !== undefined || attempt.connected
+  const dial = Effect.sync(() => {
     const socket = attempt.socket = dialer.dial(options)
-    const onConnect = () => {
+    const onOpen = () => {
+      attempt.opened = true
+      attempt.wake?.()
+    }
+    const onConnected = () => {
+      attempt.connected = true
+      attempt.wake?.()
+    }
+    const onError = (error: unknown) => {
+      attempt.failure ??= { error }
+      socket.destroy()
+      attempt.wake?.()
+    }
+    socket.on("connect", onOpen)
+    socket.on(connectedEvent, onConnected)
+    // Stays after the attempt: destroy() on a connecting socket may still report an error.
+    socket.on("error", onError)
+    return () => {
+      socket.off("connect", onOpen)
+      socket.off(connectedEvent, onConnected)
+      socket.off("error", onError)
+    }
+  })
+  const finish = (detach: () => void) =>
+    Effect.suspend((): Effect.Effect<NodeConnection, TcpError.ConnectError> => {
+      if (attempt.failure !== undefined) {
+        return Effect.fail(TcpError.classify(attempt.failure.error, "connect", endpoint))
+      }
       // The connection's own listeners are attached before ours go, so an error always has a listener.
-      const connection = new NodeConnection(socket, {
+      const connection = new NodeConnection(attempt.socket!, {
         readTimeout: options.readTimeout,
         writeTimeout: options.writeTimeout,
         onActivity: undefined,
         clock,
         socketPath: Endpoint.isUnix(endpoint) ? endpoint : undefined
       })
-      socket.off(connectedEvent, onConnect)
-      socket.off("error", onError)
-      resume(Effect.succeed(connection))
-    }
-    const onError = (error: unknown) => {
-      socket.off(connectedEvent, onConnect)
-      socket.destroy()
-      resume(Effect.fail(TcpError.classify(error, "connect", endpoint)))
-    }
-    socket.on(connectedEvent, onConnect)
-    socket.on("error", onError)
-    return Effect.sync(() => {
-      socket.off(connectedEvent, onConnect)
-      // Keep a listener: destroy() on a connecting socket may still report an error.
-      socket.destroy()
+      detach()
+      return Effect.succeed(connection)
     })
-  })
+  const handshaken = handshake === undefined ?
+    waitUntil(attempt, ended) :
+    Effect.zipRight(
+      waitUntil(attempt, () => ended() || attempt.opened),
+      Effect.timeoutFail(waitUntil(attempt, ended), handshake)
+    )
+  const connecting = Effect.flatMap(dial, (detach) => Effect.zipRight(handshaken, finish(detach)))
   const timeout = options.connectTimeout
   if (timeout === undefined) return connecting
   return Effect.timeoutFail(connecting, {
@@ -80,7 +128,7 @@ export const connectWith = <O extends Options.ConnectionSettings>(dialer: Dialer
       // connect that had just completed (the race then drops the connection it made).
       Effect.uninterruptible(
         Effect.flatMap(Effect.scope, (scope) => {
-          const attempt: Attempt = { socket: undefined }
+          const attempt: Attempt = { socket: undefined, opened: false, connected: false, failure: undefined, wake: undefined }
           return Effect.onExit(
             Effect.interruptible(Effect.flatMap(Effect.clock, (clock) => open(dialer, validated, clock, attempt))),
             (exit) =>

@@ -9,7 +9,7 @@ import * as Sink from "effect/Sink"
 import * as Stream from "effect/Stream"
 import { pipeArguments } from "effect/Pipeable"
 import { hasProperty } from "effect/Predicate"
-import type { Connection, ConnectionState, ReadUntilOptions, TypeId as TypeId_ } from "../Connection.js"
+import type { Connection, ConnectionState, ReadUntilOptions, TlsInfo, TypeId as TypeId_ } from "../Connection.js"
 import type { DecodeError } from "../Framing.js"
 import * as Endpoint from "../Endpoint.js"
 import * as TcpError from "../TcpError.js"
@@ -17,6 +17,7 @@ import { ByteQueue } from "./byteQueue.js"
 import { DelimitedDecoder, type FrameDecoder, readFramesKey } from "./frameDecoder.js"
 import { Deadline } from "./deadline.js"
 import { showValue } from "./options.js"
+import * as Tls from "./tls.js"
 
 /** @internal */
 export const TypeId: TypeId_ = Symbol.for("effect-tcp/Connection") as TypeId_
@@ -197,6 +198,7 @@ export class NodeConnection implements Connection {
   readonly pipe = pipe
   readonly remoteAddress: Endpoint.Endpoint
   readonly localAddress: Endpoint.Endpoint
+  readonly tls: Option.Option<TlsInfo>
   /** Bytes Node delivered and no read has taken yet. */
   private readonly bytes = new ByteQueue()
 
@@ -239,6 +241,7 @@ export class NodeConnection implements Connection {
     this.options = options
     this.remoteAddress = options.socketPath ?? Endpoint.make(socket.remoteAddress ?? "unknown", socket.remotePort ?? 0)
     this.localAddress = options.socketPath ?? Endpoint.make(socket.localAddress ?? "unknown", socket.localPort ?? 0)
+    this.tls = Tls.info(socket)
     this.readTimeoutMillis = options.readTimeout && Duration.toMillis(options.readTimeout)
     this.writeTimeoutMillis = options.writeTimeout && Duration.toMillis(options.writeTimeout)
     this.clock = options.clock

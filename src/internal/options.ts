@@ -1,73 +1,14 @@
-import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
-import * as Option from "effect/Option"
 import * as ParseResult from "effect/ParseResult"
 import * as Schema from "effect/Schema"
 import * as net from "node:net"
 import { Host, Path, Port } from "../Endpoint.js"
 import * as TcpError from "../TcpError.js"
+import * as Tls from "./tls.js"
+import { DurationOption, showValue } from "./values.js"
 
-/**
- * A value as an error message shows it: a string quoted, an array's elements listed, anything else
- * as `String` gives it; never throws (a symbol, an object without a prototype or whose `toString`
- * throws is shown by its kind).
- */
-export const showValue = (value: unknown): string => {
-  if (Array.isArray(value)) return `[${value.map(showScalar).join(", ")}]`
-  return showScalar(value)
-}
-
-const showScalar = (value: unknown): string => {
-  if (typeof value === "string") return JSON.stringify(value)
-  if (Array.isArray(value)) return "[array]"
-  try {
-    return String(value)
-  } catch {
-    return Object.prototype.toString.call(value)
-  }
-}
-
-const badNumber = (value: unknown) =>
-  (typeof value === "number" && !(value >= 0)) || (typeof value === "bigint" && value < 0)
-
-/** Inputs that `Duration.decode` would quietly turn into zero. */
-const negativeOrNaN = (input: unknown): boolean =>
-  badNumber(input) ||
-  (typeof input === "string" && input.trimStart().startsWith("-")) ||
-  (Array.isArray(input) && input.some(badNumber))
-
-/** A non-negative, finite `Duration.DurationInput` (a number of milliseconds, "5 seconds", a Duration). */
-export const DurationOption: Schema.Schema<Duration.Duration, Duration.DurationInput> = Schema.transformOrFail(
-  Schema.Unknown,
-  Schema.DurationFromSelf,
-  {
-  strict: true,
-  decode: (input, _, ast) => {
-    // Duration.decode takes NaN, negative numbers, "-5 seconds" and [-5, 0] for zero: reject them first.
-    const decoded = negativeOrNaN(input) ? undefined : Option.getOrUndefined(Duration.decodeUnknown(input))
-    if (decoded === undefined || !Duration.isFinite(decoded) || Duration.toMillis(decoded) < 0) {
-      return ParseResult.fail(
-        new ParseResult.Type(
-          ast,
-          input,
-          `expected a finite, non-negative duration (milliseconds, or a string like "5 seconds"), got ${showValue(input)}`
-        )
-      )
-    }
-    return ParseResult.succeed(decoded)
-  },
-  encode: ParseResult.succeed
-}) as any
-
-const decodeDurationOption = Schema.decodeUnknownEither(DurationOption)
-
-/** One duration option decoded, or what is wrong with it as one line naming it, for modules that list their issues. */
-export const durationOption = (name: string, input: unknown): Either.Either<Duration.Duration, string> =>
-  Either.mapLeft(
-    decodeDurationOption(input),
-    (error) => `${name}: ${ParseResult.ArrayFormatter.formatErrorSync(error).map((issue) => issue.message).join(", ")}`
-  )
+export { DurationOption, durationOption, showValue } from "./values.js"
 
 const ConnectPort = Schema.Int.pipe(
   Schema.between(1, 65535, { message: () => "a port to connect to is an integer from 1 to 65535" })
@@ -101,7 +42,8 @@ export const ConnectOptions = Schema.Struct({
   keepAlive: Schema.optional(Schema.Boolean),
   keepAliveInitialDelay: Schema.optional(DurationOption),
   noDelay: Schema.optional(Schema.Boolean),
-  localAddress: Schema.optional(LocalAddress)
+  localAddress: Schema.optional(LocalAddress),
+  tls: Schema.optional(Tls.ClientTlsOption)
 })
 
 /** Marks a schema that only picks another to decode with: its issues are that one's, unwrapped. */
@@ -185,7 +127,8 @@ export const ServeOptions = Schema.Struct({
   port: Port,
   backlog: Schema.optional(PositiveInt("backlog")),
   ...serverFields,
-  noDelay: Schema.optional(Schema.Boolean)
+  noDelay: Schema.optional(Schema.Boolean),
+  tls: Schema.optional(Tls.ServerTlsOption)
 })
 
 /** The file mode of a Unix domain socket: permission bits only, 0 to 0o777. */

@@ -3,6 +3,7 @@ import * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Fiber from "effect/Fiber"
+import * as FiberId from "effect/FiberId"
 import * as FiberRef from "effect/FiberRef"
 import * as FiberRefs from "effect/FiberRefs"
 import * as HashMap from "effect/HashMap"
@@ -16,6 +17,7 @@ import * as TcpError from "../TcpError.js"
 import { NodeConnection } from "./connection.js"
 import * as Descriptors from "./descriptors.js"
 import * as Options from "./options.js"
+import * as Tls from "./tls.js"
 import type { Listener, Listening, Socket } from "./transport.js"
 
 /** @internal */
@@ -33,12 +35,14 @@ const ServerProto = {
 
 const makeServer = (
   addresses: readonly [Endpoint.Endpoint, ...Array<Endpoint.Endpoint>],
-  stats: Effect.Effect<ServerStats>
+  stats: Effect.Effect<ServerStats>,
+  updateTls: Server["updateTls"]
 ): Server => {
   const server = Object.create(ServerProto)
   server.address = addresses[0]
   server.addresses = addresses
   server.stats = stats
+  server.updateTls = updateTls
   return server
 }
 
@@ -48,6 +52,8 @@ const defaultDrainTimeout = Duration.seconds(5)
 const interruptGrace = Duration.seconds(1)
 // At most one log line this often while the process keeps running out of descriptors.
 const exhaustionReportInterval = Duration.seconds(10)
+// At most one log line this often about failed TLS handshakes.
+const handshakeReportInterval = Duration.seconds(10)
 
 /**
  * The server of a transport: validates the options with the listener's schema, binds with it,
@@ -78,6 +84,7 @@ export const serveWith = <O extends Options.ServerSettings>(listener: Listener<O
     let failed = 0
     let abandoned = 0
     let outOfDescriptors = 0
+    let handshakesFailed = 0
     let nextId = 0
     let stopping = false
     // Each handler's fiber, with its connection's id.
@@ -247,9 +254,30 @@ export const serveWith = <O extends Options.ServerSettings>(listener: Listener<O
           `or set maxConnections below it`
       ))
     }
+    // Failed handshakes: the first is logged at once, then at most one line per interval with
+    // how many failed meanwhile, so that a scan or a flood of bad clients cannot flood the log.
+    let failedSinceReport = 0
+    let lastFailureReportAt: number | undefined
+    const handshakeFailed = (error: TcpError.TcpError) => {
+      handshakesFailed++
+      failedSinceReport++
+      const now = clock.unsafeCurrentTimeMillis()
+      if (lastFailureReportAt !== undefined && now - lastFailureReportAt < Duration.toMillis(handshakeReportInterval)) return
+      const others = failedSinceReport === 1 ? "" : ` (${failedSinceReport - 1} more since the last report)`
+      lastFailureReportAt = now
+      failedSinceReport = 0
+      const { line, reason } = Tls.serverReport(error)
+      runFork(Effect.logInfo(`TLS handshake failed (${reason})${others}: ${line}`))
+    }
+    const after = (duration: Duration.Duration, f: () => void) => {
+      const fiber = runFork(Effect.flatMap(Effect.sleep(duration), () => Effect.sync(f)))
+      return () => fiber.unsafeInterruptAsFork(FiberId.none)
+    }
     const events = {
       connection: onConnection,
       accepted: checkDescriptors,
+      handshakeFailed,
+      after,
       // Logged rather than allowed to crash the process.
       error: (error: unknown) => {
         runFork(Effect.logWarning("server error", error))
@@ -267,7 +295,14 @@ export const serveWith = <O extends Options.ServerSettings>(listener: Listener<O
       idleClosed,
       failed,
       abandoned,
-      outOfDescriptors
+      outOfDescriptors,
+      handshakesFailed
     }))
-    return makeServer(listening.addresses, stats)
+    const updateTls = (tls: unknown): Effect.Effect<void, TcpError.InvalidOptions> =>
+      listening.updateTls === undefined
+        ? Effect.fail(
+          new TcpError.InvalidOptions({ operation: "listen", issues: "updateTls: this server was not started with tls" })
+        )
+        : Effect.map(Options.validate(Tls.ServerTlsOption, "listen", tls), listening.updateTls)
+    return makeServer(listening.addresses, stats, updateTls)
   })

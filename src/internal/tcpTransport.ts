@@ -7,10 +7,12 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as dns from "node:dns"
 import * as net from "node:net"
+import * as tls from "node:tls"
 import * as Endpoint from "../Endpoint.js"
 import * as TcpError from "../TcpError.js"
 import * as Options from "./options.js"
-import type { Dialer, Listener, Listening } from "./transport.js"
+import * as Tls from "./tls.js"
+import type { Dialer, Listener, ListenerEvents, Listening } from "./transport.js"
 
 type ConnectOptions = typeof Options.ConnectOptions.Type
 type UnixConnectOptions = typeof Options.UnixConnectOptions.Type
@@ -30,12 +32,17 @@ const target = (options: ConnectOptions | UnixConnectOptions): net.NetConnectOpt
       localAddress: options.localAddress
     }
 
-/** Connects over TCP, or to a Unix domain socket when the options have a `path`. @internal */
+/** Connects over TCP (with TLS when `tls` is set), or to a Unix domain socket when the options have a `path`. @internal */
 export const dialer: Dialer<ConnectOptions | UnixConnectOptions> = {
   options: Options.ConnectTarget,
   endpoint: (options) => "path" in options ? Endpoint.unix(options.path) : Endpoint.make(options.host, options.port),
-  dial: (options) => net.connect(target(options)),
-  connectedEvent: "connect"
+  dial: (options) =>
+    "path" in options || options.tls === undefined
+      ? net.connect(target(options))
+      : tls.connect({ ...target(options), ...Tls.connectOptions(options.tls, options.host) }),
+  connectedEvent: (options) => "path" in options || options.tls === undefined ? "connect" : "secureConnect",
+  handshakeTimeout: (options) =>
+    "path" in options ? undefined : Tls.handshakeTimeout(options.tls, Endpoint.make(options.host, options.port))
 }
 
 const listen = (
@@ -131,13 +138,103 @@ const listenAll = (
   })
 
 /** Closes every server; `onClosed` once each has closed and every socket it accepted is gone. */
-const closeAll = (servers: ReadonlyArray<Bound>) => (onClosed: () => void) => {
+const closeAll = (servers: ReadonlyArray<Bound>, beforeClose: () => void) => (onClosed: () => void) => {
   let listening = servers.length
   for (const { server } of servers) {
     server.close(() => {
       if (--listening === 0) onClosed()
     })
   }
+  beforeClose()
+}
+
+const remoteOf = (socket: net.Socket) => Endpoint.make(socket.remoteAddress ?? "unknown", socket.remotePort ?? 0)
+
+/**
+ * The TLS side of a server: a `tls.Server` per address, whose sockets reach the server's policy
+ * only once their handshake is done. A handshake has `handshakeTimeout` on the server's clock
+ * from the moment TCP accepted it; a failed or late one is reported and its socket destroyed,
+ * never affecting another. Closing destroys the handshakes under way (they have no handler to
+ * drain). The certificates can be replaced while it runs (`updateTls`), SNI entries included.
+ */
+const tlsServers = (validated: Tls.ServerTls, noDelay: boolean, events: ListenerEvents) => {
+  let current = validated
+  // Each handshake under way, by its raw socket, with the cancel of its deadline.
+  const handshaking = new Map<net.Socket, { readonly cancel: () => void }>()
+  // The client of each raw socket, read at accept: one destroyed by a failure no longer knows its peer.
+  const remotes = new WeakMap<net.Socket, Endpoint.Endpoint>()
+  // Raw sockets destroyed by us (a deadline, the shutdown): the error Node reports for them next is ours, not theirs.
+  const settled = new WeakSet<net.Socket>()
+  const done = (raw: net.Socket) => {
+    handshaking.get(raw)?.cancel()
+    handshaking.delete(raw)
+  }
+  const parentOf = (socket: tls.TLSSocket) => (socket as unknown as { readonly _parent?: net.Socket })._parent
+  const make = () => {
+    const server = tls.createServer({
+      ...current.server,
+      allowHalfOpen: true,
+      noDelay,
+      // The deadline is ours, on the server's clock; Node's own (120 s by default) is off.
+      handshakeTimeout: 0,
+      SNICallback: (servername, callback) => callback(null, Tls.contextFor(current.contexts, servername))
+    })
+    server.on("connection", (raw: net.Socket) => {
+      events.accepted()
+      if (raw.destroyed) return
+      const remote = remoteOf(raw)
+      const timeout = current.handshakeTimeout
+      const cancel = events.after(timeout, () => {
+        handshaking.delete(raw)
+        if (raw.destroyed) return
+        settled.add(raw)
+        events.handshakeFailed(Tls.handshakeTimeoutError(timeout, remote, "read"))
+        raw.destroy()
+      })
+      handshaking.set(raw, { cancel })
+      remotes.set(raw, remote)
+      raw.once("close", () => done(raw))
+    })
+    server.on("secureConnection", (socket: tls.TLSSocket) => {
+      const raw = parentOf(socket)
+      if (raw !== undefined) done(raw)
+      events.connection(socket)
+    })
+    server.on("tlsClientError", (error: unknown, socket: tls.TLSSocket) => {
+      const raw = parentOf(socket)
+      const remote = (raw && remotes.get(raw)) ?? remoteOf(socket)
+      if (raw !== undefined) done(raw)
+      socket.destroy()
+      if (raw !== undefined && settled.has(raw)) return
+      events.handshakeFailed(TcpError.classify(rejection(error, socket), "read", remote))
+    })
+    return server
+  }
+  const destroyHandshakes = () => {
+    for (const [raw, { cancel }] of handshaking) {
+      cancel()
+      settled.add(raw)
+      raw.destroy()
+    }
+    handshaking.clear()
+  }
+  const update = (servers: ReadonlyArray<Bound>) => (next: Tls.ServerTls) => {
+    for (const { server } of servers) (server as tls.Server).setSecureContext(next.server)
+    current = next
+  }
+  return { make, destroyHandshakes, update }
+}
+
+/**
+ * What a failed server handshake says: when Node itself rejects a client's certificate (TLS 1.3:
+ * after OpenSSL's handshake, by destroying the socket) it reports only "socket hang up", and the
+ * verification result is on the socket.
+ */
+const rejection = (error: unknown, socket: tls.TLSSocket): unknown => {
+  const verdict = socket.authorizationError as unknown
+  const code = (error as { readonly code?: unknown } | null)?.code
+  if (code !== "ECONNRESET" || typeof verdict !== "string" || TcpError.tlsFailureReason(verdict) === undefined) return error
+  return { code: verdict, message: `the client's certificate failed verification (${verdict})` }
 }
 
 /** @internal */
@@ -148,17 +245,20 @@ export const listener: Listener<ServeOptions> = {
       const host = options.host ?? "127.0.0.1"
       const noDelay = options.noDelay ?? true
       const addresses = yield* restore(addressesOf(host, options.port))
+      const secure = options.tls === undefined ? undefined : tlsServers(options.tls, noDelay, events)
       const servers = yield* listenAll(
         addresses,
         options.port,
         options.backlog ?? 511,
-        () => net.createServer({ allowHalfOpen: true, noDelay }, events.connection).on("connection", events.accepted)
+        secure?.make ??
+          (() => net.createServer({ allowHalfOpen: true, noDelay }, events.connection).on("connection", events.accepted))
       )
       // Not accept errors: libuv (1.45 and later) handles those itself and never reports them.
       for (const { server } of servers) server.on("error", events.error)
       return {
         addresses: servers.map(({ address }) => address) as [Endpoint.TcpEndpoint, ...Array<Endpoint.TcpEndpoint>],
-        close: closeAll(servers)
+        close: closeAll(servers, secure?.destroyHandshakes ?? (() => {})),
+        updateTls: secure?.update(servers)
       }
     })
 }

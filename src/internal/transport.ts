@@ -4,12 +4,14 @@
  * options, open a socket and accept sockets; `client.connectWith(dialer)` and
  * `server.serveWith(listener)` do the rest, the same way for each.
  */
+import type * as Duration from "effect/Duration"
 import type * as Effect from "effect/Effect"
 import type * as Schema from "effect/Schema"
 import type * as Endpoint from "../Endpoint.js"
 import type * as TcpError from "../TcpError.js"
 import type { NodeConnection } from "./connection.js"
 import type { ConnectionSettings, ServerSettings } from "./options.js"
+import type { ServerTls } from "./tls.js"
 
 /**
  * A socket of any transport: what a connection is built on, plus what the client and the server
@@ -30,7 +32,14 @@ export interface Dialer<Options extends ConnectionSettings> {
   /** Starts opening a socket; its `error` event is classified as the connect's failure. */
   readonly dial: (options: Options) => Socket
   /** The event after which the socket carries the user's bytes: "connect" for TCP, "secureConnect" for TLS. */
-  readonly connectedEvent: string
+  readonly connectedEvent: (options: Options) => string
+  /**
+   * The limit on what comes between the socket's "connect" and its connected event (TLS's
+   * handshake), and the error it fails with; `connectTimeout` covers both phases.
+   */
+  readonly handshakeTimeout?: (
+    options: Options
+  ) => { readonly duration: Duration.Duration; readonly onTimeout: () => TcpError.ConnectError } | undefined
 }
 
 /** What a listener tells the server, from the moment it starts binding. */
@@ -44,6 +53,10 @@ export interface ListenerEvents {
   readonly accepted: () => void
   /** An error of a bound server (never one of its sockets'): logged, it stops nothing. */
   readonly error: (error: unknown) => void
+  /** A connection whose handshake (TLS's) failed or timed out: it never reaches the handler. */
+  readonly handshakeFailed: (error: TcpError.TcpError) => void
+  /** Runs `f` after `duration` on the server's clock (`TestClock` in tests), unless cancelled first. */
+  readonly after: (duration: Duration.Duration, f: () => void) => () => void
 }
 
 /** What a listener has bound. */
@@ -52,6 +65,8 @@ export interface Listening {
   readonly addresses: readonly [Endpoint.Endpoint, ...Array<Endpoint.Endpoint>]
   /** Stops accepting at once; `onClosed` runs once every socket it accepted is gone as well. */
   readonly close: (onClosed: () => void) => void
+  /** Replaces the TLS certificates of a TLS server, for connections accepted from now on. */
+  readonly updateTls?: (validated: ServerTls) => void
 }
 
 /** How a transport accepts sockets. */

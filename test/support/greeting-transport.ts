@@ -44,7 +44,7 @@ export const dialer: Dialer<typeof DialOptions.Type> = {
     })
     return socket
   },
-  connectedEvent: "greeted"
+  connectedEvent: () => "greeted"
 }
 
 /** Binds 127.0.0.1 and greets each socket before the server's policy sees it. */

@@ -3,6 +3,8 @@
  * ready once it answers PING, and killed when the scope closes. It can be frozen (SIGSTOP: the
  * kernel still completes handshakes and takes bytes, nothing answers) and thawed (SIGCONT).
  *
+ * `startRedisTls` starts one that speaks only TLS, with the test certificates (test/support/certs.ts).
+ *
  * When redis-server is not installed the test fails, saying so: CI installs it (`.ci/run`).
  */
 import * as Effect from "effect/Effect"
@@ -10,6 +12,8 @@ import { type ChildProcess, spawn } from "node:child_process"
 import * as fs from "node:fs"
 import * as net from "node:net"
 import * as path from "node:path"
+import * as tls from "node:tls"
+import type { Certificates } from "./certs.js"
 import { freePort, realSleep } from "./harness.js"
 
 export interface Redis {
@@ -130,3 +134,90 @@ export const redisServer = Effect.gen(function*() {
   }
   return redis
 })
+
+/** A redis-server that speaks only TLS, with the test certificates. */
+export interface RedisTls {
+  /** The TLS port (the plaintext port is off). */
+  readonly port: number
+  /** Sends RESP commands over TLS (trusting the test CA) and resolves with the raw reply of the last. */
+  readonly command: (...args: ReadonlyArray<string>) => Effect.Effect<string, Error>
+}
+
+/** As `ask`, over TLS to 127.0.0.1 with `ca` trusted. */
+const askTls = (port: number, ca: string, request: string, complete: (reply: string) => boolean) =>
+  Effect.async<string, Error>((resume) => {
+    const socket = tls.connect({ host: "127.0.0.1", port, ca })
+    let reply = ""
+    socket.on("secureConnect", () => socket.write(request))
+    socket.on("data", (chunk: Buffer) => {
+      reply += chunk.toString("latin1")
+      if (complete(reply)) {
+        socket.destroy()
+        resume(Effect.succeed(reply))
+      }
+    })
+    socket.on("error", (error) => {
+      socket.destroy()
+      resume(Effect.fail(error))
+    })
+    socket.on("close", () => resume(Effect.fail(new Error(`redis-server on TLS port ${port} closed before answering`))))
+    return Effect.sync(() => socket.destroy())
+  })
+
+const startTlsOnce = (binary: string, certs: Certificates) =>
+  Effect.gen(function*() {
+    const port = yield* freePort
+    let output = ""
+    const child = yield* Effect.acquireRelease(
+      Effect.sync(() => {
+        const child = spawn(binary, [
+          "--port", "0",
+          "--tls-port", String(port),
+          "--bind", "127.0.0.1",
+          "--tls-cert-file", certs.server.certPath,
+          "--tls-key-file", certs.server.keyPath,
+          "--tls-ca-cert-file", certs.caPath,
+          "--tls-auth-clients", "no",
+          "--save", "",
+          "--appendonly", "no",
+          "--daemonize", "no",
+          "--loglevel", "warning"
+        ], { stdio: ["ignore", "pipe", "pipe"] })
+        const keep = (chunk: Buffer) => (output = (output + chunk.toString()).slice(-2000))
+        child.stdout!.on("data", keep)
+        child.stderr!.on("data", keep)
+        child.on("error", (error) => (output += `\n${error.message}`))
+        return child
+      }),
+      stop
+    )
+    for (let attempt = 0; attempt < 500; attempt++) {
+      if (child.exitCode !== null || child.signalCode !== null) {
+        return yield* Effect.fail(new Error(`redis-server exited (${child.exitCode ?? child.signalCode}): ${output}`))
+      }
+      const pong = yield* Effect.either(askTls(port, certs.ca, "PING\r\n", wholeReply))
+      if (pong._tag === "Right" && pong.right === "+PONG\r\n") return port
+      yield* realSleep(10)
+    }
+    return yield* Effect.fail(new Error(`redis-server on TLS port ${port} did not answer PING within 5 s: ${output}`))
+  })
+
+/**
+ * Starts redis-server for the scope with TLS only: `certs.server` as its certificate, client
+ * certificates not asked for (`--tls-auth-clients no`). Debian's redis-server is built with TLS.
+ */
+export const startRedisTls = (certs: Certificates) =>
+  Effect.gen(function*() {
+    const binary = installed()
+    if (binary === undefined) {
+      return yield* Effect.dieMessage(
+        "redis-server is not installed: these tests need it as a real peer (apt-get install redis-server; .ci/run installs it)"
+      )
+    }
+    const port = yield* startTlsOnce(binary, certs).pipe(Effect.retry({ times: 2 }), Effect.orDie)
+    const redis: RedisTls = {
+      port,
+      command: (...args) => askTls(port, certs.ca, resp(...args), wholeReply)
+    }
+    return redis
+  })

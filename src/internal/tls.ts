@@ -1,0 +1,331 @@
+/**
+ * TLS over any transport's socket: the `tls` options of connect and serve, validated by building
+ * their secure context once (a bad certificate, key or cipher list is `InvalidOptions`, never a
+ * throw from `node:tls`), and what a TLS connection tells about itself, read once at the end of
+ * its handshake and kept as plain data.
+ */
+import * as Duration from "effect/Duration"
+import * as Option from "effect/Option"
+import * as ParseResult from "effect/ParseResult"
+import * as Schema from "effect/Schema"
+import * as net from "node:net"
+import * as tls from "node:tls"
+import type { PeerCertificate, TlsInfo } from "../Connection.js"
+import * as Endpoint from "../Endpoint.js"
+import * as TcpError from "../TcpError.js"
+import { DurationOption, showValue } from "./values.js"
+
+/** The client's TLS, validated: what `tls.connect` gets besides the socket's target. */
+export interface ClientTls {
+  /** Options for `tls.connect`, the secure context among them. */
+  readonly connect: tls.ConnectionOptions
+  /** The limit on the handshake alone, counted from the TCP connection (connectTimeout covers both). */
+  readonly handshakeTimeout: Duration.Duration | undefined
+}
+
+const protocolVersions = new Set(["TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3"])
+
+const controlCharacters = /[\s\u0000-\u001f\u007f-\u009f]/
+
+type Check = (value: unknown) => string | undefined
+
+const isPemLike = (value: unknown) => typeof value === "string" || value instanceof Uint8Array
+const pemOrList: Check = (value) =>
+  isPemLike(value) || (Array.isArray(value) && value.every((item) => isPemLike(item) || typeof item === "object"))
+    ? undefined
+    : `expected PEM text, a Buffer, or an array of them, got ${showValue(value)}`
+const boolean: Check = (value) => typeof value === "boolean" ? undefined : `expected a boolean, got ${showValue(value)}`
+const text: Check = (value) => typeof value === "string" ? undefined : `expected a string, got ${showValue(value)}`
+const version: Check = (value) =>
+  typeof value === "string" && protocolVersions.has(value)
+    ? undefined
+    : `expected one of TLSv1, TLSv1.1, TLSv1.2, TLSv1.3, got ${showValue(value)}`
+const protocols: Check = (value) =>
+  Array.isArray(value) && value.length > 0 &&
+    value.every((item) => (typeof item === "string" && item.length > 0 && item.length < 256) || item instanceof Uint8Array)
+    ? undefined
+    : `expected a non-empty array of protocol names (such as ["h2", "http/1.1"]), got ${showValue(value)}`
+const servername: Check = (value) => {
+  if (typeof value !== "string" || value.length === 0) return `expected a host name, got ${showValue(value)}`
+  if (controlCharacters.test(value)) return `a server name must not contain spaces or control characters, got ${showValue(value)}`
+  // RFC 6066 forbids an address as server name; Node warns and sends it anyway.
+  if (net.isIP(value) !== 0) return `expected a host name, not an IP address (${value}): leave servername out to connect by address`
+  return undefined
+}
+const fn: Check = (value) => typeof value === "function" ? undefined : `expected a function, got ${showValue(value)}`
+
+/** Checks of the options this module reads or that are easy to get wrong; the others go to `node:tls` as they are. */
+const clientChecks: Readonly<Record<string, Check>> = {
+  ca: pemOrList,
+  cert: pemOrList,
+  key: pemOrList,
+  pfx: pemOrList,
+  crl: pemOrList,
+  passphrase: text,
+  ciphers: text,
+  ecdhCurve: text,
+  sigalgs: text,
+  minVersion: version,
+  maxVersion: version,
+  servername,
+  rejectUnauthorized: boolean,
+  ALPNProtocols: protocols,
+  checkServerIdentity: fn
+}
+
+const isRecord = (value: unknown): value is Record<string, unknown> =>
+  typeof value === "object" && value !== null && !Array.isArray(value) && !(value instanceof Uint8Array)
+
+/** What is wrong with the options, one line per option, or the options without the ones this module handles. */
+const checkFields = (
+  input: Record<string, unknown>,
+  checks: Readonly<Record<string, Check>>
+): { readonly issues: ReadonlyArray<string>; readonly handshakeTimeout: Duration.Duration | undefined } => {
+  const issues: Array<string> = []
+  for (const [name, check] of Object.entries(checks)) {
+    if (input[name] === undefined) continue
+    const issue = check(input[name])
+    if (issue !== undefined) issues.push(`${name}: ${issue}`)
+  }
+  let handshakeTimeout: Duration.Duration | undefined
+  if (input.handshakeTimeout !== undefined) {
+    const decoded = Schema.decodeUnknownEither(DurationOption)(input.handshakeTimeout)
+    if (decoded._tag === "Left") {
+      issues.push(`handshakeTimeout: expected a finite, non-negative duration, got ${showValue(input.handshakeTimeout)}`)
+    } else {
+      handshakeTimeout = decoded.right
+    }
+  }
+  return { issues, handshakeTimeout }
+}
+
+/** `node:tls`'s message for options it refuses (a key that is not PEM, an unknown cipher), without its internal prefix. */
+const nodeMessage = (error: unknown): string => {
+  const message = error instanceof Error ? error.message : String(error)
+  const code = (error as { code?: unknown } | null)?.code
+  return typeof code === "string" ? `${message} (${code})` : message
+}
+
+// Contexts by the options object they were made from: a pool or a retry connects with the same
+// options again and again, and a context costs a fraction of a millisecond (more with a CA list).
+const clientContexts = new WeakMap<object, ClientTls>()
+
+const fail = (ast: Schema.Schema.AnyNoContext["ast"], input: unknown, message: string) =>
+  ParseResult.fail(new ParseResult.Type(ast, input, message))
+
+/**
+ * The `tls` option of connect: `true` (Node's root certificates, the host as server name) or
+ * `node:tls`'s own options with `handshakeTimeout`.
+ */
+export const ClientTlsOption: Schema.Schema<ClientTls, unknown> = Schema.transformOrFail(
+  Schema.Unknown,
+  Schema.Any as Schema.Schema<ClientTls>,
+  {
+    strict: true,
+    decode: (input, _, ast) => {
+      if (input === true) input = {}
+      if (!isRecord(input)) return fail(ast, input, `expected true or an object of TLS options, got ${showValue(input)}`)
+      const cached = clientContexts.get(input)
+      if (cached !== undefined) return ParseResult.succeed(cached)
+      const { handshakeTimeout, issues } = checkFields(input, clientChecks)
+      if (issues.length > 0) return fail(ast, input, issues.join("; "))
+      const { handshakeTimeout: _timeout, ...options } = input
+      let secureContext: tls.SecureContext
+      try {
+        secureContext = options.secureContext as tls.SecureContext ??
+          tls.createSecureContext(options as tls.SecureContextOptions)
+      } catch (error) {
+        return fail(ast, input, nodeMessage(error))
+      }
+      const validated: ClientTls = { connect: { ...options, secureContext }, handshakeTimeout }
+      clientContexts.set(input, validated)
+      return ParseResult.succeed(validated)
+    },
+    encode: (validated) => ParseResult.succeed(validated)
+  }
+)
+
+/** The server's TLS, validated: what `tls.createServer` gets, and the handshake's limit. */
+export interface ServerTls {
+  /** Options of `tls.createServer` and `setSecureContext` (the default secure context is made from them). */
+  readonly server: tls.TlsOptions
+  /** Contexts by server name, for `SNICallback`; a `*.` name matches one label. */
+  readonly contexts: ReadonlyMap<string, tls.SecureContext>
+  readonly handshakeTimeout: Duration.Duration
+  /** Whether a client certificate is required: `requestCert` with `rejectUnauthorized` (its default). */
+  readonly requireClientCertificate: boolean
+}
+
+/** How long a client may take over its handshake by default: a client that never completes one holds a descriptor. */
+const defaultServerHandshakeTimeout = Duration.seconds(10)
+
+const serverChecks: Readonly<Record<string, Check>> = {
+  ...clientChecks,
+  requestCert: boolean,
+  sni: (value) =>
+    isRecord(value) && Object.values(value).every(isRecord)
+      ? undefined
+      : `expected an object of server names to TLS options ({ "api.example": { cert, key } }), got ${showValue(value)}`
+}
+// A client's options that a server does not take.
+const { checkServerIdentity: _identity, servername: _servername, ...serverOnlyChecks } = serverChecks
+
+const secureContext = (options: Record<string, unknown>): tls.SecureContext | string => {
+  try {
+    return tls.createSecureContext(options as tls.SecureContextOptions)
+  } catch (error) {
+    return nodeMessage(error)
+  }
+}
+
+/** The context for the server name a client sent: an exact name first, then a wildcard one label up. */
+export const contextFor = (
+  contexts: ReadonlyMap<string, tls.SecureContext>,
+  servername: string
+): tls.SecureContext | undefined => {
+  const name = servername.toLowerCase()
+  const exact = contexts.get(name)
+  if (exact !== undefined) return exact
+  const dot = name.indexOf(".")
+  return dot === -1 ? undefined : contexts.get(`*${name.slice(dot)}`)
+}
+
+/** Validates the `tls` option of serve into what the listener needs, or says what is wrong with it. */
+export const validateServer = (input: unknown): ServerTls | string => {
+  if (!isRecord(input)) return `expected an object of TLS options ({ cert, key, ... }), got ${showValue(input)}`
+  const { issues, handshakeTimeout } = checkFields(input, serverOnlyChecks)
+  if (issues.length > 0) return issues.join("; ")
+  const { handshakeTimeout: _timeout, sni, ...options } = input
+  if (options.cert === undefined && options.pfx === undefined && options.secureContext === undefined && sni === undefined) {
+    return "a TLS server needs a certificate: give cert and key (or pfx)"
+  }
+  const main = secureContext(options)
+  if (typeof main === "string") return main
+  const contexts = new Map<string, tls.SecureContext>()
+  for (const [name, entry] of Object.entries((sni ?? {}) as Record<string, Record<string, unknown>>)) {
+    const context = secureContext(entry)
+    if (typeof context === "string") return `sni ${JSON.stringify(name)}: ${context}`
+    contexts.set(name.toLowerCase(), context)
+  }
+  return {
+    server: options,
+    contexts,
+    handshakeTimeout: handshakeTimeout ?? defaultServerHandshakeTimeout,
+    requireClientCertificate: options.requestCert === true && options.rejectUnauthorized !== false
+  }
+}
+
+/** The `tls` option of serve: `node:tls`'s server options, `sni` and `handshakeTimeout`. */
+export const ServerTlsOption: Schema.Schema<ServerTls, unknown> = Schema.transformOrFail(
+  Schema.Unknown,
+  Schema.Any as Schema.Schema<ServerTls>,
+  {
+    strict: true,
+    decode: (input, _, ast) => {
+      const validated = validateServer(input)
+      return typeof validated === "string" ? fail(ast, input, validated) : ParseResult.succeed(validated)
+    },
+    encode: (validated) => ParseResult.succeed(validated)
+  }
+)
+
+/** The options of `tls.connect` for a validated client TLS toward `host` (absent for a path). */
+export const connectOptions = (validated: ClientTls, host: string | undefined): tls.ConnectionOptions =>
+  // Node sends the host as server name by default, but never an address (RFC 6066).
+  validated.connect.servername === undefined && host !== undefined && net.isIP(host) === 0
+    ? { ...validated.connect, servername: host }
+    : validated.connect
+
+type Fields = PeerCertificate["subject"]
+const fields = (names: object | undefined): Fields => {
+  const copy: Record<string, string | ReadonlyArray<string>> = {}
+  for (const [name, value] of Object.entries(names ?? {})) {
+    if (typeof value === "string" || Array.isArray(value)) copy[name] = value
+  }
+  return copy
+}
+
+/** `HandshakeTimeout` after `duration`, with `endpoint` (on a server, the client: operation `read`). */
+export const handshakeTimeoutError = (
+  duration: Duration.Duration,
+  endpoint: Endpoint.Endpoint,
+  operation: "connect" | "read"
+): TcpError.TlsHandshakeFailed =>
+  new TcpError.TlsHandshakeFailed({
+    operation,
+    endpoint,
+    reason: "HandshakeTimeout",
+    timeoutMillis: Duration.toMillis(duration)
+  }, { disableValidation: true })
+
+/** The handshake's own limit for a connect with `validated` TLS, failing with `HandshakeTimeout`. */
+export const handshakeTimeout = (validated: ClientTls | undefined, endpoint: Endpoint.Endpoint) => {
+  const duration = validated?.handshakeTimeout
+  if (duration === undefined) return undefined
+  return { duration, onTimeout: () => handshakeTimeoutError(duration, endpoint, "connect") }
+}
+
+const peerCertificate = (socket: tls.TLSSocket): Option.Option<PeerCertificate> => {
+  const certificate = socket.getPeerCertificate(false)
+  if (certificate === null || certificate === undefined || Object.keys(certificate).length === 0) return Option.none()
+  return Option.some<PeerCertificate>({
+    subject: fields(certificate.subject),
+    issuer: fields(certificate.issuer),
+    subjectAltName: certificate.subjectaltname,
+    validFrom: new Date(certificate.valid_from),
+    validTo: new Date(certificate.valid_to),
+    fingerprint256: certificate.fingerprint256,
+    serialNumber: certificate.serialNumber
+  })
+}
+
+/** What a TLS socket negotiated, read once its handshake is done; `None` for a socket without TLS. */
+export const info = (socket: unknown): Option.Option<TlsInfo> => {
+  if (!(socket instanceof tls.TLSSocket)) return Option.none()
+  const cipher = socket.getCipher()
+  const servername = (socket as { servername?: unknown }).servername
+  return Option.some({
+    protocol: socket.getProtocol() ?? "unknown",
+    cipher: cipher.standardName ?? cipher.name,
+    alpnProtocol: typeof socket.alpnProtocol === "string" ? socket.alpnProtocol : undefined,
+    servername: typeof servername === "string" ? servername : undefined,
+    authorized: socket.authorized,
+    authorizationError: socket.authorizationError === undefined || socket.authorizationError === null
+      ? undefined
+      : String(socket.authorizationError),
+    peerCertificate: peerCertificate(socket)
+  })
+}
+
+/** What a failed handshake means from the server's side, for its log. */
+const serverExplanations: { readonly [R in TcpError.TlsFailureReason]: string } = {
+  CertificateExpired: "the client's certificate has expired",
+  CertificateNotYetValid: "the client's certificate is not valid yet (or a clock is wrong)",
+  CertificateUntrusted: "the client's certificate is not signed by a CA in the server's `ca`",
+  CertificateInvalid: "the client's certificate failed verification",
+  HostnameMismatch: "a certificate was not for the name expected",
+  CertificateRequired: "the client sent no certificate, and the server requires one (requestCert)",
+  CertificateRejected: "the client rejected the server's certificate: check that clients trust its CA and that it is valid",
+  NoCommonProtocol: "no TLS version is accepted by both sides (minVersion, maxVersion)",
+  NoCommonCipher: "no cipher suite is accepted by both sides",
+  NoCommonAlpn: "the client offered none of the server's ALPNProtocols",
+  NotTls: "the client does not speak TLS (plain text on the TLS port?)",
+  HandshakeTimeout: "the client did not complete the handshake within handshakeTimeout",
+  PeerAlert: "the client ended the handshake with an alert",
+  ProtocolError: "the TLS protocol failed"
+}
+
+/** The log line of a server for a handshake that failed (`error` is a `TlsHandshakeFailed`, or what a socket reported). */
+export const serverReport = (error: TcpError.TcpError): { readonly reason: string; readonly line: string } => {
+  const from = "endpoint" in error ? Endpoint.format(error.endpoint) : "a client"
+  if (error._tag !== "TlsHandshakeFailed") {
+    const what = error._tag === "ConnectionReset" ? "the client closed the connection during the handshake" : error.message
+    return { reason: error._tag, line: `TLS handshake from ${from} failed: ${what}` }
+  }
+  const code = error.code === undefined ? "" : ` (${error.code})`
+  const after = error.timeoutMillis === undefined ? "" : ` after ${error.timeoutMillis} ms`
+  return {
+    reason: error.reason,
+    line: `TLS handshake from ${from} failed${after}${code}: ${serverExplanations[error.reason]}`
+  }
+}

@@ -1,0 +1,23 @@
+/** The TLS example, run as a user runs it (`npx tsx examples/tls-echo.ts`). */
+import { describe, expect } from "@effect/vitest"
+import * as Effect from "effect/Effect"
+import { run } from "./support/examples.js"
+import { live } from "./support/harness.js"
+
+describe("TLS example", () => {
+  live("tls-echo makes its certificates, echoes over mutual TLS, shows two typed handshake failures and exits 0", () =>
+    Effect.gen(function*() {
+      const example = yield* run("tls-echo", [])
+      expect(yield* example.exitCode).toBe(0)
+      const lines = example.lines.filter((line) => !line.startsWith("timestamp="))
+      expect(lines).toEqual([
+        expect.stringMatching(/^TLS server on 127\.0\.0\.1:\d+$/),
+        expect.stringMatching(/^negotiated TLSv1\.3 with TLS_\w+; server certificate for localhost, issued by tls-echo example CA$/),
+        "echoed: hello over TLS",
+        expect.stringMatching(/^without the CA: CertificateUntrusted: TLS handshake with localhost:\d+ failed \(SELF_SIGNED_CERT_IN_CHAIN\)/),
+        "without a client certificate: TlsHandshakeFailed",
+        "server: 1 served, 1 handshakes failed"
+      ])
+      expect(example.lines.some((line) => line.includes("TLS handshake failed (CertificateRequired)"))).toBe(true)
+    }), 60_000)
+})
