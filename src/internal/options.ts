@@ -68,6 +68,12 @@ const pathOnly = <A, I>(schema: Schema.Schema<A, I>): Schema.Schema<A, unknown> 
     decode: (input, options, ast) => {
       if (typeof input === "object" && input !== null) {
         const tcp = ["host", "port"].filter((key) => key in input && (input as Record<string, unknown>)[key] !== undefined)
+        if ("tls" in input && (input as Record<string, unknown>).tls !== undefined) {
+          // Refused rather than ignored: the bytes would go in plain text to a peer expecting TLS.
+          return ParseResult.fail(
+            new ParseResult.Type(ast, input, "tls over a Unix domain socket is not supported yet: remove tls, or connect over TCP")
+          )
+        }
         if (tcp.length > 0) {
           return ParseResult.fail(
             new ParseResult.Type(ast, input, `give either a Unix socket's path or a host and port, not both (got path and ${tcp.join(" and ")})`)
