@@ -361,7 +361,7 @@ export const scenarios: ReadonlyArray<Scenario> = [
     name: "tls-handshakes",
     title: "TLS handshakes",
     description:
-      "2,000 TLS connections opened one after another to an echo server, each: connect with a full handshake (TLS 1.3, the server's EC prime256v1 certificate verified against the CA), write 64 bytes, read them back, close. Session resumption is off: no client offers a session from an earlier connection (the raw client checks `isSessionReused()` on each), so every handshake is a fresh one. Handshakes per second, raw node:tls against its own server, effect-tcp against its own.",
+      "2,000 TLS connections opened one after another to an echo server, each: connect with a full handshake (TLS 1.3, the server's EC prime256v1 certificate verified against the CA), write 64 bytes, read them back, close. Session resumption is off: no client offers a session from an earlier connection (the servers issue TLS 1.3 session tickets as by default, and the clients never use them; the raw client checks `isSessionReused()` on each connection), so every handshake is a fresh one, with its certificate verification. Handshakes per second, raw node:tls against its own server, effect-tcp against its own.",
     params: sizes,
     tls: true,
     variants: tlsRows("echo", "handshakes"),
