@@ -10,7 +10,9 @@ import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
 import * as Option from "effect/Option"
 import * as TestClock from "effect/TestClock"
+import { spawn } from "node:child_process"
 import * as tls from "node:tls"
+import { fileURLToPath } from "node:url"
 import { ConnectionPool, HealthCheck, Tcp, TcpError } from "../src/index.js"
 import { type Certificates, certificates } from "./support/certs.js"
 import { awaitSleeps, effect, eventually, live, rawServer, text } from "./support/harness.js"
@@ -348,6 +350,35 @@ describe("TLS options", () => {
       yield* eventually(() => names.length === 1)
       expect(names).toEqual(["localhost"])
     }))
+})
+
+/** The setsockopt calls that set TCP_NODELAY in a child that connects with TLS and `noDelay`, seen by strace. */
+const noDelayCalls = (port: number, noDelay: boolean) =>
+  Effect.async<number>((resume) => {
+    const script = fileURLToPath(new URL("./support/tls-nodelay.ts", import.meta.url))
+    const child = spawn(
+      "strace",
+      ["-f", "-qq", "-e", "trace=setsockopt", process.execPath, "--import", "tsx", script, String(port), String(noDelay)],
+      { stdio: ["ignore", "ignore", "pipe"] }
+    )
+    let trace = ""
+    child.stderr.on("data", (chunk: Buffer) => trace += chunk.toString())
+    child.on("exit", () => resume(Effect.succeed(trace.split("\n").filter((line) => line.includes("TCP_NODELAY, [1]")).length)))
+    return Effect.sync(() => child.kill("SIGKILL"))
+  })
+
+describe("TLS socket options", () => {
+  live(
+    "noDelay applies to TLS sockets as to plain ones (tls.connect alone ignores it): TCP_NODELAY is set, or not at all",
+    () =>
+      Effect.gen(function*() {
+        const c = yield* certs
+        const { port } = yield* sServer(c.server)
+        expect(yield* noDelayCalls(port, true)).toBeGreaterThanOrEqual(1)
+        expect(yield* noDelayCalls(port, false)).toBe(0)
+      }),
+    30_000
+  )
 })
 
 describe("TLS in the rest of the library", () => {

@@ -31,9 +31,11 @@ export const dialer: Dialer<ConnectOptions> = {
       keepAliveInitialDelay: options.keepAliveInitialDelay && Duration.toMillis(options.keepAliveInitialDelay),
       localAddress: options.localAddress
     }
-    return options.tls === undefined
-      ? net.connect(target)
-      : tls.connect({ ...target, ...Tls.connectOptions(options.tls, options.host) })
+    if (options.tls === undefined) return net.connect(target)
+    const socket = tls.connect({ ...target, ...Tls.connectOptions(options.tls, options.host) })
+    // tls.connect takes noDelay but does not apply it (Node 20): set it on the socket, as net does on connect.
+    socket.setNoDelay(target.noDelay)
+    return socket
   },
   connectedEvent: (options) => options.tls === undefined ? "connect" : "secureConnect",
   handshakeTimeout: (options) => Tls.handshakeTimeout(options.tls, Endpoint.make(options.host, options.port))
