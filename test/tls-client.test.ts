@@ -39,6 +39,21 @@ const reversed = (connection: { readonly write: (s: string) => any; readonly rea
     return text(yield* connection.readUntil("\n") as Effect.Effect<Uint8Array, TcpError.TcpError>)
   })
 
+/**
+ * A TCP server that never answers a handshake, and how many of its sockets are open. It reads, so
+ * that it sees a client's FIN (a socket with unread bytes never ends), and then closes its side.
+ */
+const silentPeer = Effect.gen(function*() {
+  let open = 0
+  const { port } = yield* rawServer((socket) => {
+    open++
+    socket.resume()
+    socket.on("end", () => socket.end())
+    socket.on("close", () => open--)
+  })
+  return { port, open: () => open }
+})
+
 const handshakeFailure = (error: unknown) => {
   expect(TcpError.isTcpError(error)).toBe(true)
   const e = error as TcpError.TlsHandshakeFailed
@@ -251,20 +266,12 @@ describe("TLS client against peers that do not speak TLS", () => {
 
   effect("a server that never answers the handshake: HandshakeTimeout at handshakeTimeout, transient, socket gone", () =>
     Effect.gen(function*() {
-      let open = 0
-      // The server reads, so that it sees the client's FIN (a socket with unread bytes never ends),
-      // and closes its side then (it allows half-open connections).
-      const { port } = yield* rawServer((socket) => {
-        open++
-        socket.resume()
-        socket.on("end", () => socket.end())
-        socket.on("close", () => open--)
-      })
+      const { open, port } = yield* silentPeer
       const fiber = yield* Effect.fork(
         Effect.flip(Tcp.connect({ host: "127.0.0.1", port, tls: { handshakeTimeout: "3 seconds" } }))
       )
       yield* awaitSleeps(1, { wakingAt: "3 seconds" })
-      yield* eventually(() => open === 1)
+      yield* eventually(() => open() === 1)
       yield* TestClock.adjust("3 seconds")
       const error = yield* Fiber.join(fiber)
       expect(handshakeFailure(error)).toEqual({
@@ -274,7 +281,7 @@ describe("TLS client against peers that do not speak TLS", () => {
         transient: true
       })
       expect(error.message).toMatch(/^TLS handshake with 127\.0\.0\.1:\d+ failed after 3000 ms: the handshake did not complete/)
-      yield* eventually(() => open === 0)
+      yield* eventually(() => open() === 0)
     }))
 
   effect("connectTimeout covers the handshake: a silent server is ConnectTimeout at connectTimeout", () =>
@@ -290,19 +297,11 @@ describe("TLS client against peers that do not speak TLS", () => {
 
   live("interrupting a connect in the middle of its handshake destroys the socket", () =>
     Effect.gen(function*() {
-      let open = 0
-      // The server reads, so that it sees the client's FIN (a socket with unread bytes never ends),
-      // and closes its side then (it allows half-open connections).
-      const { port } = yield* rawServer((socket) => {
-        open++
-        socket.resume()
-        socket.on("end", () => socket.end())
-        socket.on("close", () => open--)
-      })
+      const { open, port } = yield* silentPeer
       const fiber = yield* Effect.fork(Tcp.connect({ host: "127.0.0.1", port, tls: true }).pipe(Effect.scoped))
-      yield* eventually(() => open === 1)
+      yield* eventually(() => open() === 1)
       expect(Exit.isInterrupted(yield* Fiber.interrupt(fiber))).toBe(true)
-      yield* eventually(() => open === 0)
+      yield* eventually(() => open() === 0)
     }))
 })
 
