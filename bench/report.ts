@@ -223,7 +223,11 @@ documentation shows, with the same chunk sizes and the same work; the programs a
 \`bench/programs/\` (\`raw.ts\`, \`platform.ts\`, \`ours.ts\`). The echo servers (echo, rr-seq,
 rr-pipe, storm, pool) are \`socket.pipe(socket)\` for raw \`node:net\`, \`socket.run(write)\` for
 \`@effect/platform\`, and a loop of \`read\` and \`write\` for effect-tcp; the storm has a row for
-effect-tcp's \`connection.stream\` run into \`connection.sink\` as well.
+effect-tcp's \`connection.stream\` run into \`connection.sink\` as well. The TLS scenarios
+(\`tls-download\`, \`tls-handshakes\`) compare effect-tcp with raw \`node:tls\` (\`@effect/platform\`'s
+sockets have no TLS), with a CA and a server certificate for 127.0.0.1 (EC prime256v1) that the
+runner makes with the \`openssl\` command line at the start of the suite and removes at its end;
+the clients verify the server against that CA.
 
 ## How to run
 

@@ -1,5 +1,5 @@
 /**
- * `npm run bench`: runs the scenarios for raw node:net, @effect/platform and effect-tcp, prints
+ * `npm run bench`: runs the scenarios for raw node:net (node:tls for the TLS ones), @effect/platform and effect-tcp, prints
  * the table and writes it into BENCHMARKS.md. Exits 1 if any run failed.
  *
  *   npm run bench -- [--rounds N] [--only <scenario,...>] [--impl <raw,platform,ours>] [--quick] [--no-write] [--tsx]
@@ -8,6 +8,7 @@ import { writeFileSync } from "node:fs"
 import { loadavg } from "node:os"
 import { join } from "node:path"
 import { fileURLToPath } from "node:url"
+import { removeCertificates } from "./certificates.js"
 import { bundledLauncher, root, tsxLauncher } from "./launch.js"
 import * as Network from "./network.js"
 import { commandLine, parse, usage } from "./options.js"
@@ -52,6 +53,7 @@ const main = async (): Promise<number> => {
   const interrupted = (signal: NodeJS.Signals) => () => {
     killRunning()
     launcher.dispose()
+    removeCertificates()
     process.stderr.write(`\ninterrupted by ${signal}\n`)
     process.exit(signal === "SIGINT" ? 130 : 143)
   }

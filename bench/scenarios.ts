@@ -47,6 +47,8 @@ export interface Scenario {
   /** What it does and measures, for BENCHMARKS.md. */
   readonly description: string
   readonly params: (quick: boolean) => Params
+  /** Whether its programs speak TLS: the runner makes certificates and passes their paths in `Params.tls`. */
+  readonly tls?: boolean
   readonly variants: ReadonlyArray<Variant>
   /** The row every ratio is to. */
   readonly baseline: string
@@ -75,7 +77,8 @@ const sizes = (quick: boolean): Params => ({
   inFlight: 8,
   connections: quick ? 50 : 5_000,
   frameBytes: 16 * KiB,
-  backlog: 5_000
+  backlog: 5_000,
+  handshakes: quick ? 20 : 2_000
 })
 
 /** The same job for both ends, one row per implementation. */
@@ -136,6 +139,16 @@ const roundTripVerify = (run: RunReport, params: Params) =>
   )
 
 const bulkSummary = "1 GiB in writes of 64 KiB"
+
+/** raw node:tls and effect-tcp, each against its own server (there is no TLS in @effect/platform's sockets). */
+const tlsRows = (serverJob: ServerJob, clientJob: ClientJob): ReadonlyArray<Variant> =>
+  (["raw", "ours"] as const).map((implementation) => ({
+    id: implementation,
+    implementation,
+    label: implementation === "raw" ? "raw node:tls" : implementationLabels.ours,
+    server: { implementation, job: serverJob },
+    client: { implementation, job: clientJob }
+  }))
 
 /** effect-tcp's row again, its client connecting with `readTimeout` and `writeTimeout` set, as production code does. */
 const withTimeouts = (serverJob: ServerJob, clientJob: ClientJob): Variant => ({
@@ -348,6 +361,45 @@ export const scenarios: ReadonlyArray<Scenario> = [
         noServerErrors(run)
       )
     }
+  },
+  {
+    name: "tls-download",
+    title: "TLS bulk download",
+    description:
+      `The download over TLS: the client sends one byte; the server answers with ${bulkSummary} and half-closes; the client checks and discards them. The runner makes a CA and a server certificate for 127.0.0.1 with \`openssl\` (EC prime256v1 keys) at the start of the suite; the client trusts the CA and verifies the server. MB/s from the client's byte to the last byte received (the handshake is done before). Rows: raw node:tls (\`tls.createServer\`, \`tls.connect\`), effect-tcp (\`Server.serve\` and \`Tcp.connect\` with \`tls\`), and effect-tcp's client with \`readTimeout\` and \`writeTimeout\` of 30 s. @effect/platform's sockets have no TLS.`,
+    params: sizes,
+    tls: true,
+    variants: [...tlsRows("source", "download"), withTimeouts("source", "download-timeouts")],
+    baseline: "raw",
+    notApplicable: ["platform"],
+    measures: [megabytesPerSecond(0.9)],
+    verify: bulkVerify("received")
+  },
+  {
+    name: "tls-handshakes",
+    title: "TLS handshakes",
+    description:
+      "2,000 TLS connections opened one after another to an echo server, each: connect with a full handshake (TLS 1.3, the server's EC prime256v1 certificate verified against the CA), write 64 bytes, read them back, close. Session resumption is off: no client offers a session from an earlier connection (the servers issue TLS 1.3 session tickets as by default, and the clients never use them; the raw client checks `isSessionReused()` on each connection), so every handshake is a fresh one, with its certificate verification. Handshakes per second, raw node:tls against its own server, effect-tcp against its own.",
+    params: sizes,
+    tls: true,
+    variants: tlsRows("echo", "handshakes"),
+    baseline: "raw",
+    notApplicable: ["platform"],
+    measures: [{
+      label: "handshakes/s",
+      better: "higher",
+      decimals: 0,
+      target: 0.9,
+      ratio: true,
+      value: (run) => run.client.connections! / run.client.seconds
+    }],
+    verify: (run, params) =>
+      problems(
+        [run.client.connections === params.handshakes, `${run.client.connections} of ${params.handshakes} connections completed`],
+        [run.server.connections === params.handshakes, `the server accepted ${run.server.connections} of ${params.handshakes} connections`],
+        [(run.client.resumed ?? 0) === 0, `${run.client.resumed} sessions were resumed`],
+        noServerErrors(run)
+      )
   }
 ]
 

@@ -4,6 +4,7 @@
  * or JIT state and slow drifts of the machine spread over every row alike.
  */
 import { readFileSync } from "node:fs"
+import { type Certificates, makeCertificates } from "./certificates.js"
 import type { Launcher } from "./launch.js"
 import { type Program, start } from "./processes.js"
 import type { ClientReport, Implementation, Params, ServerReport } from "./programs/protocol.js"
@@ -143,13 +144,29 @@ const formatRun = (scenario: Scenario, report: RunReport, baseline: RunReport | 
 /**
  * Runs every round of every scenario and row; a failed run is recorded, and the others go on.
  * With `concurrency` above 1 several runs overlap, which spoils the figures: only for smoke tests.
+ * The TLS scenarios get certificates made for this suite, removed at its end.
  */
 export const runSuite = async (options: SuiteOptions, progress: Progress = () => {}): Promise<SuiteResult> => {
+  const certificates = options.scenarios.some((scenario) => scenario.tls === true) ? makeCertificates() : undefined
+  try {
+    return await runPlanned(options, progress, certificates)
+  } finally {
+    certificates?.dispose()
+  }
+}
+
+const runPlanned = async (
+  options: SuiteOptions,
+  progress: Progress,
+  certificates: Certificates | undefined
+): Promise<SuiteResult> => {
   const started = process.hrtime.bigint()
   const timeoutMillis = options.quick ? 30_000 : 180_000
   const plan = options.scenarios.map((scenario) => ({
     scenario,
-    params: scenario.params(options.quick),
+    params: scenario.tls === true
+      ? { ...scenario.params(options.quick), tls: certificates!.files }
+      : scenario.params(options.quick),
     variants: scenario.variants
       .filter((variant) => options.implementations.includes(variant.implementation))
       .map((variant) => ({ variant, runs: [] as Array<RunOutcome> }))

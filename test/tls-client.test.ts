@@ -10,7 +10,9 @@ import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
 import * as Option from "effect/Option"
 import * as TestClock from "effect/TestClock"
+import { spawn, spawnSync } from "node:child_process"
 import * as tls from "node:tls"
+import { fileURLToPath } from "node:url"
 import { ConnectionPool, HealthCheck, Tcp, TcpError } from "../src/index.js"
 import { type Certificates, certificates } from "./support/certs.js"
 import { awaitSleeps, effect, eventually, live, rawServer, text } from "./support/harness.js"
@@ -36,6 +38,21 @@ const reversed = (connection: { readonly write: (s: string) => any; readonly rea
     yield* connection.write("hello\n") as Effect.Effect<void, TcpError.WriteError>
     return text(yield* connection.readUntil("\n") as Effect.Effect<Uint8Array, TcpError.TcpError>)
   })
+
+/**
+ * A TCP server that never answers a handshake, and how many of its sockets are open. It reads, so
+ * that it sees a client's FIN (a socket with unread bytes never ends), and then closes its side.
+ */
+const silentPeer = Effect.gen(function*() {
+  let open = 0
+  const { port } = yield* rawServer((socket) => {
+    open++
+    socket.resume()
+    socket.on("end", () => socket.end())
+    socket.on("close", () => open--)
+  })
+  return { port, open: () => open }
+})
 
 const handshakeFailure = (error: unknown) => {
   expect(TcpError.isTcpError(error)).toBe(true)
@@ -249,20 +266,12 @@ describe("TLS client against peers that do not speak TLS", () => {
 
   effect("a server that never answers the handshake: HandshakeTimeout at handshakeTimeout, transient, socket gone", () =>
     Effect.gen(function*() {
-      let open = 0
-      // The server reads, so that it sees the client's FIN (a socket with unread bytes never ends),
-      // and closes its side then (it allows half-open connections).
-      const { port } = yield* rawServer((socket) => {
-        open++
-        socket.resume()
-        socket.on("end", () => socket.end())
-        socket.on("close", () => open--)
-      })
+      const { open, port } = yield* silentPeer
       const fiber = yield* Effect.fork(
         Effect.flip(Tcp.connect({ host: "127.0.0.1", port, tls: { handshakeTimeout: "3 seconds" } }))
       )
       yield* awaitSleeps(1, { wakingAt: "3 seconds" })
-      yield* eventually(() => open === 1)
+      yield* eventually(() => open() === 1)
       yield* TestClock.adjust("3 seconds")
       const error = yield* Fiber.join(fiber)
       expect(handshakeFailure(error)).toEqual({
@@ -272,7 +281,7 @@ describe("TLS client against peers that do not speak TLS", () => {
         transient: true
       })
       expect(error.message).toMatch(/^TLS handshake with 127\.0\.0\.1:\d+ failed after 3000 ms: the handshake did not complete/)
-      yield* eventually(() => open === 0)
+      yield* eventually(() => open() === 0)
     }))
 
   effect("connectTimeout covers the handshake: a silent server is ConnectTimeout at connectTimeout", () =>
@@ -288,19 +297,11 @@ describe("TLS client against peers that do not speak TLS", () => {
 
   live("interrupting a connect in the middle of its handshake destroys the socket", () =>
     Effect.gen(function*() {
-      let open = 0
-      // The server reads, so that it sees the client's FIN (a socket with unread bytes never ends),
-      // and closes its side then (it allows half-open connections).
-      const { port } = yield* rawServer((socket) => {
-        open++
-        socket.resume()
-        socket.on("end", () => socket.end())
-        socket.on("close", () => open--)
-      })
+      const { open, port } = yield* silentPeer
       const fiber = yield* Effect.fork(Tcp.connect({ host: "127.0.0.1", port, tls: true }).pipe(Effect.scoped))
-      yield* eventually(() => open === 1)
+      yield* eventually(() => open() === 1)
       expect(Exit.isInterrupted(yield* Fiber.interrupt(fiber))).toBe(true)
-      yield* eventually(() => open === 0)
+      yield* eventually(() => open() === 0)
     }))
 })
 
@@ -348,6 +349,39 @@ describe("TLS options", () => {
       yield* eventually(() => names.length === 1)
       expect(names).toEqual(["localhost"])
     }))
+})
+
+/** The setsockopt calls that set TCP_NODELAY in a child that connects with TLS and `noDelay`, seen by strace. */
+const noDelayCalls = (port: number, noDelay: boolean) =>
+  Effect.async<number>((resume) => {
+    const script = fileURLToPath(new URL("./support/tls-nodelay.ts", import.meta.url))
+    const child = spawn(
+      "strace",
+      ["-f", "-qq", "-e", "trace=setsockopt", process.execPath, "--import", "tsx", script, String(port), String(noDelay)],
+      { stdio: ["ignore", "ignore", "pipe"] }
+    )
+    let trace = ""
+    child.stderr.on("data", (chunk: Buffer) => trace += chunk.toString())
+    child.on("exit", () => resume(Effect.succeed(trace.split("\n").filter((line) => line.includes("TCP_NODELAY, [1]")).length)))
+    return Effect.sync(() => child.kill("SIGKILL"))
+  })
+
+// strace needs ptrace, which a container may not allow: then there is no way to see the option.
+const straceWorks = spawnSync("strace", ["-qq", "true"]).status === 0
+if (!straceWorks) console.warn("skipping the TLS noDelay test: strace is missing or may not trace here (ptrace)")
+
+describe.skipIf(!straceWorks)("TLS socket options", () => {
+  live(
+    "noDelay applies to TLS sockets as to plain ones (tls.connect alone ignores it): TCP_NODELAY is set, or not at all",
+    () =>
+      Effect.gen(function*() {
+        const c = yield* certs
+        const { port } = yield* sServer(c.server)
+        expect(yield* noDelayCalls(port, true)).toBeGreaterThanOrEqual(1)
+        expect(yield* noDelayCalls(port, false)).toBe(0)
+      }),
+    30_000
+  )
 })
 
 describe("TLS in the rest of the library", () => {

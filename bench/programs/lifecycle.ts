@@ -100,6 +100,14 @@ export const fdLimit = (): number | undefined => {
   }
 }
 
+/** The PEM text of the runner's certificates, read once, for a TLS scenario; undefined for plain TCP. */
+export const tlsPem = (params: Params): { readonly ca: string; readonly cert: string; readonly key: string } | undefined =>
+  params.tls === undefined ? undefined : {
+    ca: readFileSync(params.tls.ca, "utf8"),
+    cert: readFileSync(params.tls.cert, "utf8"),
+    key: readFileSync(params.tls.key, "utf8")
+  }
+
 export const maxRssKiB = (): number => process.resourceUsage().maxRSS
 
 export const rssKiB = (): number => Math.round(process.memoryUsage().rss / 1024)

@@ -1,7 +1,8 @@
 /**
  * Every job written with effect-tcp's public API, as its README shows it: `Tcp.connect`, the
  * connection's `write`, `read`, `readExactly`, `stream` and `sink`, `Server.serve`, `Framing`
- * and `ConnectionPool`.
+ * and `ConnectionPool`; with the `tls` option of `Tcp.connect` and `Server.serve` for the TLS
+ * scenarios (`params.tls`), the client's options object made once, as an application holds it.
  *
  *   node --import tsx bench/programs/ours.ts server|client <job> '<params JSON>'
  */
@@ -23,7 +24,8 @@ import {
   Latencies,
   now,
   rssKiB,
-  seconds
+  seconds,
+  tlsPem
 } from "./lifecycle.js"
 import {
   bulkByte,
@@ -91,23 +93,39 @@ const serve = (job: ServerJob, params: Params) =>
       "frame-source": () => Effect.dieMessage("the frame source is raw node:net only")
     }
 
+    const pem = tlsPem(params)
     const where = socketPath === undefined ? { host, port: 0 } : { path: socketPath }
-    const server = yield* Server.serve({ ...where, backlog: params.backlog }, handlers[job])
+    const server = yield* Server.serve({
+      ...where,
+      backlog: params.backlog,
+      ...(pem === undefined ? {} : { tls: { cert: pem.cert, key: pem.key } })
+    }, handlers[job])
     const baselineRssKiB = rssKiB()
     announcePort(Endpoint.isTcp(server.address) ? server.address.port : 0)
     yield* Effect.promise(awaitStop)
     const stats = yield* server.stats
-    finishServer({ connections: stats.accepted, bytesReceived, errors: stats.failed, baselineRssKiB })
+    finishServer({
+      connections: stats.accepted,
+      bytesReceived,
+      errors: stats.failed + stats.handshakesFailed,
+      baselineRssKiB
+    })
   })
 
 // ---------------------------------------------------------------------------
 // clients
 
-const connect = (port: number) => Tcp.connect(socketPath === undefined ? { host, port } : { path: socketPath })
+/** The client's TLS for a TLS scenario (set by `main`): one object, whose secure context effect-tcp builds once. */
+let clientTls: { readonly ca: string } | undefined
+
+const secure = () => (clientTls === undefined ? {} : { tls: clientTls })
+
+const connect = (port: number) =>
+  Tcp.connect(socketPath === undefined ? { host, port, ...secure() } : { path: socketPath })
 
 /** What production code sets: every wait bounded (generous, so that none fires here). */
 const timeouts = { readTimeout: "30 seconds", writeTimeout: "30 seconds" } as const
-const connectWithTimeouts = (port: number) => Tcp.connect({ host, port, ...timeouts })
+const connectWithTimeouts = (port: number) => Tcp.connect({ host, port, ...timeouts, ...secure() })
 
 const upload = (port: number, params: Params) =>
   Effect.gen(function*() {
@@ -243,6 +261,19 @@ const storm = (port: number, params: Params) =>
     return { seconds: seconds(start, now()), connections }
   })
 
+/** Connections one after another, each a full TLS handshake (no session offered), one exchange, then closed. */
+const handshakes = (port: number, params: Params) =>
+  Effect.gen(function*() {
+    if (clientTls === undefined) return yield* Effect.dieMessage("handshakes: a TLS job, run without certificates")
+    const { handshakes: total, messageBytes } = params
+    const request = requests(messageBytes)
+    const start = now()
+    for (let i = 0; i < total; i++) {
+      yield* Effect.scoped(Effect.flatMap(connect(port), (connection) => exchange(connection, i, request, messageBytes)))
+    }
+    return { seconds: seconds(start, now()), connections: total }
+  })
+
 const framing = () => Framing.lengthPrefixed({ headerBytes: 4, endian: "big", maxFrameBytes: 64 * 1024 })
 
 /** Frames through `Framing.stream` (`useReader` false) or a `Framing.reader`'s `read`. */
@@ -287,7 +318,8 @@ const clients: Partial<Record<ClientJob, Client>> = {
   "pool-held": (port, params) => Effect.scoped(held(port, params)),
   "pool-use": (port, params) => Effect.scoped(pooled(port, params)),
   "frames-stream": (port, params) => Effect.scoped(frames(port, params, false)),
-  "frames-reader": (port, params) => Effect.scoped(frames(port, params, true))
+  "frames-reader": (port, params) => Effect.scoped(frames(port, params, true)),
+  handshakes
 }
 
 const main = async () => {
@@ -297,6 +329,8 @@ const main = async () => {
   }
   const client = clients[run.job]
   if (client === undefined) throw new Error(`effect-tcp has no client job ${run.job}`)
+  const pem = tlsPem(run.params)
+  if (pem !== undefined) clientTls = { ca: pem.ca }
   const port = await awaitPort()
   finishClient(await Effect.runPromise(client(port, run.params).pipe(Effect.provide(NodeTcp.layer))))
 }

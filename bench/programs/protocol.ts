@@ -38,6 +38,17 @@ export type ClientJob =
   | "frames-decode"
   | "frames-stream"
   | "frames-reader"
+  /** `handshakes` connections one after another: connect (with a full TLS handshake), one exchange, close */
+  | "handshakes"
+
+/** Paths of the PEM files the runner made for the TLS scenarios. */
+export interface TlsFiles {
+  /** The CA the clients trust. */
+  readonly ca: string
+  /** The server's certificate (for 127.0.0.1, signed by the CA) and its key. */
+  readonly cert: string
+  readonly key: string
+}
 
 /** Sizes of one run; the same for every implementation. */
 export interface Params {
@@ -59,6 +70,10 @@ export interface Params {
   readonly backlog: number
   /** A Unix domain socket's path to use instead of TCP on 127.0.0.1. */
   readonly socketPath?: string
+  /** Connections opened one after another by the handshake job. */
+  readonly handshakes: number
+  /** Set for the TLS scenarios: every program then speaks TLS (servers with this certificate, clients trusting this CA). */
+  readonly tls?: TlsFiles
 }
 
 /** What a client reports. Absent fields do not apply to its job. */
@@ -75,6 +90,8 @@ export interface ClientReport {
   readonly p99Micros?: number
   /** Connections that completed their exchange. */
   readonly connections?: number
+  /** Of those, connections whose TLS session was resumed (where the client can tell). */
+  readonly resumed?: number
   readonly maxRssKiB: number
   readonly fdLimit: number | undefined
 }

@@ -1,11 +1,14 @@
 /**
  * The baseline: every job written directly on `node:net`, the way a careful Node programmer
- * would (writes that respect `drain`, `pipe` for echo, no copies that the job does not need).
+ * would (writes that respect `drain`, `pipe` for echo, no copies that the job does not need);
+ * on `node:tls` for the TLS scenarios (`params.tls`), with the client's secure context (the CA it
+ * trusts) built once, and no session kept from one connection to the next.
  *
  *   node --import tsx bench/programs/raw.ts server|client <job> '<params JSON>'
  */
 import * as fs from "node:fs"
 import * as net from "node:net"
+import * as tls from "node:tls"
 import { FrameCheck, frameBlock, frameCounts, LengthPrefixedDecoder } from "./frames.js"
 import {
   announcePort,
@@ -20,7 +23,8 @@ import {
   Latencies,
   now,
   rssKiB,
-  seconds
+  seconds,
+  tlsPem
 } from "./lifecycle.js"
 import {
   bulkByte,
@@ -94,14 +98,22 @@ const serve = (job: ServerJob, params: Params): void => {
   }
   const handle = handlers[job]
 
-  const server = net.createServer({ allowHalfOpen: true, noDelay: true }, (socket) => {
+  const onConnection = (socket: net.Socket) => {
     connections++
     socket.on("error", (error) => {
       errors++
       process.stderr.write(`server connection failed: ${error.message}\n`)
     })
     handle(socket)
-  })
+  }
+  const pem = tlsPem(params)
+  const server = pem === undefined
+    ? net.createServer({ allowHalfOpen: true, noDelay: true }, onConnection)
+    : tls.createServer({ allowHalfOpen: true, noDelay: true, cert: pem.cert, key: pem.key }, onConnection)
+        .on("tlsClientError", (error) => {
+          errors++
+          process.stderr.write(`server handshake failed: ${error.message}\n`)
+        })
   // A file left by a run that was killed; the server removes its own when it closes.
   if (socketPath !== undefined) fs.rmSync(socketPath, { force: true })
   const where = socketPath === undefined ? { host, port: 0 } : { path: socketPath }
@@ -116,10 +128,16 @@ const serve = (job: ServerJob, params: Params): void => {
 // ---------------------------------------------------------------------------
 // clients
 
+/** The client's TLS for a TLS scenario: the CA it trusts, in a secure context made once (set by `main`). */
+let secureContext: tls.SecureContext | undefined
+
 const connect = (port: number): Promise<net.Socket> =>
   new Promise((resolve, reject) => {
-    const socket = net.connect(socketPath === undefined ? { host, port, noDelay: true } : { path: socketPath })
-    socket.once("connect", () => {
+    const socket = secureContext === undefined
+      ? net.connect(socketPath === undefined ? { host, port, noDelay: true } : { path: socketPath })
+      // tls.connect does not take noDelay (Node 20 ignores it): set on the socket instead.
+      : tls.connect({ host, port, secureContext }).setNoDelay(true)
+    socket.once(secureContext === undefined ? "connect" : "secureConnect", () => {
       socket.off("error", reject)
       socket.on("error", fail)
       resolve(socket)
@@ -249,6 +267,44 @@ const storm = async (port: number, params: Params) => {
   finishClient({ seconds: seconds(start, now()), connections: closed })
 }
 
+/** One exchange: write request `k`, read its response, check it. */
+const exchange = (socket: net.Socket, k: number, request: ReadonlyArray<Buffer>, messageBytes: number): Promise<void> =>
+  new Promise((resolve, reject) => {
+    const chunks: Array<Buffer> = []
+    let received = 0
+    const onData = (data: Buffer) => {
+      chunks.push(data)
+      received += data.length
+      if (received < messageBytes) return
+      socket.off("data", onData).off("end", onEnd)
+      try {
+        checkResponse(Buffer.concat(chunks), k, messageBytes)
+        resolve()
+      } catch (error) {
+        reject(error)
+      }
+    }
+    const onEnd = () => reject(new Error(`exchange ${k}: the server closed after ${received} bytes`))
+    socket.on("data", onData).once("end", onEnd)
+    socket.write(request[k % 251]!)
+  })
+
+/** Connections one after another, each a full TLS handshake (no session offered), one exchange, then closed. */
+const handshakes = async (port: number, params: Params) => {
+  if (secureContext === undefined) throw new Error("handshakes: a TLS job, run without certificates")
+  const { handshakes: total, messageBytes } = params
+  const request = requests(messageBytes)
+  let resumed = 0
+  const start = now()
+  for (let i = 0; i < total; i++) {
+    const socket = await connect(port)
+    if ((socket as tls.TLSSocket).isSessionReused()) resumed++
+    await exchange(socket, i, request, messageBytes)
+    socket.destroy()
+  }
+  finishClient({ seconds: seconds(start, now()), connections: total, resumed })
+}
+
 const frames = async (port: number, params: Params, decode: boolean) => {
   const socket = await connect(port)
   const { frames: expected, wireBytes } = frameCounts(params.totalBytes, params.frameBytes)
@@ -282,7 +338,8 @@ const clients: Partial<Record<ClientJob, (port: number, params: Params) => Promi
   "rr-pipe": (port, params) => roundTrips(port, params, params.inFlight),
   storm,
   "frames-count": (port, params) => frames(port, params, false),
-  "frames-decode": (port, params) => frames(port, params, true)
+  "frames-decode": (port, params) => frames(port, params, true),
+  handshakes
 }
 
 const main = async () => {
@@ -290,6 +347,8 @@ const main = async () => {
   if (run.role === "server") return serve(run.job, run.params)
   const client = clients[run.job]
   if (client === undefined) throw new Error(`raw node:net has no client job ${run.job}`)
+  const pem = tlsPem(run.params)
+  if (pem !== undefined) secureContext = tls.createSecureContext({ ca: pem.ca })
   await client(await awaitPort(), run.params)
 }
 

@@ -36,10 +36,14 @@ const target = (options: ConnectOptions | UnixConnectOptions): net.NetConnectOpt
 export const dialer: Dialer<ConnectOptions | UnixConnectOptions> = {
   options: Options.ConnectTarget,
   endpoint: (options) => "path" in options ? Endpoint.unix(options.path) : Endpoint.make(options.host, options.port),
-  dial: (options) =>
-    "path" in options || options.tls === undefined
-      ? net.connect(target(options))
-      : tls.connect({ ...target(options), ...Tls.connectOptions(options.tls, options.host) }),
+  dial: (options) => {
+    if ("path" in options || options.tls === undefined) return net.connect(target(options))
+    const tcp = target(options) as net.TcpNetConnectOpts
+    const socket = tls.connect({ ...tcp, ...Tls.connectOptions(options.tls, options.host) })
+    // tls.connect takes noDelay but does not apply it (Node 20): set it on the socket, as net does on connect.
+    socket.setNoDelay(tcp.noDelay)
+    return socket
+  },
   connectedEvent: (options) => "path" in options || options.tls === undefined ? "connect" : "secureConnect",
   handshakeTimeout: (options) =>
     "path" in options ? undefined : Tls.handshakeTimeout(options.tls, Endpoint.make(options.host, options.port))

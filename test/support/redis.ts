@@ -40,12 +40,15 @@ const installed = (): string | undefined => {
   return fs.existsSync("/usr/bin/redis-server") ? "/usr/bin/redis-server" : undefined
 }
 
-/** One request on a fresh raw socket: resolves with everything up to the first complete reply. */
-const ask = (port: number, request: string, complete: (reply: string) => boolean) =>
+/**
+ * One request on a fresh raw socket (TLS with `ca` trusted, when given): resolves with everything
+ * up to the first complete reply.
+ */
+const ask = (port: number, request: string, complete: (reply: string) => boolean, ca?: string) =>
   Effect.async<string, Error>((resume) => {
-    const socket = net.connect({ host: "127.0.0.1", port })
+    const socket = ca === undefined ? net.connect({ host: "127.0.0.1", port }) : tls.connect({ host: "127.0.0.1", port, ca })
     let reply = ""
-    socket.on("connect", () => socket.write(request))
+    socket.on(ca === undefined ? "connect" : "secureConnect", () => socket.write(request))
     socket.on("data", (chunk: Buffer) => {
       reply += chunk.toString("latin1")
       if (complete(reply)) {
@@ -79,14 +82,22 @@ const stop = (child: ChildProcess) =>
     child.kill("SIGKILL")
   })
 
-const startOnce = (binary: string) =>
+/**
+ * Starts one redis-server listening as `listenArgs(port)` says, on a free port, ready once `ping`
+ * on that port answers PONG; a port taken meanwhile by someone else shows as an exit.
+ */
+const startOnce = (
+  binary: string,
+  listenArgs: (port: number) => ReadonlyArray<string>,
+  ping: (port: number) => Effect.Effect<string, Error>
+) =>
   Effect.gen(function*() {
     const port = yield* freePort
     let output = ""
     const child = yield* Effect.acquireRelease(
       Effect.sync(() => {
         const child = spawn(binary, [
-          "--port", String(port),
+          ...listenArgs(port),
           "--bind", "127.0.0.1",
           "--save", "",
           "--appendonly", "no",
@@ -101,27 +112,34 @@ const startOnce = (binary: string) =>
       }),
       stop
     )
-    // Ready once it answers PING; a port taken meanwhile by someone else shows as an exit.
     for (let attempt = 0; attempt < 500; attempt++) {
       if (child.exitCode !== null || child.signalCode !== null) {
         return yield* Effect.fail(new Error(`redis-server exited (${child.exitCode ?? child.signalCode}): ${output}`))
       }
-      const pong = yield* Effect.either(ask(port, "PING\r\n", wholeReply))
+      const pong = yield* Effect.either(ping(port))
       if (pong._tag === "Right" && pong.right === "+PONG\r\n") return { port, child }
       yield* realSleep(10)
     }
     return yield* Effect.fail(new Error(`redis-server on port ${port} did not answer PING within 5 s: ${output}`))
   })
 
-/** Starts redis-server for the scope. */
-export const redisServer = Effect.gen(function*() {
-  const binary = installed()
-  if (binary === undefined) {
-    return yield* Effect.dieMessage(
+/** The redis-server binary, or a defect saying how to get it. */
+const binary = Effect.suspend(() => {
+  const found = installed()
+  return found === undefined
+    ? Effect.dieMessage(
       "redis-server is not installed: these tests need it as a real peer (apt-get install redis-server; .ci/run installs it)"
     )
-  }
-  const { child, port } = yield* startOnce(binary).pipe(Effect.retry({ times: 2 }), Effect.orDie)
+    : Effect.succeed(found)
+})
+
+/** Starts redis-server for the scope. */
+export const redisServer = Effect.gen(function*() {
+  const { child, port } = yield* startOnce(
+    yield* binary,
+    (port) => ["--port", String(port)],
+    (port) => ask(port, "PING\r\n", wholeReply)
+  ).pipe(Effect.retry({ times: 2 }), Effect.orDie)
   const redis: Redis = {
     port,
     freeze: Effect.sync(() => void child.kill("SIGSTOP")),
@@ -143,81 +161,24 @@ export interface RedisTls {
   readonly command: (...args: ReadonlyArray<string>) => Effect.Effect<string, Error>
 }
 
-/** As `ask`, over TLS to 127.0.0.1 with `ca` trusted. */
-const askTls = (port: number, ca: string, request: string, complete: (reply: string) => boolean) =>
-  Effect.async<string, Error>((resume) => {
-    const socket = tls.connect({ host: "127.0.0.1", port, ca })
-    let reply = ""
-    socket.on("secureConnect", () => socket.write(request))
-    socket.on("data", (chunk: Buffer) => {
-      reply += chunk.toString("latin1")
-      if (complete(reply)) {
-        socket.destroy()
-        resume(Effect.succeed(reply))
-      }
-    })
-    socket.on("error", (error) => {
-      socket.destroy()
-      resume(Effect.fail(error))
-    })
-    socket.on("close", () => resume(Effect.fail(new Error(`redis-server on TLS port ${port} closed before answering`))))
-    return Effect.sync(() => socket.destroy())
-  })
-
-const startTlsOnce = (binary: string, certs: Certificates) =>
-  Effect.gen(function*() {
-    const port = yield* freePort
-    let output = ""
-    const child = yield* Effect.acquireRelease(
-      Effect.sync(() => {
-        const child = spawn(binary, [
-          "--port", "0",
-          "--tls-port", String(port),
-          "--bind", "127.0.0.1",
-          "--tls-cert-file", certs.server.certPath,
-          "--tls-key-file", certs.server.keyPath,
-          "--tls-ca-cert-file", certs.caPath,
-          "--tls-auth-clients", "no",
-          "--save", "",
-          "--appendonly", "no",
-          "--daemonize", "no",
-          "--loglevel", "warning"
-        ], { stdio: ["ignore", "pipe", "pipe"] })
-        const keep = (chunk: Buffer) => (output = (output + chunk.toString()).slice(-2000))
-        child.stdout!.on("data", keep)
-        child.stderr!.on("data", keep)
-        child.on("error", (error) => (output += `\n${error.message}`))
-        return child
-      }),
-      stop
-    )
-    for (let attempt = 0; attempt < 500; attempt++) {
-      if (child.exitCode !== null || child.signalCode !== null) {
-        return yield* Effect.fail(new Error(`redis-server exited (${child.exitCode ?? child.signalCode}): ${output}`))
-      }
-      const pong = yield* Effect.either(askTls(port, certs.ca, "PING\r\n", wholeReply))
-      if (pong._tag === "Right" && pong.right === "+PONG\r\n") return port
-      yield* realSleep(10)
-    }
-    return yield* Effect.fail(new Error(`redis-server on TLS port ${port} did not answer PING within 5 s: ${output}`))
-  })
-
 /**
  * Starts redis-server for the scope with TLS only: `certs.server` as its certificate, client
  * certificates not asked for (`--tls-auth-clients no`). Debian's redis-server is built with TLS.
  */
 export const startRedisTls = (certs: Certificates) =>
   Effect.gen(function*() {
-    const binary = installed()
-    if (binary === undefined) {
-      return yield* Effect.dieMessage(
-        "redis-server is not installed: these tests need it as a real peer (apt-get install redis-server; .ci/run installs it)"
-      )
-    }
-    const port = yield* startTlsOnce(binary, certs).pipe(Effect.retry({ times: 2 }), Effect.orDie)
-    const redis: RedisTls = {
-      port,
-      command: (...args) => askTls(port, certs.ca, resp(...args), wholeReply)
-    }
+    const { port } = yield* startOnce(
+      yield* binary,
+      (port) => [
+        "--port", "0",
+        "--tls-port", String(port),
+        "--tls-cert-file", certs.server.certPath,
+        "--tls-key-file", certs.server.keyPath,
+        "--tls-ca-cert-file", certs.caPath,
+        "--tls-auth-clients", "no"
+      ],
+      (port) => ask(port, "PING\r\n", wholeReply, certs.ca)
+    ).pipe(Effect.retry({ times: 2 }), Effect.orDie)
+    const redis: RedisTls = { port, command: (...args) => ask(port, resp(...args), wholeReply, certs.ca) }
     return redis
   })
