@@ -5,12 +5,24 @@
  */
 import type * as Effect from "effect/Effect"
 import type * as Option from "effect/Option"
+import { dual } from "effect/Function"
 import type { Pipeable } from "effect/Pipeable"
+import type * as Scope from "effect/Scope"
 import type * as Sink from "effect/Sink"
 import type * as Stream from "effect/Stream"
 import type * as Endpoint from "./Endpoint.js"
 import * as internal from "./internal/connection.js"
-import type { FrameTooLarge, InvalidOptions, ReadError, UnexpectedEof, WriteError } from "./TcpError.js"
+import * as internalStartTls from "./internal/startTls.js"
+import type { TlsConnectOptions } from "./Tcp.js"
+import type {
+  ConnectError,
+  FrameTooLarge,
+  InvalidOptions,
+  ReadError,
+  SocketClosed,
+  UnexpectedEof,
+  WriteError
+} from "./TcpError.js"
 
 /**
  * The mark of a `Connection`.
@@ -200,3 +212,45 @@ export interface Connection extends Pipeable {
    */
   readonly reset: Effect.Effect<void>
 }
+
+/**
+ * Upgrades a plain connection to TLS in place, as a client (STARTTLS): after the plain-text
+ * exchange that announces it (SMTP's `STARTTLS`, Postgres' `SSLRequest`, ...), hands the socket to
+ * a TLS client and succeeds with a new connection once the handshake is done; it closes with the
+ * scope. `tls` takes the options of `ConnectOptions.tls` (`true`, or `ca`, `servername`,
+ * `handshakeTimeout`, ...), and the certificate is checked against the host the connection was
+ * opened with. The plain connection is finished: its later operations fail with `SocketClosed`.
+ *
+ * It refuses, leaving the plain connection as it was, when bytes have arrived and are unread
+ * (`TlsHandshakeFailed`, reason `ProtocolError`): a server speaks TLS only after the client's
+ * hello, so such bytes were sent too early, or injected by someone on the path; and with
+ * `SocketClosed` when the connection is closed or half-closed.
+ *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import { Connection, NodeTcp, Tcp } from "effect-tcp"
+ *
+ * // SMTP: greeting, EHLO, STARTTLS, then the same session over TLS.
+ * const smtp = Effect.gen(function*() {
+ *   const plain = yield* Tcp.connect({ host: "mail.example", port: 587 })
+ *   yield* plain.readUntil("\r\n") // 220 greeting
+ *   yield* plain.write("STARTTLS\r\n")
+ *   yield* plain.readUntil("\r\n") // 220 ready to start TLS
+ *   const secure = yield* Connection.startTls(plain, true)
+ *   yield* secure.write("EHLO client.example\r\n")
+ * }).pipe(Effect.scoped, Effect.provide(NodeTcp.layer))
+ * ```
+ *
+ * @since 0.1.0
+ * @category TLS
+ */
+export const startTls: {
+  (tls: true | TlsConnectOptions): (
+    connection: Connection
+  ) => Effect.Effect<Connection, ConnectError | SocketClosed, Scope.Scope>
+  (
+    connection: Connection,
+    tls: true | TlsConnectOptions
+  ): Effect.Effect<Connection, ConnectError | SocketClosed, Scope.Scope>
+} = dual(2, internalStartTls.startTls)

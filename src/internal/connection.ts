@@ -138,6 +138,7 @@ export interface ConnectionSocket {
   readonly localPort?: number | undefined
   /** Bytes as they arrive ("data", while flowing), the peer's FIN ("end"), a failure ("error"), the end ("close"). */
   on(event: "data" | "end" | "error" | "close", listener: (...args: Array<any>) => void): unknown
+  off(event: "data" | "end" | "error" | "close", listener: (...args: Array<any>) => void): unknown
   /** Stops and restarts "data" events: the connection's backpressure. */
   pause(): unknown
   resume(): unknown
@@ -234,7 +235,7 @@ export class NodeConnection implements Connection {
   private lastWriteQueueSize = 0
   private lastWriteProgressAt = 0
   readonly socket: ConnectionSocket
-  private readonly options: ConnectionOptions
+  readonly options: ConnectionOptions
 
   constructor(socket: ConnectionSocket, options: ConnectionOptions) {
     this.socket = socket
@@ -370,6 +371,29 @@ export class NodeConnection implements Connection {
   private readonly onError = (error: unknown): void => {
     if (this.failure === undefined) this.failure = error
     this.wakeReaders()
+  }
+
+  /**
+   * Hands the socket over to what wraps it (a TLS upgrade): this connection stops listening to it
+   * and fails every later operation with `SocketClosed`, leaving the socket open. Refused (with
+   * why) unless the connection is open both ways with nothing received and unread: bytes that came
+   * before the handshake are not the peer's TLS, and would be lost or, if injected, trusted.
+   */
+  detach(): ConnectionSocket | "Closed" | "WriteSideEnded" | { readonly unread: number } {
+    if (
+      this.closedByUs || this.imposed !== undefined || this.failure !== undefined || this.socket.destroyed || this.eof
+    ) return "Closed"
+    if (this.writeEnded) return "WriteSideEnded"
+    if (this.bytes.length > 0) return { unread: this.bytes.length }
+    this.closedByUs = true
+    this.socket.off("data", this.onData)
+    this.socket.off("end", this.onEnd)
+    this.socket.off("error", this.onError)
+    this.socket.off("close", this.wakeReaders)
+    if (this.paused) this.socket.resume()
+    this.wakeReaders()
+    this.stopDeadlines()
+    return this.socket
   }
 
   /** Destroys the socket; what was pending fails with `SocketClosed`. */
