@@ -103,7 +103,10 @@ export interface TlsServeOptions extends Omit<NodeTls.TlsOptions, "SNICallback" 
  * @category models
  */
 export interface UnixServeOptions
-  extends Pick<ServeOptions, "backlog" | "maxConnections" | "idleTimeout" | "drainTimeout" | "readTimeout" | "writeTimeout">
+  extends Pick<
+    ServeOptions,
+    "backlog" | "maxConnections" | "idleTimeout" | "drainTimeout" | "readTimeout" | "writeTimeout" | "tls"
+  >
 {
   /**
    * The socket's path: at most `Endpoint.maxPathBytes` bytes (107 on Linux), without NUL or other

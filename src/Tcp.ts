@@ -79,7 +79,9 @@ export interface TlsConnectOptions
  * @since 0.2.0
  * @category models
  */
-export interface UnixConnectOptions extends Pick<ConnectOptions, "connectTimeout" | "readTimeout" | "writeTimeout"> {
+export interface UnixConnectOptions
+  extends Pick<ConnectOptions, "connectTimeout" | "readTimeout" | "writeTimeout" | "tls">
+{
   /**
    * The socket's path: at most `Endpoint.maxPathBytes` bytes (107 on Linux), without NUL or other
    * control characters; a longer one is `InvalidOptions`.

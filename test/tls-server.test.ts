@@ -10,6 +10,9 @@ import * as Fiber from "effect/Fiber"
 import * as Option from "effect/Option"
 import * as Stream from "effect/Stream"
 import * as TestClock from "effect/TestClock"
+import * as fs from "node:fs"
+import * as os from "node:os"
+import * as path from "node:path"
 import * as Exit from "effect/Exit"
 import * as Scope from "effect/Scope"
 import { type Connection, Server, Tcp, type TcpError } from "../src/index.js"
@@ -303,5 +306,36 @@ describe("TLS server against clients that fail, stall or are not TLS", () => {
       // Under TestClock the deadline never comes: the close must not wait for it.
       yield* Scope.close(scope, Exit.void)
       expect((yield* Fiber.join(ended)).length).toBe(0)
+    }))
+})
+
+describe("TLS over a Unix domain socket", () => {
+  const socketPath = Effect.acquireRelease(
+    Effect.sync(() => fs.mkdtempSync(path.join(os.tmpdir(), "effect-tcp-tls-unix-"))),
+    (dir) => Effect.sync(() => fs.rmSync(dir, { recursive: true, force: true }))
+  ).pipe(Effect.map((dir) => path.join(dir, "tls.sock")))
+
+  live("works as over TCP: the certificate is checked against servername (localhost by default), failures are typed and counted", () =>
+    Effect.gen(function*() {
+      const logs = captureLogs()
+      yield* Effect.gen(function*() {
+        const c = yield* certs
+        const at = yield* socketPath
+        const server = yield* Server.serve({ path: at, tls: { cert: c.server.cert, key: c.server.key } }, echo)
+        const connection = yield* Tcp.connect({ path: at, tls: { ca: c.ca } })
+        expect(yield* roundTrip(connection)).toBe("ping")
+        expect(Option.getOrThrow(connection.tls).protocol).toBe("TLSv1.3")
+        expect(connection.remoteAddress.toString()).toBe(`unix:${at}`)
+        const mismatch = yield* Effect.flip(Tcp.connect({ path: at, tls: { ca: c.ca, servername: "other.example" } }))
+        expect(mismatch).toMatchObject({ _tag: "TlsHandshakeFailed", reason: "HostnameMismatch" })
+        expect(mismatch.message).toContain(`unix:${at}`)
+        yield* eventually(() => logs.entries.length > 0)
+        expect(logs.entries[0]!.message).toContain(`TLS handshake from unix:${at} failed`)
+        expect(yield* server.stats).toMatchObject({ accepted: 1, handshakesFailed: 1 })
+        // A plain client on the TLS path is not served.
+        const plain = yield* Tcp.connect({ path: at })
+        yield* plain.write("GET / HTTP/1.1\r\n\r\n")
+        expect(Option.isNone(yield* Effect.orElseSucceed(plain.read, () => Option.none()))).toBe(true)
+      }).pipe(Effect.provide(logs.layer))
     }))
 })

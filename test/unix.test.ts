@@ -219,7 +219,7 @@ describe("Unix domain sockets", () => {
     ["a path and a host", { path: "/tmp/a.sock", host: "127.0.0.1" }, "give either a Unix socket's path or a host and port, not both (got path and host)"],
     ["a path and a port", { path: "/tmp/a.sock", port: 80 }, "not both (got path and port)"],
     ["a path that is not a string", { path: 5 }, "Expected string, actual 5"],
-    ["tls on a path", { path: "/tmp/a.sock", tls: true }, "tls over a Unix domain socket is not supported yet"],
+    ["tls that is not TLS options", { path: "/tmp/a.sock", tls: "yes" }, "TLS options"],
     ["a negative readTimeout", { path: "/tmp/a.sock", readTimeout: -1 }, "expected a finite, non-negative duration"]
   ]
   for (const [name, options, expected] of badOptions) {

@@ -68,12 +68,6 @@ const pathOnly = <A, I>(schema: Schema.Schema<A, I>): Schema.Schema<A, unknown> 
     decode: (input, options, ast) => {
       if (typeof input === "object" && input !== null) {
         const tcp = ["host", "port"].filter((key) => key in input && (input as Record<string, unknown>)[key] !== undefined)
-        if ("tls" in input && (input as Record<string, unknown>).tls !== undefined) {
-          // Refused rather than ignored: the bytes would go in plain text to a peer expecting TLS.
-          return ParseResult.fail(
-            new ParseResult.Type(ast, input, "tls over a Unix domain socket is not supported yet: remove tls, or connect over TCP")
-          )
-        }
         if (tcp.length > 0) {
           return ParseResult.fail(
             new ParseResult.Type(ast, input, `give either a Unix socket's path or a host and port, not both (got path and ${tcp.join(" and ")})`)
@@ -92,7 +86,8 @@ export const isUnixOptions = (input: unknown): input is { readonly path: unknown
 /** Connect options of a Unix domain socket: the path, and the options every transport takes. */
 export const UnixConnectOptions = pathOnly(Schema.Struct({
   path: Path,
-  ...connectionFields
+  ...connectionFields,
+  tls: Schema.optional(Tls.ClientTlsOption)
 }))
 
 /**
@@ -150,7 +145,8 @@ export const UnixServeOptions = pathOnly(Schema.Struct({
   path: Path,
   mode: Schema.optional(Mode),
   backlog: Schema.optional(PositiveInt("backlog")),
-  ...serverFields
+  ...serverFields,
+  tls: Schema.optional(Tls.ServerTlsOption)
 }))
 
 /** Validates options at the boundary, turning a parse error into `InvalidOptions`. */

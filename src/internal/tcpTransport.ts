@@ -37,16 +37,16 @@ export const dialer: Dialer<ConnectOptions | UnixConnectOptions> = {
   options: Options.ConnectTarget,
   endpoint: (options) => "path" in options ? Endpoint.unix(options.path) : Endpoint.make(options.host, options.port),
   dial: (options) => {
-    if ("path" in options || options.tls === undefined) return net.connect(target(options))
+    if (options.tls === undefined) return net.connect(target(options))
+    if ("path" in options) return tls.connect({ ...target(options), ...Tls.connectOptions(options.tls, undefined) })
     const tcp = target(options) as net.TcpNetConnectOpts
     const socket = tls.connect({ ...tcp, ...Tls.connectOptions(options.tls, options.host) })
     // tls.connect takes noDelay but does not apply it (Node 20): set it on the socket, as net does on connect.
     socket.setNoDelay(tcp.noDelay)
     return socket
   },
-  connectedEvent: (options) => "path" in options || options.tls === undefined ? "connect" : "secureConnect",
-  handshakeTimeout: (options) =>
-    "path" in options ? undefined : Tls.handshakeTimeout(options.tls, Endpoint.make(options.host, options.port))
+  connectedEvent: (options) => options.tls === undefined ? "connect" : "secureConnect",
+  handshakeTimeout: (options) => Tls.handshakeTimeout(options.tls, dialer.endpoint(options))
 }
 
 const listen = (
@@ -161,7 +161,13 @@ const remoteOf = (socket: net.Socket) => Endpoint.make(socket.remoteAddress ?? "
  * never affecting another. Closing destroys the handshakes under way (they have no handler to
  * drain). The certificates can be replaced while it runs (`updateTls`), SNI entries included.
  */
-const tlsServers = (validated: Tls.ServerTls, noDelay: boolean, events: ListenerEvents) => {
+export const tlsServers = (
+  validated: Tls.ServerTls,
+  events: ListenerEvents,
+  on: { readonly noDelay: boolean } | { readonly path: Endpoint.UnixEndpoint }
+) => {
+  const path = "path" in on ? on.path : undefined
+  const socketOptions = "path" in on ? {} : { noDelay: on.noDelay }
   let current = validated
   // Each handshake under way, by its raw socket, with the cancel of its deadline.
   const handshaking = new Map<net.Socket, { readonly cancel: () => void }>()
@@ -178,7 +184,7 @@ const tlsServers = (validated: Tls.ServerTls, noDelay: boolean, events: Listener
     const server = tls.createServer({
       ...current.server,
       allowHalfOpen: true,
-      noDelay,
+      ...socketOptions,
       // The deadline is ours, on the server's clock; Node's own (120 s by default) is off.
       handshakeTimeout: 0,
       SNICallback: (servername, callback) => callback(null, Tls.contextFor(current.contexts, servername))
@@ -186,7 +192,7 @@ const tlsServers = (validated: Tls.ServerTls, noDelay: boolean, events: Listener
     server.on("connection", (raw: net.Socket) => {
       events.accepted()
       if (raw.destroyed) return
-      const remote = remoteOf(raw)
+      const remote = path ?? remoteOf(raw)
       const timeout = current.handshakeTimeout
       const cancel = events.after(timeout, () => {
         handshaking.delete(raw)
@@ -202,11 +208,11 @@ const tlsServers = (validated: Tls.ServerTls, noDelay: boolean, events: Listener
     server.on("secureConnection", (socket: tls.TLSSocket) => {
       const raw = parentOf(socket)
       if (raw !== undefined) done(raw)
-      events.connection(socket)
+      events.connection(socket, path)
     })
     server.on("tlsClientError", (error: unknown, socket: tls.TLSSocket) => {
       const raw = parentOf(socket)
-      const remote = (raw && remotes.get(raw)) ?? remoteOf(socket)
+      const remote = (raw && remotes.get(raw)) ?? path ?? remoteOf(socket)
       if (raw !== undefined) done(raw)
       socket.destroy()
       if (raw !== undefined && settled.has(raw)) return
@@ -222,8 +228,8 @@ const tlsServers = (validated: Tls.ServerTls, noDelay: boolean, events: Listener
     }
     handshaking.clear()
   }
-  const update = (servers: ReadonlyArray<Bound>) => (next: Tls.ServerTls) => {
-    for (const { server } of servers) (server as tls.Server).setSecureContext(next.server)
+  const update = (servers: ReadonlyArray<net.Server>) => (next: Tls.ServerTls) => {
+    for (const server of servers) (server as tls.Server).setSecureContext(next.server)
     current = next
   }
   return { make, destroyHandshakes, update }
@@ -249,7 +255,7 @@ export const listener: Listener<ServeOptions> = {
       const host = options.host ?? "127.0.0.1"
       const noDelay = options.noDelay ?? true
       const addresses = yield* restore(addressesOf(host, options.port))
-      const secure = options.tls === undefined ? undefined : tlsServers(options.tls, noDelay, events)
+      const secure = options.tls === undefined ? undefined : tlsServers(options.tls, events, { noDelay })
       const servers = yield* listenAll(
         addresses,
         options.port,
@@ -262,7 +268,7 @@ export const listener: Listener<ServeOptions> = {
       return {
         addresses: servers.map(({ address }) => address) as [Endpoint.TcpEndpoint, ...Array<Endpoint.TcpEndpoint>],
         close: closeAll(servers, secure?.destroyHandshakes ?? (() => {})),
-        updateTls: secure?.update(servers)
+        updateTls: secure?.update(servers.map(({ server }) => server))
       }
     })
 }

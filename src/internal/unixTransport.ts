@@ -10,6 +10,7 @@ import * as net from "node:net"
 import * as Endpoint from "../Endpoint.js"
 import * as TcpError from "../TcpError.js"
 import * as Options from "./options.js"
+import * as tcpTransport from "./tcpTransport.js"
 import type { Listener, Listening } from "./transport.js"
 
 type UnixServeOptions = typeof Options.UnixServeOptions.Type
@@ -82,9 +83,10 @@ export const listener: Listener<UnixServeOptions> = {
     Effect.gen(function*() {
       const endpoint = Endpoint.unix(options.path)
       const backlog = options.backlog ?? 511
-      const makeServer = () =>
+      const secure = options.tls === undefined ? undefined : tcpTransport.tlsServers(options.tls, events, { path: endpoint })
+      const makeServer = secure?.make ?? (() =>
         net.createServer({ allowHalfOpen: true }, (socket) => events.connection(socket, endpoint))
-          .on("connection", events.accepted)
+          .on("connection", events.accepted))
       let server = makeServer()
       const first = yield* Effect.either(bind(server, endpoint, backlog))
       if (first._tag === "Left") {
@@ -108,7 +110,11 @@ export const listener: Listener<UnixServeOptions> = {
       return {
         addresses: [endpoint],
         // libuv removes the socket file when the listening handle closes.
-        close: (onClosed) => bound.close(() => onClosed())
+        close: (onClosed) => {
+          bound.close(() => onClosed())
+          secure?.destroyHandshakes()
+        },
+        updateTls: secure?.update([bound])
       }
     })
 }
