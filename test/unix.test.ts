@@ -31,8 +31,12 @@ import {
 } from "../src/index.js"
 import { FaultProxy } from "../src/testing/index.js"
 import { awaitSleeps, closedPort, effect, eventually, exchange, live, text } from "./support/harness.js"
+import { certificates } from "./support/certs.js"
 import { run } from "./support/examples.js"
 import { tsChild } from "./support/processes.js"
+
+/** The test certificates, for the modules over TLS (made once per process by openssl). */
+const c = await certificates()
 
 /** A new directory under the system's temp dir, searchable by everyone, removed with the scope. */
 export const socketDir = Effect.acquireRelease(
@@ -314,7 +318,7 @@ describe("Unix domain sockets", () => {
       }))
   })
 
-  describe("every module over TCP and over a Unix path", () => {
+  describe("every module over TCP and over a Unix path, each plain and with TLS", () => {
     /** Four-byte commands: PING is answered PONG (the health check), anything else upper-cased. */
     const pingOrUpperCase = (connection: Connection) =>
       Effect.gen(function*() {
@@ -331,8 +335,12 @@ describe("Unix domain sockets", () => {
       readonly listenOn: (dir: string, name: string) => Server.ServeOptions | Server.UnixServeOptions
       /** A target nothing listens on. */
       readonly dead: (dir: string) => Effect.Effect<Target, never, Scope.Scope>
+      /** The TLS options of a client of this transport's servers, if it speaks TLS. */
+      readonly tls?: Tcp.TlsConnectOptions
     }
-    const transports: ReadonlyArray<Transport> = [
+    const targetOf = (endpoint: Endpoint.Endpoint): Target =>
+      Endpoint.isUnix(endpoint) ? { path: endpoint.path } : { host: endpoint.host, port: endpoint.port }
+    const plainTransports: ReadonlyArray<Transport> = [
       {
         name: "TCP",
         listenOn: () => ({ host: "127.0.0.1", port: 0 }),
@@ -344,8 +352,18 @@ describe("Unix domain sockets", () => {
         dead: (dir) => Effect.succeed({ path: path.join(dir, "dead.sock") })
       }
     ]
-    const targetOf = (endpoint: Endpoint.Endpoint): Target =>
-      Endpoint.isUnix(endpoint) ? { path: endpoint.path } : { host: endpoint.host, port: endpoint.port }
+    const transports: ReadonlyArray<Transport> = [
+      ...plainTransports,
+      ...plainTransports.map((plain): Transport => ({
+        name: `TLS over ${plain.name}`,
+        listenOn: (dir, name) => ({ ...plain.listenOn(dir, name), tls: { cert: c.server.cert, key: c.server.key } }),
+        dead: plain.dead,
+        tls: { ca: c.ca }
+      }))
+    ]
+    /** How a client of `transport` connects to `endpoint`: TLS trusting the test CA where it speaks TLS. */
+    const to = (transport: Transport, endpoint: Endpoint.Endpoint) =>
+      transport.tls === undefined ? targetOf(endpoint) : { ...targetOf(endpoint), tls: transport.tls }
 
     const Double = Message.protocol({
       request: Schema.Struct({ n: Schema.Number }),
@@ -367,7 +385,7 @@ describe("Unix domain sockets", () => {
                 yield* Framing.write(connection, lines, text(frame.value).toUpperCase())
               }
             }))
-          const connection = yield* Tcp.connect(targetOf(framed.address))
+          const connection = yield* Tcp.connect(to(transport, framed.address))
           yield* Framing.writeAll(connection, lines, ["one", "two"])
           const reader = yield* Framing.reader(connection, lines)
           expect([text(Option.getOrThrow(yield* reader.read)), text(Option.getOrThrow(yield* reader.read))]).toEqual([
@@ -376,7 +394,7 @@ describe("Unix domain sockets", () => {
           ])
 
           const server = yield* Message.serve(Double, transport.listenOn(dir, "message"), ({ n }) => Effect.succeed({ doubled: 2 * n }))
-          const client = yield* Message.client(yield* Tcp.connect(targetOf(server.address)), Double)
+          const client = yield* Message.client(yield* Tcp.connect(to(transport, server.address)), Double)
           expect(yield* Effect.all([1, 2, 3].map((n) => client.request({ n })), { concurrency: 3 })).toEqual([
             { doubled: 2 },
             { doubled: 4 },
@@ -387,9 +405,9 @@ describe("Unix domain sockets", () => {
       live(`${transport.name}: HealthCheck and a ConnectionPool with a health check`, () =>
         Effect.gen(function*() {
           const server = yield* Server.serve(transport.listenOn(yield* socketDir, "pool"), pingOrUpperCase)
-          const connection = yield* Tcp.connect(targetOf(server.address))
+          const connection = yield* Tcp.connect(to(transport, server.address))
           yield* HealthCheck.ping(connection)
-          const pool = yield* ConnectionPool.make({ ...targetOf(server.address), max: 2, healthCheck: HealthCheck.ping })
+          const pool = yield* ConnectionPool.make({ ...to(transport, server.address), max: 2, healthCheck: HealthCheck.ping })
           const answers = yield* Effect.all([1, 2, 3, 4].map(() => pool.use((c) => exchange(c, "ping"))), {
             concurrency: 4
           })
@@ -404,9 +422,10 @@ describe("Unix domain sockets", () => {
           const deadOther = yield* other.dead(dir)
           const deadSame = yield* transport.dead(dir)
           const server = yield* Server.serve(transport.listenOn(dir, "failover"), pingOrUpperCase)
-          const connection = yield* Failover.connect([deadOther, targetOf(server.address)])
+          const tls = transport.tls === undefined ? {} : { tls: transport.tls }
+          const connection = yield* Failover.connect([deadOther, targetOf(server.address)], tls)
           expect(yield* exchange(connection, "over")).toBe("OVER")
-          const error = yield* Effect.flip(Failover.connect([deadOther, deadSame]))
+          const error = yield* Effect.flip(Failover.connect([deadOther, deadSame], tls))
           expect(error._tag === "AllEndpointsFailed" && error.failures.map(({ endpoint, error }) => [Endpoint.format(endpoint), error._tag]))
             .toEqual([[Endpoint.format(deadOther), "ConnectionRefused"], [Endpoint.format(deadSame), "ConnectionRefused"]])
           expect(error.message).toContain(`${Endpoint.format(deadOther)} ConnectionRefused`)
@@ -424,12 +443,12 @@ describe("Unix domain sockets", () => {
           if (!("path" in target)) return
           let attempts = 0
           const scope = yield* Effect.scope
-          const startServer = Server.serve({ path: target.path }, pingOrUpperCase).pipe(
+          const startServer = Server.serve({ ...options, path: target.path }, pingOrUpperCase).pipe(
             Effect.provideService(Scope.Scope, scope),
             Effect.orDie
           )
           const policy = yield* Retry.exponential({ base: "5 millis", retries: 100, jitter: false })
-          const connection = yield* Retry.retryTransient(Tcp.connect(target), policy, {
+          const connection = yield* Retry.retryTransient(Tcp.connect(to(transport, Endpoint.unix(target.path))), policy, {
             onRetry: () => ++attempts === 2 ? Effect.asVoid(startServer) : Effect.void
           })
           expect(yield* exchange(connection, "late")).toBe("LATE")
@@ -451,9 +470,12 @@ describe("Unix domain sockets", () => {
           expect(both).toMatchObject({ _tag: "InvalidOptions", operation: "listen" })
           expect(both.message).toContain("not both (got path and port)")
           for (const proxy of [onTcp, onPath]) {
-            const connection = yield* Tcp.connect(targetOf(proxy.address))
+            const connection = yield* Tcp.connect(to(transport, proxy.address))
             expect(yield* exchange(connection, "abcd")).toBe("ABCD")
-            expect((yield* proxy.stats).faults.slice).toBe(1)
+            // With TLS the handshake's writes are sliced too.
+            const sliced = (yield* proxy.stats).faults.slice
+            if (transport.tls === undefined) expect(sliced).toBe(1)
+            else expect(sliced).toBeGreaterThan(1)
           }
         }))
     }
