@@ -213,7 +213,23 @@ const tlsServers = (validated: Tls.ServerTls, noDelay: boolean, events: Listener
     handshaking.clear()
   }
   const update = (servers: ReadonlyArray<Bound>) => (next: Tls.ServerTls) => {
-    for (const { server } of servers) (server as tls.Server).setSecureContext(next.server)
+    for (const { server } of servers) {
+      const secure = server as tls.Server & {
+        requestCert?: boolean
+        rejectUnauthorized?: boolean
+        ALPNProtocols?: unknown
+      }
+      secure.setSecureContext(next.server)
+      // What setSecureContext leaves as tls.createServer set it, and each new socket reads from the
+      // server: whether to ask for a client certificate, whether to refuse one that fails, ALPN.
+      secure.requestCert = next.server.requestCert === true
+      secure.rejectUnauthorized = next.server.rejectUnauthorized !== false
+      secure.ALPNProtocols = undefined
+      if (next.server.ALPNProtocols !== undefined) {
+        ;(tls as unknown as { convertALPNProtocols: (protocols: unknown, out: object) => void })
+          .convertALPNProtocols(next.server.ALPNProtocols, secure)
+      }
+    }
     current = next
   }
   return { make, destroyHandshakes, update }
