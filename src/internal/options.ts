@@ -44,7 +44,7 @@ export const ConnectOptions = Schema.Struct({
   keepAliveInitialDelay: Schema.optional(DurationOption),
   noDelay: Schema.optional(Schema.Boolean),
   localAddress: Schema.optional(LocalAddress),
-  tls: Schema.optional(Tls.ClientTlsOption)
+  tls: Schema.optionalWith(Tls.optionalField(Tls.ClientTlsOption), { exact: true })
 })
 
 /** The server's own options (limits, idle time, drain, deadlines), the same over every transport. */
@@ -66,7 +66,7 @@ export const ServeOptions = Schema.Struct({
   backlog: Schema.optional(PositiveInt("backlog")),
   ...serverFields,
   noDelay: Schema.optional(Schema.Boolean),
-  tls: Schema.optional(Tls.ServerTlsOption)
+  tls: Schema.optionalWith(Tls.optionalField(Tls.ServerTlsOption), { exact: true })
 })
 
 /** Validates options at the boundary, turning a parse error into `InvalidOptions`. */

@@ -145,6 +145,18 @@ export const ClientTlsOption: Schema.Schema<ClientTls, unknown> = Schema.transfo
   }
 )
 
+/**
+ * An optional option field of `schema`: absent or `undefined` is `undefined`; anything else fails
+ * with `schema`'s message alone (`Schema.optional` would add "Expected undefined, actual ..." with
+ * the whole value, private key and passphrase included).
+ */
+export const optionalField = <A>(schema: Schema.Schema<A, unknown>): Schema.Schema<A | undefined, unknown> =>
+  Schema.transformOrFail(Schema.Unknown, Schema.Any as Schema.Schema<A | undefined>, {
+    strict: true,
+    decode: (input) => input === undefined ? ParseResult.succeed(undefined) : ParseResult.decodeUnknown(schema)(input),
+    encode: (value) => ParseResult.succeed(value)
+  })
+
 /** The server's TLS, validated: what `tls.createServer` gets, and the handshake's limit. */
 export interface ServerTls {
   /** Options of `tls.createServer` and `setSecureContext` (the default secure context is made from them). */
