@@ -106,9 +106,38 @@ const nodeMessage = (error: unknown): string => {
   return typeof code === "string" ? `${message} (${code})` : message
 }
 
+/**
+ * The options' own fields as they are now, copied once (getters are read once): what is checked is
+ * what is used. An object whose fields cannot be read (a getter or a Proxy that throws) is the
+ * message of what it threw.
+ */
+const snapshot = (input: object): Record<string, unknown> | string => {
+  try {
+    const copy: Record<string, unknown> = {}
+    for (const key of Object.keys(input)) {
+      Object.defineProperty(copy, key, {
+        value: (input as Record<string, unknown>)[key],
+        enumerable: true,
+        writable: true,
+        configurable: true
+      })
+    }
+    return copy
+  } catch (error) {
+    return `the options could not be read: ${nodeMessage(error)}`
+  }
+}
+
+/** Whether two snapshots have the same fields with the same values. */
+const sameFields = (a: Record<string, unknown>, b: Record<string, unknown>): boolean => {
+  const keys = Object.keys(a)
+  return keys.length === Object.keys(b).length && keys.every((key) => Object.hasOwn(b, key) && a[key] === b[key])
+}
+
 // Contexts by the options object they were made from: a pool or a retry connects with the same
 // options again and again, and a context costs a fraction of a millisecond (more with a CA list).
-const clientContexts = new WeakMap<object, ClientTls>()
+// Each is kept with the fields it was made from, so that an object changed since is validated again.
+const clientContexts = new WeakMap<object, { readonly fields: Record<string, unknown>; readonly validated: ClientTls }>()
 
 const fail = (ast: Schema.Schema.AnyNoContext["ast"], input: unknown, message: string) =>
   ParseResult.fail(new ParseResult.Type(ast, input, message))
@@ -125,11 +154,13 @@ export const ClientTlsOption: Schema.Schema<ClientTls, unknown> = Schema.transfo
     decode: (input, _, ast) => {
       if (input === true) input = {}
       if (!isRecord(input)) return fail(ast, input, `expected true or an object of TLS options, got ${showValue(input)}`)
+      const fields = snapshot(input)
+      if (typeof fields === "string") return fail(ast, input, fields)
       const cached = clientContexts.get(input)
-      if (cached !== undefined) return ParseResult.succeed(cached)
-      const { handshakeTimeout, issues } = checkFields(input, clientChecks)
+      if (cached !== undefined && sameFields(cached.fields, fields)) return ParseResult.succeed(cached.validated)
+      const { handshakeTimeout, issues } = checkFields(fields, clientChecks)
       if (issues.length > 0) return fail(ast, input, issues.join("; "))
-      const { handshakeTimeout: _timeout, ...options } = input
+      const { handshakeTimeout: _timeout, ...options } = fields
       let secureContext: tls.SecureContext
       try {
         secureContext = options.secureContext as tls.SecureContext ??
@@ -138,7 +169,7 @@ export const ClientTlsOption: Schema.Schema<ClientTls, unknown> = Schema.transfo
         return fail(ast, input, nodeMessage(error))
       }
       const validated: ClientTls = { connect: { ...options, secureContext }, handshakeTimeout }
-      clientContexts.set(input, validated)
+      clientContexts.set(input, { fields, validated })
       return ParseResult.succeed(validated)
     },
     encode: (validated) => ParseResult.succeed(validated)
@@ -179,8 +210,6 @@ const serverChecks: Readonly<Record<string, Check>> = {
       ? undefined
       : `expected an object of server names to TLS options ({ "api.example": { cert, key } }), got ${showValue(value)}`
 }
-// A client's options that a server does not take.
-const { checkServerIdentity: _identity, servername: _servername, ...serverOnlyChecks } = serverChecks
 
 const secureContext = (options: Record<string, unknown>): tls.SecureContext | string => {
   try {
@@ -205,10 +234,24 @@ export const contextFor = (
 /** Validates the `tls` option of serve into what the listener needs, or says what is wrong with it. */
 export const validateServer = (input: unknown): ServerTls | string => {
   if (!isRecord(input)) return `expected an object of TLS options ({ cert, key, ... }), got ${showValue(input)}`
-  const { issues, handshakeTimeout } = checkFields(input, serverOnlyChecks)
+  const fields = snapshot(input)
+  if (typeof fields === "string") return fields
+  // The sni object and its entries are read once as well.
+  if (isRecord(fields.sni)) {
+    const names = snapshot(fields.sni)
+    if (typeof names === "string") return `sni: ${names}`
+    for (const [name, entry] of Object.entries(names)) {
+      if (!isRecord(entry)) continue
+      const copy = snapshot(entry)
+      if (typeof copy === "string") return `sni ${JSON.stringify(name)}: ${copy}`
+      names[name] = copy
+    }
+    fields.sni = names
+  }
+  const { issues, handshakeTimeout } = checkFields(fields, serverChecks)
   if (issues.length > 0) return issues.join("; ")
-  const { handshakeTimeout: _timeout, sni, ...options } = input
-  if (options.cert === undefined && options.pfx === undefined && options.secureContext === undefined && sni === undefined) {
+  const { handshakeTimeout: _timeout, sni, ...options } = fields
+  if (options.cert === undefined && options.pfx === undefined && sni === undefined) {
     return "a TLS server needs a certificate: give cert and key (or pfx)"
   }
   const main = secureContext(options)
