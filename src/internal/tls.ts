@@ -40,11 +40,13 @@ const version: Check = (value) =>
   typeof value === "string" && protocolVersions.has(value)
     ? undefined
     : `expected one of TLSv1, TLSv1.1, TLSv1.2, TLSv1.3, got ${showValue(value)}`
+// node:tls takes an array of names (strings only) and checks their length in bytes only in
+// tls.connect and tls.createServer, by throwing.
 const protocols: Check = (value) =>
   Array.isArray(value) && value.length > 0 &&
-    value.every((item) => (typeof item === "string" && item.length > 0 && item.length < 256) || item instanceof Uint8Array)
+    value.every((item) => typeof item === "string" && item.length > 0 && Buffer.byteLength(item) < 256)
     ? undefined
-    : `expected a non-empty array of protocol names (such as ["h2", "http/1.1"]), got ${showValue(value)}`
+    : `expected a non-empty array of protocol names of 1 to 255 bytes (such as ["h2", "http/1.1"]), got ${showValue(value)}`
 const servername: Check = (value) => {
   if (typeof value !== "string" || value.length === 0) return `expected a host name, got ${showValue(value)}`
   if (controlCharacters.test(value)) return `a server name must not contain spaces or control characters, got ${showValue(value)}`
@@ -53,6 +55,21 @@ const servername: Check = (value) => {
   return undefined
 }
 const fn: Check = (value) => typeof value === "function" ? undefined : `expected a function, got ${showValue(value)}`
+const bytes: Check = (value) => value instanceof Uint8Array ? undefined : `expected a Buffer, got ${showValue(value)}`
+// What tls.createSecureContext makes; node:tls throws on anything else, and only when it connects.
+const SecureContextClass = tls.createSecureContext().constructor
+const context: Check = (value) =>
+  value instanceof SecureContextClass
+    ? undefined
+    : `expected a SecureContext made by tls.createSecureContext, got ${showValue(value)}`
+// The socket's own options, which connect takes itself: among the TLS ones they would override the
+// connect's target (host, port) or its settings, or make tls.connect throw.
+const transportKeys = [
+  "host", "port", "path", "socket", "allowHalfOpen", "timeout", "lookup", "family", "hints", "localAddress",
+  "localPort", "noDelay", "keepAlive", "keepAliveInitialDelay", "signal", "onread", "autoSelectFamily"
+]
+const notHere: Check = (value) =>
+  `set on connect's own options, not among its tls options (got ${showValue(value)})`
 
 /** Checks of the options this module reads or that are easy to get wrong; the others go to `node:tls` as they are. */
 const clientChecks: Readonly<Record<string, Check>> = {
@@ -70,7 +87,11 @@ const clientChecks: Readonly<Record<string, Check>> = {
   servername,
   rejectUnauthorized: boolean,
   ALPNProtocols: protocols,
-  checkServerIdentity: fn
+  checkServerIdentity: fn,
+  secureContext: context,
+  session: bytes,
+  pskCallback: fn,
+  ...Object.fromEntries(transportKeys.map((key) => [key, notHere]))
 }
 
 const isRecord = (value: unknown): value is Record<string, unknown> =>
@@ -202,9 +223,13 @@ export interface ServerTls {
 /** How long a client may take over its handshake by default: a client that never completes one holds a descriptor. */
 const defaultServerHandshakeTimeout = Duration.seconds(10)
 
+// A client's options that a server does not take.
+const clientOnly = new Set(["checkServerIdentity", "servername", "session", ...transportKeys])
 const serverChecks: Readonly<Record<string, Check>> = {
-  ...clientChecks,
+  ...Object.fromEntries(Object.entries(clientChecks).filter(([name]) => !clientOnly.has(name))),
   requestCert: boolean,
+  // tls.createServer makes its context from cert, key, ... and ignores this one.
+  secureContext: () => "a server takes cert and key (or pfx), not a secureContext",
   sni: (value) =>
     isRecord(value) && Object.values(value).every(isRecord)
       ? undefined
@@ -256,6 +281,13 @@ export const validateServer = (input: unknown): ServerTls | string => {
   }
   const main = secureContext(options)
   if (typeof main === "string") return main
+  // What tls.createServer alone checks (ALPN names, pskCallback, ...), by throwing: made once here,
+  // never bound, so that serve and updateTls fail with InvalidOptions instead.
+  try {
+    tls.createServer({ ...options, handshakeTimeout: 0, SNICallback: (_name, callback) => callback(null, undefined) })
+  } catch (error) {
+    return nodeMessage(error)
+  }
   const contexts = new Map<string, tls.SecureContext>()
   for (const [name, entry] of Object.entries((sni ?? {}) as Record<string, Record<string, unknown>>)) {
     const context = secureContext(entry)

@@ -1,0 +1,188 @@
+/**
+ * Attacks on TLS: options of every wrong kind (each must be `InvalidOptions`, never a throw or a
+ * defect), options objects changed after their first use, secrets in error messages, and
+ * certificate rotation that changes more than the certificate.
+ */
+import { describe, expect } from "@effect/vitest"
+import * as Cause from "effect/Cause"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Option from "effect/Option"
+import * as Stream from "effect/Stream"
+import { type Connection, Server, Tcp, type TcpError } from "../src/index.js"
+import { certificates } from "./support/certs.js"
+import { live, rawServer, text } from "./support/harness.js"
+
+const certs = Effect.promise(certificates)
+
+const echo = (connection: Connection) => connection.stream.pipe(Stream.run(connection.sink))
+
+/** The error an effect failed with, or a description of how it did otherwise (a defect, success). */
+const outcome = <A, E>(effect: Effect.Effect<A, E, any>) =>
+  Effect.map(Effect.exit(Effect.scoped(effect)), (exit) => {
+    if (Exit.isSuccess(exit)) return { _tag: "Success", message: "" }
+    const failure = Cause.failureOption(exit.cause)
+    if (Option.isSome(failure)) return failure.value as { readonly _tag: string; readonly message: string }
+    return { _tag: "Defect", message: Cause.pretty(exit.cause) }
+  })
+
+/** A server that accepts TCP and never speaks: a client that gets past validation times out. */
+const silent = rawServer(() => {})
+
+describe("TLS options the client cannot use are InvalidOptions, never a defect", () => {
+  live("options node:tls only rejects in tls.connect (ALPN names too long in bytes, not a SecureContext, ...)", () =>
+    Effect.gen(function*() {
+      const { port } = yield* silent
+      const cases: Record<string, unknown> = {
+        "an ALPN name of more than 255 bytes": { ALPNProtocols: ["é".repeat(200)] },
+        "an ALPN name as a Buffer in the array": { ALPNProtocols: [Buffer.from("h2")] },
+        "an empty ALPN Buffer": { ALPNProtocols: [Buffer.alloc(0)] },
+        "a secureContext that is a string": { secureContext: "garbage" },
+        "a secureContext that is a plain object": { secureContext: {} },
+        "a session that is not a Buffer": { session: "garbage" },
+        "a pskCallback that is not a function": { pskCallback: 5 },
+        "a port among the TLS options": { port: "x" },
+        "a host among the TLS options": { host: 5 },
+        "a socket timeout among the TLS options": { timeout: "x" }
+      }
+      for (const [what, tls] of Object.entries(cases)) {
+        const result = yield* outcome(Tcp.connect({ host: "127.0.0.1", port, connectTimeout: 2000, tls: tls as any }))
+        expect({ what, tag: result._tag }).toEqual({ what, tag: "InvalidOptions" })
+      }
+    }))
+
+  live("an options object whose getters throw, or a Proxy that throws, is InvalidOptions", () =>
+    Effect.gen(function*() {
+      const { port } = yield* silent
+      const getter = {
+        get ca(): string {
+          throw new Error("boom")
+        }
+      }
+      const proxy = new Proxy({}, {
+        get() {
+          throw new Error("proxy get")
+        },
+        ownKeys() {
+          throw new Error("proxy keys")
+        }
+      })
+      for (const tls of [getter, proxy]) {
+        const result = yield* outcome(Tcp.connect({ host: "127.0.0.1", port, connectTimeout: 2000, tls: tls as any }))
+        expect(result._tag).toBe("InvalidOptions")
+      }
+    }))
+})
+
+describe("TLS options the server cannot use are InvalidOptions, never a defect", () => {
+  live("serve and updateTls with options tls.createServer throws on", () =>
+    Effect.gen(function*() {
+      const c = yield* certs
+      const base = { cert: c.server.cert, key: c.server.key }
+      const cases: Record<string, unknown> = {
+        "an ALPN name of more than 255 bytes": { ...base, ALPNProtocols: ["é".repeat(200)] },
+        "an ALPN name as a Buffer in the array": { ...base, ALPNProtocols: [Buffer.from("h2")] },
+        "a pskCallback that is not a function": { ...base, pskCallback: 5 },
+        "a getter that throws": {
+          ...base,
+          get ca(): string {
+            throw new Error("boom")
+          }
+        },
+        "an sni entry whose getter throws": {
+          ...base,
+          sni: {
+            get "a.test"(): object {
+              throw new Error("boom")
+            }
+          }
+        },
+        "a Proxy that throws": new Proxy(base, {
+          get() {
+            throw new Error("proxy get")
+          }
+        }),
+        "a secureContext that is not one": { secureContext: "garbage" }
+      }
+      const good = yield* Server.serve({ port: 0, tls: base }, echo)
+      for (const [what, tls] of Object.entries(cases)) {
+        const served = yield* outcome(Server.serve({ port: 0, tls: tls as any }, echo))
+        expect({ what, tag: served._tag }).toEqual({ what, tag: "InvalidOptions" })
+        const updated = yield* outcome(good.updateTls(tls as any))
+        expect({ what, tag: updated._tag }).toEqual({ what, tag: "InvalidOptions" })
+      }
+      // And the server still serves with its certificate.
+      const connection = yield* Tcp.connect({ host: "127.0.0.1", port: good.address.port, tls: { ca: c.ca } })
+      yield* connection.write("ok")
+      expect(text(yield* connection.readExactly(2))).toBe("ok")
+    }))
+})
+
+describe("secrets never reach an error message", () => {
+  live("InvalidOptions of connect and serve does not show the private key or the passphrase", () =>
+    Effect.gen(function*() {
+      const c = yield* certs
+      const served = yield* outcome(
+        Server.serve({ port: 0, tls: { cert: c.server.cert, key: c.server.key, sessionTimeout: "x" } as any }, echo)
+      )
+      expect(served._tag).toBe("InvalidOptions")
+      expect(served.message).not.toContain("PRIVATE KEY")
+      const connected = yield* outcome(
+        Tcp.connect({
+          host: "127.0.0.1",
+          port: 1,
+          tls: { cert: c.client.cert, key: c.client.key, passphrase: "hunter2", ciphers: "NO-SUCH-CIPHER" }
+        })
+      )
+      expect(connected._tag).toBe("InvalidOptions")
+      expect(connected.message).not.toContain("PRIVATE KEY")
+      expect(connected.message).not.toContain("hunter2")
+    }))
+})
+
+describe("the same options object, changed after its first use", () => {
+  live("a connect sees the options as they are now, not as they were the first time", () =>
+    Effect.gen(function*() {
+      const c = yield* certs
+      const server = yield* Server.serve({ port: 0, tls: { cert: c.server.cert, key: c.server.key } }, echo)
+      const options: Record<string, unknown> = { ca: c.ca }
+      const first = yield* Tcp.connect({ host: "127.0.0.1", port: server.address.port, tls: options })
+      yield* first.close
+      // Now trusting only another CA: the server's certificate must be refused.
+      options.ca = c.unknownCa.ca
+      const second = yield* outcome(Tcp.connect({ host: "127.0.0.1", port: server.address.port, tls: options }))
+      expect(second).toMatchObject({ _tag: "TlsHandshakeFailed", reason: "CertificateUntrusted" })
+      // And made invalid: InvalidOptions, not the old context.
+      options.ca = undefined
+      options.minVersion = "TLSv9"
+      const third = yield* outcome(Tcp.connect({ host: "127.0.0.1", port: server.address.port, tls: options }))
+      expect(third._tag).toBe("InvalidOptions")
+    }))
+})
+
+describe("certificate rotation that changes the client-certificate policy", () => {
+  live("updateTls turning on requestCert refuses clients without a certificate from then on", () =>
+    Effect.gen(function*() {
+      const c = yield* certs
+      const server = yield* Server.serve({ port: 0, drainTimeout: 0, tls: { cert: c.server.cert, key: c.server.key } }, echo)
+      const port = server.address.port
+      yield* server.updateTls({ cert: c.server.cert, key: c.server.key, ca: c.ca, requestCert: true })
+      const anonymous = Effect.gen(function*() {
+        const connection = yield* Tcp.connect({ host: "127.0.0.1", port, tls: { ca: c.ca } })
+        yield* connection.write("x")
+        return text(yield* connection.readExactly(1))
+      })
+      const result = yield* outcome(anonymous)
+      expect(result._tag).toBe("TlsHandshakeFailed")
+      const withCertificate = yield* Tcp.connect({
+        host: "127.0.0.1",
+        port,
+        tls: { ca: c.ca, cert: c.client.cert, key: c.client.key }
+      })
+      yield* withCertificate.write("y")
+      expect(text(yield* withCertificate.readExactly(1))).toBe("y")
+      expect(Option.getOrThrow(withCertificate.tls).authorized).toBe(true)
+    }))
+})
+
+export type { TcpError }
