@@ -11,7 +11,9 @@ import * as Option from "effect/Option"
 import * as Stream from "effect/Stream"
 import { type Connection, Server, Tcp, type TcpError } from "../src/index.js"
 import { certificates } from "./support/certs.js"
-import { live, rawServer, text } from "./support/harness.js"
+import * as net from "node:net"
+import * as tls from "node:tls"
+import { eventually, live, rawClient, rawServer, text } from "./support/harness.js"
 
 const certs = Effect.promise(certificates)
 
@@ -182,6 +184,65 @@ describe("certificate rotation that changes the client-certificate policy", () =
       yield* withCertificate.write("y")
       expect(text(yield* withCertificate.readExactly(1))).toBe("y")
       expect(Option.getOrThrow(withCertificate.tls).authorized).toBe(true)
+    }))
+})
+
+describe("a TLS connection whose records are corrupted after its handshake", () => {
+  live("the server's read fails with SocketFailure (code kept), not as a failed handshake", () =>
+    Effect.gen(function*() {
+      const c = yield* certs
+      let result: TcpError.TcpError | undefined
+      const server = yield* Server.serve(
+        { port: 0, drainTimeout: 0, tls: { cert: c.server.cert, key: c.server.key } },
+        (connection) =>
+          Effect.gen(function*() {
+            yield* connection.write(yield* connection.readExactly(1))
+            result = yield* Effect.flip(connection.readExactly(1))
+          })
+      )
+      const raw = yield* rawClient(server.address.port)
+      const secure = tls.connect({ socket: raw, ca: c.ca, servername: "localhost" })
+      secure.on("error", () => {})
+      secure.write("a")
+      yield* Effect.async<void>((resume) => {
+        secure.once("data", () => resume(Effect.void))
+      })
+      // Plain text under the TLS session, after a byte went each way.
+      raw.write("garbage after the handshake\r\n")
+      yield* eventually(() => result !== undefined)
+      expect(result).toMatchObject({ _tag: "SocketFailure", operation: "read", code: "ERR_SSL_WRONG_VERSION_NUMBER" })
+      expect((yield* server.stats).handshakesFailed).toBe(0)
+    }))
+
+  live("the client's read fails with SocketFailure once data came, a TLS 1.3 late verdict stays TlsHandshakeFailed", () =>
+    Effect.gen(function*() {
+      const c = yield* certs
+      let peer: net.Socket | undefined
+      const server = tls.createServer({ cert: c.server.cert, key: c.server.key }, (socket) => {
+        socket.on("error", () => {})
+        socket.write("hello")
+        peer = socket
+      })
+      yield* Effect.acquireRelease(
+        Effect.async<void>((resume) => {
+          server.listen(0, "127.0.0.1", () => resume(Effect.void))
+        }),
+        () =>
+          Effect.async<void>((resume) => {
+            peer?.destroy()
+            server.close(() => resume(Effect.void))
+          })
+      )
+      const connection = yield* Tcp.connect({
+        host: "127.0.0.1",
+        port: (server.address() as net.AddressInfo).port,
+        tls: { ca: c.ca }
+      })
+      expect(text(yield* connection.readExactly(5))).toBe("hello")
+      yield* eventually(() => peer !== undefined)
+      ;(peer as unknown as { _parent: net.Socket })._parent.write("not a TLS record\r\n")
+      const error = yield* Effect.flip(connection.readExactly(1))
+      expect(error).toMatchObject({ _tag: "SocketFailure", operation: "read", code: "ERR_SSL_WRONG_VERSION_NUMBER" })
     }))
 })
 

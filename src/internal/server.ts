@@ -159,7 +159,9 @@ export const serveWith = <O extends Options.ServerSettings>(listener: Listener<O
         onActivity: lastActivity && (() => {
           lastActivity.at = clock.unsafeCurrentTimeMillis()
         }),
-        clock
+        clock,
+        // A TLS server's connection arrives once the client's certificate was judged.
+        handshakeDone: true
       })
       connections.add(connection)
       const annotations = baseAnnotations.pipe(
