@@ -8,12 +8,15 @@ import * as Cause from "effect/Cause"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Option from "effect/Option"
+import * as Scope from "effect/Scope"
+import * as TestClock from "effect/TestClock"
 import * as Stream from "effect/Stream"
 import { type Connection, Server, Tcp, type TcpError } from "../src/index.js"
 import { certificates } from "./support/certs.js"
 import * as net from "node:net"
 import * as tls from "node:tls"
-import { eventually, live, rawClient, rawServer, text } from "./support/harness.js"
+import { awaitSleeps, effect, eventually, live, rawClient, rawServer, text } from "./support/harness.js"
+import { captureLogs } from "./support/logs.js"
 
 const certs = Effect.promise(certificates)
 
@@ -243,6 +246,41 @@ describe("a TLS connection whose records are corrupted after its handshake", () 
       ;(peer as unknown as { _parent: net.Socket })._parent.write("not a TLS record\r\n")
       const error = yield* Effect.flip(connection.readExactly(1))
       expect(error).toMatchObject({ _tag: "SocketFailure", operation: "read", code: "ERR_SSL_WRONG_VERSION_NUMBER" })
+    }))
+})
+
+describe("the log of failed handshakes", () => {
+  effect("a burst of failures that stops is summed up at the end of the interval, and at shutdown", () =>
+    Effect.gen(function*() {
+      const c = yield* certs
+      const logs = captureLogs()
+      yield* Effect.gen(function*() {
+        const scope = yield* Scope.make()
+        const server = yield* Server.serve(
+          { port: 0, drainTimeout: 0, tls: { cert: c.server.cert, key: c.server.key } },
+          echo
+        ).pipe(Scope.extend(scope))
+        const plainText = (count: number) =>
+          Effect.forEach(Array.from({ length: count }), () =>
+            Effect.map(rawClient(server.address.port), (socket) => socket.write("GET / HTTP/1.0\r\n\r\n")))
+        yield* plainText(3)
+        yield* Effect.suspend(() => server.stats).pipe(
+          Effect.repeat({ until: (stats) => stats.handshakesFailed === 3 }),
+          Effect.zipLeft(eventually(() => logs.entries.length === 1))
+        )
+        // Three handshake deadlines (cancelled, still registered) and the line for the two not logged.
+        yield* awaitSleeps(4, { wakingAt: "10 seconds" })
+        yield* TestClock.adjust("10 seconds")
+        yield* eventually(() => logs.entries.length === 2)
+        expect(logs.entries[1]!.message).toBe("TLS handshakes failed: 2 more since the last report (the last: NotTls)")
+        // One more within the next interval, then the server closes: its line comes at the close.
+        yield* plainText(1)
+        yield* Effect.suspend(() => server.stats).pipe(Effect.repeat({ until: (stats) => stats.handshakesFailed === 4 }))
+        yield* Scope.close(scope, Exit.void)
+        expect(logs.entries.map((entry) => entry.message).slice(2)).toEqual([
+          "TLS handshakes failed: 1 more since the last report (the last: NotTls)"
+        ])
+      }).pipe(Effect.provide(logs.layer))
     }))
 })
 
