@@ -284,4 +284,67 @@ describe("the log of failed handshakes", () => {
     }))
 })
 
+describe("clients that half-close during or after the handshake", () => {
+  /** The ClientHello a TLS client sends first, as bytes, taken by a server that reads only it. */
+  const clientHello = Effect.gen(function*() {
+    const first = yield* Effect.makeLatch()
+    let hello: Buffer | undefined
+    const { port } = yield* rawServer((socket) =>
+      socket.once("data", (chunk: Buffer) => {
+        hello = chunk
+        first.unsafeOpen()
+        socket.destroy()
+      })
+    )
+    const client = tls.connect({ host: "127.0.0.1", port, rejectUnauthorized: false })
+    client.on("error", () => {})
+    yield* first.await
+    client.destroy()
+    return hello!
+  })
+
+  effect("a client that sends its ClientHello and half-closes is let go at once, not held until handshakeTimeout", () =>
+    Effect.gen(function*() {
+      const c = yield* certs
+      const hello = yield* clientHello
+      const server = yield* Server.serve({ port: 0, drainTimeout: 0, tls: { cert: c.server.cert, key: c.server.key } }, echo)
+      const socket = yield* rawClient(server.address.port)
+      socket.on("data", () => {})
+      socket.end(hello)
+      // Under TestClock the handshake deadline never comes: only the FIN can end the handshake.
+      yield* eventually(() => socket.readableEnded || socket.destroyed)
+      yield* Effect.suspend(() => server.stats).pipe(Effect.repeat({ until: (stats) => stats.handshakesFailed === 1 }))
+    }))
+
+  live("half-close after the handshake still works both ways (endWrite, then the answer)", () =>
+    Effect.gen(function*() {
+      const c = yield* certs
+      const server = yield* Server.serve(
+        { port: 0, drainTimeout: 0, tls: { cert: c.server.cert, key: c.server.key } },
+        (connection) =>
+          Effect.gen(function*() {
+            const all = yield* connection.stream.pipe(Stream.runCollect)
+            yield* connection.write(`got ${Array.from(all).reduce((n, chunk) => n + chunk.length, 0)}`)
+          })
+      )
+      for (let i = 0; i < 20; i++) {
+        const connection = yield* Tcp.connect({ host: "127.0.0.1", port: server.address.port, tls: { ca: c.ca } })
+        yield* connection.write("hello")
+        yield* connection.endWrite
+        const answer = yield* connection.stream.pipe(Stream.runCollect)
+        expect(Buffer.concat(Array.from(answer)).toString()).toBe("got 5")
+        yield* connection.close
+      }
+      // And a client whose data and FIN follow its Finished at once.
+      const socket = tls.connect({ host: "127.0.0.1", port: server.address.port, ca: c.ca, allowHalfOpen: true } as tls.ConnectionOptions)
+      socket.on("error", () => {})
+      socket.end("abc")
+      const received: Array<Buffer> = []
+      socket.on("data", (chunk: Buffer) => received.push(chunk))
+      yield* eventually(() => socket.readableEnded || socket.destroyed)
+      socket.destroy()
+      expect(Buffer.concat(received).toString()).toBe("got 3")
+    }))
+})
+
 export type { TcpError }

@@ -167,7 +167,10 @@ const tlsServers = (validated: Tls.ServerTls, noDelay: boolean, events: Listener
   const make = () => {
     const server = tls.createServer({
       ...current.server,
-      allowHalfOpen: true,
+      // Not during the handshake: a client that half-closes then can never finish it (its Finished
+      // would come after its FIN), and a half-open socket would wait for handshakeTimeout. An
+      // established connection is half-open (secureConnection below), as a plain one is.
+      allowHalfOpen: false,
       noDelay,
       // The deadline is ours, on the server's clock; Node's own (120 s by default) is off.
       handshakeTimeout: 0,
@@ -192,6 +195,7 @@ const tlsServers = (validated: Tls.ServerTls, noDelay: boolean, events: Listener
     server.on("secureConnection", (socket: tls.TLSSocket) => {
       const raw = parentOf(socket)
       if (raw !== undefined) done(raw)
+      socket.allowHalfOpen = true
       events.connection(socket)
     })
     server.on("tlsClientError", (error: unknown, socket: tls.TLSSocket) => {
