@@ -107,7 +107,15 @@ describe("TLS options the server cannot use are InvalidOptions, never a defect",
             throw new Error("proxy get")
           }
         }),
-        "a secureContext that is not one": { secureContext: "garbage" }
+        "a secureContext that is not one": { secureContext: "garbage" },
+        "an sni entry without a certificate": { ...base, sni: { "a.test": {} } },
+        "an sni entry with only a key": { ...base, sni: { "a.test": { key: c.second.key } } },
+        "an sni name with a space": { ...base, sni: { "a b.test": { cert: c.second.cert, key: c.second.key } } },
+        "an empty sni name": { ...base, sni: { "": { cert: c.second.cert, key: c.second.key } } },
+        "an sni name of * alone": { ...base, sni: { "*": { cert: c.second.cert, key: c.second.key } } },
+        "an sni name with * inside": { ...base, sni: { "a.*.test": { cert: c.second.cert, key: c.second.key } } },
+        "an sni name that is an address": { ...base, sni: { "127.0.0.1": { cert: c.second.cert, key: c.second.key } } },
+        "an sni entry named __proto__ that is not TLS options": { ...base, sni: JSON.parse(`{"__proto__": 5}`) }
       }
       const good = yield* Server.serve({ port: 0, tls: base }, echo)
       for (const [what, tls] of Object.entries(cases)) {

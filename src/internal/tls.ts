@@ -256,6 +256,18 @@ export const contextFor = (
   return dot === -1 ? undefined : contexts.get(`*${name.slice(dot)}`)
 }
 
+/**
+ * What is wrong with a server name of `sni`, if anything: a name no client can send (empty, with
+ * spaces or control characters, an address) or a `*` anywhere but as the whole first label.
+ */
+const sniName = (name: string): string | undefined => {
+  const exact = name.startsWith("*.") ? name.slice(2) : name
+  if (exact.length === 0 || exact.includes("*") || controlCharacters.test(exact) || net.isIP(exact) !== 0) {
+    return "expected a host name, or *. and a host name"
+  }
+  return undefined
+}
+
 /** Validates the `tls` option of serve into what the listener needs, or says what is wrong with it. */
 export const validateServer = (input: unknown): ServerTls | string => {
   if (!isRecord(input)) return `expected an object of TLS options ({ cert, key, ... }), got ${showValue(input)}`
@@ -290,6 +302,10 @@ export const validateServer = (input: unknown): ServerTls | string => {
   }
   const contexts = new Map<string, tls.SecureContext>()
   for (const [name, entry] of Object.entries((sni ?? {}) as Record<string, Record<string, unknown>>)) {
+    const issue = sniName(name) ?? (entry.cert === undefined && entry.pfx === undefined
+      ? "needs a certificate: give cert and key (or pfx)"
+      : undefined)
+    if (issue !== undefined) return `sni ${JSON.stringify(name)}: ${issue}`
     const context = secureContext(entry)
     if (typeof context === "string") return `sni ${JSON.stringify(name)}: ${context}`
     contexts.set(name.toLowerCase(), context)
