@@ -48,7 +48,10 @@ describe("TLS options the client cannot use are InvalidOptions, never a defect",
         "a pskCallback that is not a function": { pskCallback: 5 },
         "a port among the TLS options": { port: "x" },
         "a host among the TLS options": { host: 5 },
-        "a socket timeout among the TLS options": { timeout: "x" }
+        "a socket timeout among the TLS options": { timeout: "x" },
+        "a handshakeTimeout of 0 (every handshake would fail)": { handshakeTimeout: 0 },
+        "a handshakeTimeout of Infinity": { handshakeTimeout: Infinity },
+        "a handshakeTimeout of NaN": { handshakeTimeout: NaN }
       }
       for (const [what, tls] of Object.entries(cases)) {
         const result = yield* outcome(Tcp.connect({ host: "127.0.0.1", port, connectTimeout: 2000, tls: tls as any }))
@@ -108,6 +111,8 @@ describe("TLS options the server cannot use are InvalidOptions, never a defect",
           }
         }),
         "a secureContext that is not one": { secureContext: "garbage" },
+        "a handshakeTimeout of 0 (every handshake would fail)": { ...base, handshakeTimeout: 0 },
+        "a handshakeTimeout of \"0 seconds\"": { ...base, handshakeTimeout: "0 seconds" },
         "an sni entry without a certificate": { ...base, sni: { "a.test": {} } },
         "an sni entry with only a key": { ...base, sni: { "a.test": { key: c.second.key } } },
         "an sni name with a space": { ...base, sni: { "a b.test": { cert: c.second.cert, key: c.second.key } } },

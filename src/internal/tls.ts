@@ -113,6 +113,9 @@ const checkFields = (
     const decoded = Schema.decodeUnknownEither(DurationOption)(input.handshakeTimeout)
     if (decoded._tag === "Left") {
       issues.push(`handshakeTimeout: expected a finite, non-negative duration, got ${showValue(input.handshakeTimeout)}`)
+    } else if (Duration.toMillis(decoded.right) === 0) {
+      // Every handshake would fail at once (node:tls takes 0 for no limit: a trap either way).
+      issues.push("handshakeTimeout: expected a positive duration, got 0 (no handshake completes in no time)")
     } else {
       handshakeTimeout = decoded.right
     }
