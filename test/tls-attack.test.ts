@@ -360,4 +360,32 @@ describe("clients that half-close during or after the handshake", () => {
     }))
 })
 
+describe("clients that never finish their handshake, against maxConnections", () => {
+  effect("no more handshakes are under way than maxConnections: the rest are closed at once, counted as rejected", () =>
+    Effect.gen(function*() {
+      const c = yield* certs
+      const server = yield* Server.serve(
+        { port: 0, maxConnections: 3, drainTimeout: 0, tls: { cert: c.server.cert, key: c.server.key } },
+        echo
+      )
+      const port = server.address.port
+      // A connection being served does not take a handshake's place.
+      const served = yield* Tcp.connect({ host: "127.0.0.1", port, tls: { ca: c.ca } })
+      const stalled = yield* Effect.forEach(Array.from({ length: 20 }), () => rawClient(port))
+      for (const socket of stalled) socket.on("data", () => {})
+      yield* eventually(() => stalled.filter((socket) => socket.readableEnded || socket.destroyed).length === 17)
+      expect(yield* server.stats).toMatchObject({ rejected: 17, handshakesFailed: 0, active: 1 })
+      yield* served.write("s")
+      expect(text(yield* served.readExactly(1))).toBe("s")
+      // Their deadline frees the places: a good client then gets through.
+      yield* awaitSleeps(3, { wakingAt: "10 seconds" })
+      yield* TestClock.adjust("10 seconds")
+      yield* eventually(() => stalled.every((socket) => socket.readableEnded || socket.destroyed))
+      const good = yield* Tcp.connect({ host: "127.0.0.1", port, tls: { ca: c.ca } })
+      yield* good.write("g")
+      expect(text(yield* good.readExactly(1))).toBe("g")
+      expect(yield* server.stats).toMatchObject({ rejected: 17, handshakesFailed: 3, active: 2 })
+    }))
+})
+
 export type { TcpError }

@@ -313,6 +313,10 @@ export const serveWith = <O extends Options.ServerSettings>(listener: Listener<O
       connection: onConnection,
       accepted: checkDescriptors,
       handshakeFailed,
+      maxHandshakes: maxConnections,
+      rejected: () => {
+        if (!stopping) rejected++
+      },
       after,
       // Logged rather than allowed to crash the process.
       error: (error: unknown) => {

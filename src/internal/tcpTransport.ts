@@ -179,6 +179,14 @@ const tlsServers = (validated: Tls.ServerTls, noDelay: boolean, events: Listener
     server.on("connection", (raw: net.Socket) => {
       events.accepted()
       if (raw.destroyed) return
+      // Handshakes under way count against maxConnections on their own (the connections being
+      // served do not take from them): a flood of clients that stall holds no more descriptors.
+      if (handshaking.size >= events.maxHandshakes) {
+        settled.add(raw)
+        events.rejected()
+        raw.destroy()
+        return
+      }
       const remote = remoteOf(raw)
       const timeout = current.handshakeTimeout
       const cancel = events.after(timeout, () => {
