@@ -512,7 +512,7 @@ describe("serve", () => {
         const stats = Effect.runSync(server.stats)
         return stats.failed === 134 && stats.active === 66
       })
-      expect(yield* server.stats).toEqual({ accepted: 220, active: 66, failed: 134, rejected: 0, idleClosed: 0, abandoned: 0, outOfDescriptors: 0 })
+      expect(yield* server.stats).toEqual({ accepted: 220, active: 66, failed: 134, rejected: 0, idleClosed: 0, abandoned: 0, outOfDescriptors: 0, handshakesFailed: 0 })
       expect(abusers.length).toBe(200)
     }), 60_000)
 })
