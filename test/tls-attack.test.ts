@@ -388,4 +388,45 @@ describe("clients that never finish their handshake, against maxConnections", ()
     }))
 })
 
+describe("a checkServerIdentity of the caller's", () => {
+  live("one that throws or returns an Error fails the connect with TlsHandshakeFailed, and the process goes on", () =>
+    Effect.gen(function*() {
+      const c = yield* certs
+      const server = yield* Server.serve({ port: 0, drainTimeout: 0, tls: { cert: c.server.cert, key: c.server.key } }, echo)
+      const uncaught: Array<unknown> = []
+      const onUncaught = (error: unknown) => uncaught.push(error)
+      // vitest reports an uncaught exception as an error of the run: caught here to see it.
+      const listeners = process.listeners("uncaughtException")
+      process.removeAllListeners("uncaughtException")
+      process.on("uncaughtException", onUncaught)
+      const checks = [
+        () => {
+          throw new Error("not the pinned key")
+        },
+        () => new Error("not the pinned key")
+      ]
+      const results = yield* Effect.forEach(checks, (checkServerIdentity) =>
+        outcome(Tcp.connect({
+          host: "127.0.0.1",
+          port: server.address.port,
+          connectTimeout: 2000,
+          tls: { ca: c.ca, checkServerIdentity }
+        }))).pipe(
+          Effect.ensuring(Effect.sync(() => {
+            process.off("uncaughtException", onUncaught)
+            for (const listener of listeners) process.on("uncaughtException", listener)
+          }))
+        )
+      expect(uncaught).toEqual([])
+      for (const result of results) {
+        expect(result).toMatchObject({
+          _tag: "TlsHandshakeFailed",
+          reason: "CertificateInvalid",
+          code: "CERT_REJECTED",
+          detail: "not the pinned key"
+        })
+      }
+    }))
+})
+
 export type { TcpError }

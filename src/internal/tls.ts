@@ -192,13 +192,43 @@ export const ClientTlsOption: Schema.Schema<ClientTls, unknown> = Schema.transfo
       } catch (error) {
         return fail(ast, input, nodeMessage(error))
       }
-      const validated: ClientTls = { connect: { ...options, secureContext }, handshakeTimeout }
+      const check = options.checkServerIdentity as tls.ConnectionOptions["checkServerIdentity"]
+      const validated: ClientTls = {
+        connect: {
+          ...options,
+          secureContext,
+          ...(check === undefined ? {} : { checkServerIdentity: guardedIdentityCheck(check) })
+        },
+        handshakeTimeout
+      }
       clientContexts.set(input, { fields, validated })
       return ParseResult.succeed(validated)
     },
     encode: (validated) => ParseResult.succeed(validated)
   }
 )
+
+/**
+ * The caller's `checkServerIdentity` as node:tls may call it: one that throws would throw out of a
+ * socket's event (an uncaught exception: the process ends), so what it throws is returned as its
+ * verdict instead; a verdict without a code gets CERT_REJECTED, so that the connect fails with
+ * `TlsHandshakeFailed` (CertificateInvalid) rather than an untyped `SocketFailure`.
+ */
+const guardedIdentityCheck = (check: NonNullable<tls.ConnectionOptions["checkServerIdentity"]>) =>
+(hostname: string, certificate: tls.PeerCertificate): Error | undefined => {
+  let verdict: unknown
+  try {
+    verdict = check(hostname, certificate)
+  } catch (error) {
+    verdict = error instanceof Error ? error : new Error(`checkServerIdentity threw ${showValue(error)}`)
+  }
+  if (verdict === undefined || verdict === null) return undefined
+  const error = verdict instanceof Error ? verdict : new Error(`checkServerIdentity returned ${showValue(verdict)}`)
+  if (typeof (error as { code?: unknown }).code !== "string") {
+    Object.defineProperty(error, "code", { value: "CERT_REJECTED", enumerable: true, configurable: true, writable: true })
+  }
+  return error
+}
 
 /**
  * An optional option field of `schema`: absent or `undefined` is `undefined`; anything else fails
