@@ -47,7 +47,10 @@ export interface ServeOptions {
   readonly port: number
   /** Length of the queue of connections the system completed but the server has not accepted yet; default 511. */
   readonly backlog?: number
-  /** Connections served at once; more are closed at once and counted in `stats.rejected`. Default: no limit. */
+  /**
+   * Connections served at once; more are closed at once and counted in `stats.rejected`. Default: no
+   * limit. With `tls`, as many handshakes may be under way besides (more are closed and counted too).
+   */
   readonly maxConnections?: number
   /** Close a connection on which no byte moved (in either direction) for this long, failing its operations with `IdleTimeout`. */
   readonly idleTimeout?: Duration.DurationInput

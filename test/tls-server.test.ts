@@ -281,13 +281,14 @@ describe("TLS server against clients that fail, stall or are not TLS", () => {
         })
         for (let i = 0; i < 3; i++) yield* garbage
         yield* eventually(() => logs.entries.length >= 1)
+        // The two not logged are summed up at the end of the interval, with no failure after them.
         yield* TestClock.adjust("10 seconds")
-        yield* garbage
         yield* eventually(() => logs.entries.length >= 2)
+        yield* garbage
         expect((yield* server.stats).handshakesFailed).toBe(4)
         expect(logs.entries.map((entry) => entry.message.replace(/: TLS handshake from.*/, ""))).toEqual([
           expect.stringMatching(/^TLS handshake failed \(\w+\)$/),
-          expect.stringMatching(/^TLS handshake failed \(\w+\) \(2 more since the last report\)$/)
+          expect.stringMatching(/^TLS handshakes failed: 2 more since the last report \(the last: \w+\)$/)
         ])
       }).pipe(Effect.provide(logs.layer))
     }))

@@ -51,8 +51,15 @@ const open = <O extends Options.ConnectionSettings>(
   const connectedEvent = dialer.connectedEvent(options)
   const handshake = dialer.handshakeTimeout?.(options)
   const ended = () => attempt.failure !== undefined || attempt.connected
-  const dial = Effect.sync(() => {
-    const socket = attempt.socket = dialer.dial(options)
+  const dial = Effect.suspend(() => {
+    let socket: Socket
+    try {
+      socket = attempt.socket = dialer.dial(options)
+    } catch (error) {
+      // node:tls checks some options only here, by throwing (those the validation knows are refused before).
+      const message = error instanceof Error ? error.message : String(error)
+      return Effect.fail(new TcpError.InvalidOptions({ operation: "connect", issues: message }))
+    }
     const onOpen = () => {
       attempt.opened = true
       attempt.wake?.()
@@ -70,11 +77,11 @@ const open = <O extends Options.ConnectionSettings>(
     socket.on(connectedEvent, onConnected)
     // Stays after the attempt: destroy() on a connecting socket may still report an error.
     socket.on("error", onError)
-    return () => {
+    return Effect.succeed(() => {
       socket.off("connect", onOpen)
       socket.off(connectedEvent, onConnected)
       socket.off("error", onError)
-    }
+    })
   })
   const finish = (detach: () => void) =>
     Effect.suspend((): Effect.Effect<NodeConnection, TcpError.ConnectError> => {

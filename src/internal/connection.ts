@@ -52,6 +52,11 @@ export interface ConnectionOptions {
    * end of a connection to a path (the client's end is unbound), but the path says which it is.
    */
   readonly socketPath?: Endpoint.UnixEndpoint | undefined
+  /**
+   * Whether a TLS socket's handshake is over, verdicts included (a server's: it judged the client
+   * before the connection reached it). Otherwise a TLS 1.3 client's is over once bytes came.
+   */
+  readonly handshakeDone?: boolean
 }
 
 const defaultReadUntilMax = 64 * 1024
@@ -243,6 +248,8 @@ export class NodeConnection implements Connection {
     this.remoteAddress = options.socketPath ?? Endpoint.make(socket.remoteAddress ?? "unknown", socket.remotePort ?? 0)
     this.localAddress = options.socketPath ?? Endpoint.make(socket.localAddress ?? "unknown", socket.localPort ?? 0)
     this.tls = Tls.info(socket)
+    this.handshakeSettled = options.handshakeDone === true || Option.isNone(this.tls) ||
+      this.tls.value.protocol !== "TLSv1.3"
     this.readTimeoutMillis = options.readTimeout && Duration.toMillis(options.readTimeout)
     this.writeTimeoutMillis = options.writeTimeout && Duration.toMillis(options.writeTimeout)
     this.clock = options.clock
@@ -278,7 +285,14 @@ export class NodeConnection implements Connection {
     this.readWaiters = live
     this.waiterLimit = Math.max(maxWaiters, 2 * live.length)
   }
+  /**
+   * Whether the TLS handshake is over for good. A TLS 1.3 client learns the server's verdict on its
+   * certificate after "secureConnect", from the first record: a failure until then is the
+   * handshake's; after, it is a broken connection (corrupted records, an alert), not a handshake.
+   */
+  private handshakeSettled: boolean
   private readonly onData = (chunk: Buffer): void => {
+    this.handshakeSettled = true
     this.bytes.push(chunk)
     if (!this.paused && this.bytes.length >= highWaterMark + this.wanted) {
       this.paused = true
@@ -459,6 +473,18 @@ export class NodeConnection implements Connection {
     return undefined
   }
 
+  /** What a read fails with: a TLS error after the handshake is a `SocketFailure`, its code kept. */
+  private readFailure(failure: unknown): TcpError.ReadError {
+    const error = TcpError.classify(failure, "read", this.remoteAddress)
+    if (error._tag !== "TlsHandshakeFailed" || !this.handshakeSettled) return error
+    return new TcpError.SocketFailure({
+      operation: "read",
+      endpoint: error.endpoint,
+      code: error.code,
+      detail: `TLS failed after the handshake: ${error.detail ?? error.code ?? error.reason}`
+    }, unchecked)
+  }
+
   /**
    * Once the queued bytes cannot satisfy a read: the error or end that comes after them, or
    * undefined when the read must wait. Bytes that arrived before an error are read first, as the
@@ -467,7 +493,7 @@ export class NodeConnection implements Connection {
   private afterQueued(): TcpError.ReadError | null | undefined {
     // `errored` is set as the socket is destroyed, a turn before its 'error' event.
     const failure = this.failure ?? this.socket.errored ?? undefined
-    if (failure !== undefined) return TcpError.classify(failure, "read", this.remoteAddress)
+    if (failure !== undefined) return this.readFailure(failure)
     if (this.eof) return null
     if (this.socket.destroyed) return this.closedError("read", "Closed")
     return undefined

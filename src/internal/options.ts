@@ -43,7 +43,7 @@ export const ConnectOptions = Schema.Struct({
   keepAliveInitialDelay: Schema.optional(DurationOption),
   noDelay: Schema.optional(Schema.Boolean),
   localAddress: Schema.optional(LocalAddress),
-  tls: Schema.optional(Tls.ClientTlsOption)
+  tls: Schema.optionalWith(Tls.optionalField(Tls.ClientTlsOption), { exact: true })
 })
 
 /** Marks a schema that only picks another to decode with: its issues are that one's, unwrapped. */
@@ -129,7 +129,7 @@ export const ServeOptions = Schema.Struct({
   backlog: Schema.optional(PositiveInt("backlog")),
   ...serverFields,
   noDelay: Schema.optional(Schema.Boolean),
-  tls: Schema.optional(Tls.ServerTlsOption)
+  tls: Schema.optionalWith(Tls.optionalField(Tls.ServerTlsOption), { exact: true })
 })
 
 /** The file mode of a Unix domain socket: permission bits only, 0 to 0o777. */

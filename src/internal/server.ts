@@ -160,7 +160,9 @@ export const serveWith = <O extends Options.ServerSettings>(listener: Listener<O
           lastActivity.at = clock.unsafeCurrentTimeMillis()
         }),
         clock,
-        socketPath
+        socketPath,
+        // A TLS server's connection arrives once the client's certificate was judged.
+        handshakeDone: true
       })
       connections.add(connection)
       const annotations = baseAnnotations.pipe(
@@ -195,6 +197,13 @@ export const serveWith = <O extends Options.ServerSettings>(listener: Listener<O
     // does on SIGINT and SIGTERM) drains exactly like closing it.
     const shutdown = (listening: Listening) => Effect.gen(function*() {
       stopping = true
+      // The failed handshakes not logged yet are logged now, not at a deadline after the server.
+      cancelSummary?.()
+      cancelSummary = undefined
+      if (failedSinceReport > 0) {
+        const last = lastSuppressed
+        yield* Effect.logInfo(`${summary()} (the last: ${last})`)
+      }
       // Stop accepting now; the callback comes once every socket accepted is gone too.
       let listenersClosed = false
       let onListenersClosed: (() => void) | undefined
@@ -258,18 +267,46 @@ export const serveWith = <O extends Options.ServerSettings>(listener: Listener<O
     // how many failed meanwhile, so that a scan or a flood of bad clients cannot flood the log.
     let failedSinceReport = 0
     let lastFailureReportAt: number | undefined
+    // The reason of the last failure not logged yet, and the cancel of the line that will say so.
+    let lastSuppressed: string | undefined
+    let cancelSummary: (() => void) | undefined
+    const summary = () => {
+      const count = failedSinceReport
+      failedSinceReport = 0
+      lastSuppressed = undefined
+      return `TLS handshakes failed: ${count} more since the last report`
+    }
+    const reportSuppressed = () => {
+      cancelSummary = undefined
+      if (failedSinceReport === 0) return
+      const last = lastSuppressed
+      lastFailureReportAt = clock.unsafeCurrentTimeMillis()
+      runFork(Effect.logInfo(`${summary()} (the last: ${last})`))
+    }
     const handshakeFailed = (error: TcpError.TcpError) => {
       handshakesFailed++
       failedSinceReport++
       const now = clock.unsafeCurrentTimeMillis()
-      if (lastFailureReportAt !== undefined && now - lastFailureReportAt < Duration.toMillis(handshakeReportInterval)) return
+      const interval = Duration.toMillis(handshakeReportInterval)
+      if (lastFailureReportAt !== undefined && now - lastFailureReportAt < interval) {
+        // Said at the end of the interval even if no failure comes after it: a burst that stops
+        // is not left at its first line.
+        lastSuppressed = Tls.serverReport(error).reason
+        if (cancelSummary === undefined && !stopping) {
+          cancelSummary = after(Duration.millis(lastFailureReportAt + interval - now), reportSuppressed)
+        }
+        return
+      }
+      cancelSummary?.()
+      cancelSummary = undefined
       const others = failedSinceReport === 1 ? "" : ` (${failedSinceReport - 1} more since the last report)`
       lastFailureReportAt = now
       failedSinceReport = 0
+      lastSuppressed = undefined
       const { line, reason } = Tls.serverReport(error)
       runFork(Effect.logInfo(`TLS handshake failed (${reason})${others}: ${line}`))
     }
-    const after = (duration: Duration.Duration, f: () => void) => {
+    function after(duration: Duration.Duration, f: () => void) {
       const fiber = runFork(Effect.flatMap(Effect.sleep(duration), () => Effect.sync(f)))
       return () => fiber.unsafeInterruptAsFork(FiberId.none)
     }
@@ -277,6 +314,10 @@ export const serveWith = <O extends Options.ServerSettings>(listener: Listener<O
       connection: onConnection,
       accepted: checkDescriptors,
       handshakeFailed,
+      maxHandshakes: maxConnections,
+      rejected: () => {
+        if (!stopping) rejected++
+      },
       after,
       // Logged rather than allowed to crash the process.
       error: (error: unknown) => {

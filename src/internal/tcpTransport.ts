@@ -183,7 +183,10 @@ export const tlsServers = (
   const make = () => {
     const server = tls.createServer({
       ...current.server,
-      allowHalfOpen: true,
+      // Not during the handshake: a client that half-closes then can never finish it (its Finished
+      // would come after its FIN), and a half-open socket would wait for handshakeTimeout. An
+      // established connection is half-open (secureConnection below), as a plain one is.
+      allowHalfOpen: false,
       ...socketOptions,
       // The deadline is ours, on the server's clock; Node's own (120 s by default) is off.
       handshakeTimeout: 0,
@@ -192,6 +195,14 @@ export const tlsServers = (
     server.on("connection", (raw: net.Socket) => {
       events.accepted()
       if (raw.destroyed) return
+      // Handshakes under way count against maxConnections on their own (the connections being
+      // served do not take from them): a flood of clients that stall holds no more descriptors.
+      if (handshaking.size >= events.maxHandshakes) {
+        settled.add(raw)
+        events.rejected()
+        raw.destroy()
+        return
+      }
       const remote = path ?? remoteOf(raw)
       const timeout = current.handshakeTimeout
       const cancel = events.after(timeout, () => {
@@ -208,6 +219,7 @@ export const tlsServers = (
     server.on("secureConnection", (socket: tls.TLSSocket) => {
       const raw = parentOf(socket)
       if (raw !== undefined) done(raw)
+      socket.allowHalfOpen = true
       events.connection(socket, path)
     })
     server.on("tlsClientError", (error: unknown, socket: tls.TLSSocket) => {
@@ -229,7 +241,23 @@ export const tlsServers = (
     handshaking.clear()
   }
   const update = (servers: ReadonlyArray<net.Server>) => (next: Tls.ServerTls) => {
-    for (const server of servers) (server as tls.Server).setSecureContext(next.server)
+    for (const server of servers) {
+      const secure = server as tls.Server & {
+        requestCert?: boolean
+        rejectUnauthorized?: boolean
+        ALPNProtocols?: unknown
+      }
+      secure.setSecureContext(next.server)
+      // What setSecureContext leaves as tls.createServer set it, and each new socket reads from the
+      // server: whether to ask for a client certificate, whether to refuse one that fails, ALPN.
+      secure.requestCert = next.server.requestCert === true
+      secure.rejectUnauthorized = next.server.rejectUnauthorized !== false
+      secure.ALPNProtocols = undefined
+      if (next.server.ALPNProtocols !== undefined) {
+        ;(tls as unknown as { convertALPNProtocols: (protocols: unknown, out: object) => void })
+          .convertALPNProtocols(next.server.ALPNProtocols, secure)
+      }
+    }
     current = next
   }
   return { make, destroyHandshakes, update }

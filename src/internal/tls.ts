@@ -40,11 +40,13 @@ const version: Check = (value) =>
   typeof value === "string" && protocolVersions.has(value)
     ? undefined
     : `expected one of TLSv1, TLSv1.1, TLSv1.2, TLSv1.3, got ${showValue(value)}`
+// node:tls takes an array of names (strings only) and checks their length in bytes only in
+// tls.connect and tls.createServer, by throwing.
 const protocols: Check = (value) =>
   Array.isArray(value) && value.length > 0 &&
-    value.every((item) => (typeof item === "string" && item.length > 0 && item.length < 256) || item instanceof Uint8Array)
+    value.every((item) => typeof item === "string" && item.length > 0 && Buffer.byteLength(item) < 256)
     ? undefined
-    : `expected a non-empty array of protocol names (such as ["h2", "http/1.1"]), got ${showValue(value)}`
+    : `expected a non-empty array of protocol names of 1 to 255 bytes (such as ["h2", "http/1.1"]), got ${showValue(value)}`
 const servername: Check = (value) => {
   if (typeof value !== "string" || value.length === 0) return `expected a host name, got ${showValue(value)}`
   if (controlCharacters.test(value)) return `a server name must not contain spaces or control characters, got ${showValue(value)}`
@@ -53,6 +55,21 @@ const servername: Check = (value) => {
   return undefined
 }
 const fn: Check = (value) => typeof value === "function" ? undefined : `expected a function, got ${showValue(value)}`
+const bytes: Check = (value) => value instanceof Uint8Array ? undefined : `expected a Buffer, got ${showValue(value)}`
+// What tls.createSecureContext makes; node:tls throws on anything else, and only when it connects.
+const SecureContextClass = tls.createSecureContext().constructor
+const context: Check = (value) =>
+  value instanceof SecureContextClass
+    ? undefined
+    : `expected a SecureContext made by tls.createSecureContext, got ${showValue(value)}`
+// The socket's own options, which connect takes itself: among the TLS ones they would override the
+// connect's target (host, port) or its settings, or make tls.connect throw.
+const transportKeys = [
+  "host", "port", "path", "socket", "allowHalfOpen", "timeout", "lookup", "family", "hints", "localAddress",
+  "localPort", "noDelay", "keepAlive", "keepAliveInitialDelay", "signal", "onread", "autoSelectFamily"
+]
+const notHere: Check = (value) =>
+  `set on connect's own options, not among its tls options (got ${showValue(value)})`
 
 /** Checks of the options this module reads or that are easy to get wrong; the others go to `node:tls` as they are. */
 const clientChecks: Readonly<Record<string, Check>> = {
@@ -70,7 +87,11 @@ const clientChecks: Readonly<Record<string, Check>> = {
   servername,
   rejectUnauthorized: boolean,
   ALPNProtocols: protocols,
-  checkServerIdentity: fn
+  checkServerIdentity: fn,
+  secureContext: context,
+  session: bytes,
+  pskCallback: fn,
+  ...Object.fromEntries(transportKeys.map((key) => [key, notHere]))
 }
 
 const isRecord = (value: unknown): value is Record<string, unknown> =>
@@ -92,6 +113,9 @@ const checkFields = (
     const decoded = Schema.decodeUnknownEither(DurationOption)(input.handshakeTimeout)
     if (decoded._tag === "Left") {
       issues.push(`handshakeTimeout: expected a finite, non-negative duration, got ${showValue(input.handshakeTimeout)}`)
+    } else if (Duration.toMillis(decoded.right) === 0) {
+      // Every handshake would fail at once (node:tls takes 0 for no limit: a trap either way).
+      issues.push("handshakeTimeout: expected a positive duration, got 0 (no handshake completes in no time)")
     } else {
       handshakeTimeout = decoded.right
     }
@@ -106,9 +130,38 @@ const nodeMessage = (error: unknown): string => {
   return typeof code === "string" ? `${message} (${code})` : message
 }
 
+/**
+ * The options' own fields as they are now, copied once (getters are read once): what is checked is
+ * what is used. An object whose fields cannot be read (a getter or a Proxy that throws) is the
+ * message of what it threw.
+ */
+const snapshot = (input: object): Record<string, unknown> | string => {
+  try {
+    const copy: Record<string, unknown> = {}
+    for (const key of Object.keys(input)) {
+      Object.defineProperty(copy, key, {
+        value: (input as Record<string, unknown>)[key],
+        enumerable: true,
+        writable: true,
+        configurable: true
+      })
+    }
+    return copy
+  } catch (error) {
+    return `the options could not be read: ${nodeMessage(error)}`
+  }
+}
+
+/** Whether two snapshots have the same fields with the same values. */
+const sameFields = (a: Record<string, unknown>, b: Record<string, unknown>): boolean => {
+  const keys = Object.keys(a)
+  return keys.length === Object.keys(b).length && keys.every((key) => Object.hasOwn(b, key) && a[key] === b[key])
+}
+
 // Contexts by the options object they were made from: a pool or a retry connects with the same
 // options again and again, and a context costs a fraction of a millisecond (more with a CA list).
-const clientContexts = new WeakMap<object, ClientTls>()
+// Each is kept with the fields it was made from, so that an object changed since is validated again.
+const clientContexts = new WeakMap<object, { readonly fields: Record<string, unknown>; readonly validated: ClientTls }>()
 
 const fail = (ast: Schema.Schema.AnyNoContext["ast"], input: unknown, message: string) =>
   ParseResult.fail(new ParseResult.Type(ast, input, message))
@@ -125,11 +178,13 @@ export const ClientTlsOption: Schema.Schema<ClientTls, unknown> = Schema.transfo
     decode: (input, _, ast) => {
       if (input === true) input = {}
       if (!isRecord(input)) return fail(ast, input, `expected true or an object of TLS options, got ${showValue(input)}`)
+      const fields = snapshot(input)
+      if (typeof fields === "string") return fail(ast, input, fields)
       const cached = clientContexts.get(input)
-      if (cached !== undefined) return ParseResult.succeed(cached)
-      const { handshakeTimeout, issues } = checkFields(input, clientChecks)
+      if (cached !== undefined && sameFields(cached.fields, fields)) return ParseResult.succeed(cached.validated)
+      const { handshakeTimeout, issues } = checkFields(fields, clientChecks)
       if (issues.length > 0) return fail(ast, input, issues.join("; "))
-      const { handshakeTimeout: _timeout, ...options } = input
+      const { handshakeTimeout: _timeout, ...options } = fields
       let secureContext: tls.SecureContext
       try {
         secureContext = options.secureContext as tls.SecureContext ??
@@ -137,13 +192,55 @@ export const ClientTlsOption: Schema.Schema<ClientTls, unknown> = Schema.transfo
       } catch (error) {
         return fail(ast, input, nodeMessage(error))
       }
-      const validated: ClientTls = { connect: { ...options, secureContext }, handshakeTimeout }
-      clientContexts.set(input, validated)
+      const check = options.checkServerIdentity as tls.ConnectionOptions["checkServerIdentity"]
+      const validated: ClientTls = {
+        connect: {
+          ...options,
+          secureContext,
+          ...(check === undefined ? {} : { checkServerIdentity: guardedIdentityCheck(check) })
+        },
+        handshakeTimeout
+      }
+      clientContexts.set(input, { fields, validated })
       return ParseResult.succeed(validated)
     },
     encode: (validated) => ParseResult.succeed(validated)
   }
 )
+
+/**
+ * The caller's `checkServerIdentity` as node:tls may call it: one that throws would throw out of a
+ * socket's event (an uncaught exception: the process ends), so what it throws is returned as its
+ * verdict instead; a verdict without a code gets CERT_REJECTED, so that the connect fails with
+ * `TlsHandshakeFailed` (CertificateInvalid) rather than an untyped `SocketFailure`.
+ */
+const guardedIdentityCheck = (check: NonNullable<tls.ConnectionOptions["checkServerIdentity"]>) =>
+(hostname: string, certificate: tls.PeerCertificate): Error | undefined => {
+  let verdict: unknown
+  try {
+    verdict = check(hostname, certificate)
+  } catch (error) {
+    verdict = error instanceof Error ? error : new Error(`checkServerIdentity threw ${showValue(error)}`)
+  }
+  if (verdict === undefined || verdict === null) return undefined
+  const error = verdict instanceof Error ? verdict : new Error(`checkServerIdentity returned ${showValue(verdict)}`)
+  if (typeof (error as { code?: unknown }).code !== "string") {
+    Object.defineProperty(error, "code", { value: "CERT_REJECTED", enumerable: true, configurable: true, writable: true })
+  }
+  return error
+}
+
+/**
+ * An optional option field of `schema`: absent or `undefined` is `undefined`; anything else fails
+ * with `schema`'s message alone (`Schema.optional` would add "Expected undefined, actual ..." with
+ * the whole value, private key and passphrase included).
+ */
+export const optionalField = <A>(schema: Schema.Schema<A, unknown>): Schema.Schema<A | undefined, unknown> =>
+  Schema.transformOrFail(Schema.Unknown, Schema.Any as Schema.Schema<A | undefined>, {
+    strict: true,
+    decode: (input) => input === undefined ? ParseResult.succeed(undefined) : ParseResult.decodeUnknown(schema)(input),
+    encode: (value) => ParseResult.succeed(value)
+  })
 
 /** The server's TLS, validated: what `tls.createServer` gets, and the handshake's limit. */
 export interface ServerTls {
@@ -159,16 +256,18 @@ export interface ServerTls {
 /** How long a client may take over its handshake by default: a client that never completes one holds a descriptor. */
 const defaultServerHandshakeTimeout = Duration.seconds(10)
 
+// A client's options that a server does not take.
+const clientOnly = new Set(["checkServerIdentity", "servername", "session", ...transportKeys])
 const serverChecks: Readonly<Record<string, Check>> = {
-  ...clientChecks,
+  ...Object.fromEntries(Object.entries(clientChecks).filter(([name]) => !clientOnly.has(name))),
   requestCert: boolean,
+  // tls.createServer makes its context from cert, key, ... and ignores this one.
+  secureContext: () => "a server takes cert and key (or pfx), not a secureContext",
   sni: (value) =>
     isRecord(value) && Object.values(value).every(isRecord)
       ? undefined
       : `expected an object of server names to TLS options ({ "api.example": { cert, key } }), got ${showValue(value)}`
 }
-// A client's options that a server does not take.
-const { checkServerIdentity: _identity, servername: _servername, ...serverOnlyChecks } = serverChecks
 
 const secureContext = (options: Record<string, unknown>): tls.SecureContext | string => {
   try {
@@ -190,19 +289,56 @@ export const contextFor = (
   return dot === -1 ? undefined : contexts.get(`*${name.slice(dot)}`)
 }
 
+/**
+ * What is wrong with a server name of `sni`, if anything: a name no client can send (empty, with
+ * spaces or control characters, an address) or a `*` anywhere but as the whole first label.
+ */
+const sniName = (name: string): string | undefined => {
+  const exact = name.startsWith("*.") ? name.slice(2) : name
+  if (exact.length === 0 || exact.includes("*") || controlCharacters.test(exact) || net.isIP(exact) !== 0) {
+    return "expected a host name, or *. and a host name"
+  }
+  return undefined
+}
+
 /** Validates the `tls` option of serve into what the listener needs, or says what is wrong with it. */
 export const validateServer = (input: unknown): ServerTls | string => {
   if (!isRecord(input)) return `expected an object of TLS options ({ cert, key, ... }), got ${showValue(input)}`
-  const { issues, handshakeTimeout } = checkFields(input, serverOnlyChecks)
+  const fields = snapshot(input)
+  if (typeof fields === "string") return fields
+  // The sni object and its entries are read once as well.
+  if (isRecord(fields.sni)) {
+    const names = snapshot(fields.sni)
+    if (typeof names === "string") return `sni: ${names}`
+    for (const [name, entry] of Object.entries(names)) {
+      if (!isRecord(entry)) continue
+      const copy = snapshot(entry)
+      if (typeof copy === "string") return `sni ${JSON.stringify(name)}: ${copy}`
+      names[name] = copy
+    }
+    fields.sni = names
+  }
+  const { issues, handshakeTimeout } = checkFields(fields, serverChecks)
   if (issues.length > 0) return issues.join("; ")
-  const { handshakeTimeout: _timeout, sni, ...options } = input
-  if (options.cert === undefined && options.pfx === undefined && options.secureContext === undefined && sni === undefined) {
+  const { handshakeTimeout: _timeout, sni, ...options } = fields
+  if (options.cert === undefined && options.pfx === undefined && sni === undefined) {
     return "a TLS server needs a certificate: give cert and key (or pfx)"
   }
   const main = secureContext(options)
   if (typeof main === "string") return main
+  // What tls.createServer alone checks (ALPN names, pskCallback, ...), by throwing: made once here,
+  // never bound, so that serve and updateTls fail with InvalidOptions instead.
+  try {
+    tls.createServer({ ...options, handshakeTimeout: 0, SNICallback: (_name, callback) => callback(null, undefined) })
+  } catch (error) {
+    return nodeMessage(error)
+  }
   const contexts = new Map<string, tls.SecureContext>()
   for (const [name, entry] of Object.entries((sni ?? {}) as Record<string, Record<string, unknown>>)) {
+    const issue = sniName(name) ?? (entry.cert === undefined && entry.pfx === undefined
+      ? "needs a certificate: give cert and key (or pfx)"
+      : undefined)
+    if (issue !== undefined) return `sni ${JSON.stringify(name)}: ${issue}`
     const context = secureContext(entry)
     if (typeof context === "string") return `sni ${JSON.stringify(name)}: ${context}`
     contexts.set(name.toLowerCase(), context)

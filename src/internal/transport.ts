@@ -55,6 +55,14 @@ export interface ListenerEvents {
   readonly error: (error: unknown) => void
   /** A connection whose handshake (TLS's) failed or timed out: it never reaches the handler. */
   readonly handshakeFailed: (error: TcpError.TcpError) => void
+  /**
+   * How many handshakes may be under way at once (the server's `maxConnections`): one more is
+   * closed at once and told to `rejected`, so that clients that never finish a handshake hold no
+   * more descriptors than that.
+   */
+  readonly maxHandshakes: number
+  /** A socket closed at once because `maxHandshakes` were under way. */
+  readonly rejected: () => void
   /** Runs `f` after `duration` on the server's clock (`TestClock` in tests), unless cancelled first. */
   readonly after: (duration: Duration.Duration, f: () => void) => () => void
 }
