@@ -226,7 +226,8 @@ describe("a TLS connection whose records are corrupted after its handshake", () 
       // Plain text under the TLS session, after a byte went each way.
       raw.write("garbage after the handshake\r\n")
       yield* eventually(() => result !== undefined)
-      expect(result).toMatchObject({ _tag: "SocketFailure", operation: "read", code: "ERR_SSL_WRONG_VERSION_NUMBER" })
+      // OpenSSL 3.0 says ERR_SSL_WRONG_VERSION_NUMBER, 3.5 (Node 26) ERR_SSL_BAD_RECORD_TYPE: the code is kept either way.
+      expect(result).toMatchObject({ _tag: "SocketFailure", operation: "read", code: expect.stringMatching(/^ERR_SSL_(WRONG_VERSION_NUMBER|BAD_RECORD_TYPE)$/) })
       expect((yield* server.stats).handshakesFailed).toBe(0)
     }))
 
@@ -258,7 +259,7 @@ describe("a TLS connection whose records are corrupted after its handshake", () 
       yield* eventually(() => peer !== undefined)
       ;(peer as unknown as { _parent: net.Socket })._parent.write("not a TLS record\r\n")
       const error = yield* Effect.flip(connection.readExactly(1))
-      expect(error).toMatchObject({ _tag: "SocketFailure", operation: "read", code: "ERR_SSL_WRONG_VERSION_NUMBER" })
+      expect(error).toMatchObject({ _tag: "SocketFailure", operation: "read", code: expect.stringMatching(/^ERR_SSL_(WRONG_VERSION_NUMBER|BAD_RECORD_TYPE)$/) })
     }))
 })
 
