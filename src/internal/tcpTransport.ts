@@ -49,9 +49,15 @@ export const dialer: Dialer<ConnectOptions | UnixConnectOptions> = {
   handshakeTimeout: (options) => Tls.handshakeTimeout(options.tls, dialer.endpoint(options))
 }
 
-const listen = (
+/**
+ * Binds `server` to a host and port or to a Unix socket's path; on failure the server is closed
+ * (nothing stays bound) and the error classified with `endpoint`.
+ *
+ * @internal
+ */
+export const listen = (
   server: net.Server,
-  endpoint: Endpoint.TcpEndpoint,
+  endpoint: Endpoint.Endpoint,
   backlog: number
 ): Effect.Effect<void, TcpError.ListenError> =>
   Effect.async<void, TcpError.ListenError>((resume) => {
@@ -61,11 +67,13 @@ const listen = (
     }
     const onError = (error: unknown) => {
       server.off("listening", onListening)
+      server.close()
       resume(Effect.fail(TcpError.classify(error, "listen", endpoint)))
     }
     server.once("listening", onListening)
     server.once("error", onError)
-    server.listen({ host: endpoint.host, port: endpoint.port, backlog, exclusive: true })
+    const target = Endpoint.isUnix(endpoint) ? { path: endpoint.path } : { host: endpoint.host, port: endpoint.port }
+    server.listen({ ...target, backlog, exclusive: true })
     return Effect.sync(() => {
       server.off("listening", onListening)
       server.off("error", onError)

@@ -15,31 +15,6 @@ import type { Listener, Listening } from "./transport.js"
 
 type UnixServeOptions = typeof Options.UnixServeOptions.Type
 
-const bind = (
-  server: net.Server,
-  endpoint: Endpoint.UnixEndpoint,
-  backlog: number
-): Effect.Effect<void, TcpError.ListenError> =>
-  Effect.async<void, TcpError.ListenError>((resume) => {
-    const onListening = () => {
-      server.off("error", onError)
-      resume(Effect.void)
-    }
-    const onError = (error: unknown) => {
-      server.off("listening", onListening)
-      server.close()
-      resume(Effect.fail(TcpError.classify(error, "listen", endpoint)))
-    }
-    server.once("listening", onListening)
-    server.once("error", onError)
-    server.listen({ path: endpoint.path, backlog, exclusive: true })
-    return Effect.sync(() => {
-      server.off("listening", onListening)
-      server.off("error", onError)
-      server.close()
-    })
-  })
-
 /**
  * Whether `path` is a socket file that nobody listens on: one left by a server that was killed
  * (a server that stops normally removes its file). Known by trying to connect: only a refusal
@@ -88,7 +63,7 @@ export const listener: Listener<UnixServeOptions> = {
         net.createServer({ allowHalfOpen: true }, (socket) => events.connection(socket, endpoint))
           .on("connection", events.accepted))
       let server = makeServer()
-      const first = yield* Effect.either(bind(server, endpoint, backlog))
+      const first = yield* Effect.either(tcpTransport.listen(server, endpoint, backlog))
       if (first._tag === "Left") {
         if (first.left._tag !== "AddressInUse" || !(yield* isStale(options.path))) return yield* Effect.fail(first.left)
         // A stale file: remove it and bind again. Whatever fails now (another server that took the
@@ -99,7 +74,7 @@ export const listener: Listener<UnixServeOptions> = {
           catch: (error) => TcpError.classify(error, "listen", endpoint)
         })
         server = makeServer()
-        yield* bind(server, endpoint, backlog)
+        yield* tcpTransport.listen(server, endpoint, backlog)
       }
       const bound = server
       if (options.mode !== undefined) {
