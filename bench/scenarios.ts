@@ -2,8 +2,6 @@
  * The scenarios: what each one sends, which programs play client and server for each row, what
  * is measured and compared, the targets, and the totals a run must have reached to count.
  */
-import * as os from "node:os"
-import * as path from "node:path"
 import { frameCounts } from "./programs/frames.js"
 import type { ClientJob, ClientReport, Implementation, Params, ServerJob, ServerReport } from "./programs/protocol.js"
 
@@ -49,6 +47,11 @@ export interface Scenario {
   readonly params: (quick: boolean) => Params
   /** Whether its programs speak TLS: the runner makes certificates and passes their paths in `Params.tls`. */
   readonly tls?: boolean
+  /**
+   * Whether its programs talk over a Unix domain socket: each run gets a path of its own, in a
+   * directory made for it and removed after it (runs may overlap), passed in `Params.socketPath`.
+   */
+  readonly unixSocket?: boolean
   readonly variants: ReadonlyArray<Variant>
   /** The row every ratio is to. */
   readonly baseline: string
@@ -222,7 +225,8 @@ export const scenarios: ReadonlyArray<Scenario> = [
     title: "Sequential request/response over a Unix socket",
     description:
       "The sequential request/response scenario (100,000 round trips of 64 bytes on one connection to an echo server) over a Unix domain socket in the temporary directory instead of TCP on 127.0.0.1. Round trips per second, p50 and p99 in µs. Raw node:net and effect-tcp only, over the same path.",
-    params: (quick) => ({ ...sizes(quick), socketPath: path.join(os.tmpdir(), `effect-tcp-bench-${process.pid}.sock`) }),
+    params: sizes,
+    unixSocket: true,
     variants: sameOnBothEnds("echo", "rr-seq").filter((variant) => variant.implementation !== "platform"),
     baseline: "raw",
     notApplicable: ["platform"],

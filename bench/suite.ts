@@ -3,7 +3,9 @@
  * ...), a fresh server process and a fresh client process, so that no run inherits another's heap
  * or JIT state and slow drifts of the machine spread over every row alike.
  */
-import { readFileSync } from "node:fs"
+import { mkdtempSync, readFileSync, rmSync } from "node:fs"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
 import { type Certificates, makeCertificates } from "./certificates.js"
 import type { Launcher } from "./launch.js"
 import { type Program, start } from "./processes.js"
@@ -75,10 +77,13 @@ export const runOnce = async (
   launcher: Launcher,
   scenario: Scenario,
   variant: Variant,
-  params: Params,
+  scenarioParams: Params,
   timeoutMillis: number
 ): Promise<RunReport> => {
   const programs: Array<Program> = []
+  // Overlapping runs of a Unix scenario must not share a path: the second server would find it taken.
+  const socketDirectory = scenario.unixSocket === true ? mkdtempSync(join(tmpdir(), "effect-tcp-bench-unix-")) : undefined
+  const params = socketDirectory === undefined ? scenarioParams : { ...scenarioParams, socketPath: join(socketDirectory, "echo.sock") }
   let timer: NodeJS.Timeout | undefined
   const deadline = new Promise<never>((_, reject) => {
     timer = setTimeout(() => reject(new Error(`timed out after ${timeoutMillis / 1000} s`)), timeoutMillis)
@@ -132,6 +137,7 @@ export const runOnce = async (
   } finally {
     clearTimeout(timer)
     await Promise.all(programs.map((program) => program.kill()))
+    if (socketDirectory !== undefined) rmSync(socketDirectory, { recursive: true, force: true })
   }
 }
 

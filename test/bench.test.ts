@@ -2,6 +2,8 @@
  * The benchmark suite at tiny sizes (`--quick --rounds 1 --no-write`): every scenario runs for every
  * implementation, every program exits 0 with complete totals, and every row of the table has a number.
  */
+import { readdirSync } from "node:fs"
+import { tmpdir } from "node:os"
 import { expect, it } from "vitest"
 import { bundledLauncher } from "../bench/launch.js"
 import { parse } from "../bench/options.js"
@@ -45,3 +47,18 @@ it("the quick benchmark runs every scenario for every implementation, each proce
     launcher.dispose()
   }
 }, 90_000)
+
+it("runs of the Unix scenario that overlap each get a socket path of their own, removed after the run", async () => {
+  const options = parse(["--quick", "--rounds", "2", "--no-write", "--only", "rr-unix"])
+  const launcher = await bundledLauncher()
+  const before = new Set(readdirSync(tmpdir()).filter((name) => name.startsWith("effect-tcp-bench-unix-")))
+  try {
+    // Every run at once: with one path for the scenario, the servers after the first find it taken.
+    const result = await runSuite({ ...options, launcher, concurrency: 4 })
+    expect(result.failures).toEqual([])
+    expect(result.scenarios.flatMap((s) => s.variants.flatMap((v) => v.runs)).filter((run) => run.ok)).toHaveLength(4)
+    expect(readdirSync(tmpdir()).filter((name) => name.startsWith("effect-tcp-bench-unix-") && !before.has(name))).toEqual([])
+  } finally {
+    launcher.dispose()
+  }
+}, 60_000)
